@@ -1,0 +1,19 @@
+# headsieve: what each attention head does, and which heads can be pruned.
+# Wiring only: config, validation, rule files, targets. The science lives in src/headsieve.
+from snakemake.utils import min_version
+
+min_version("9.19")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/attention.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,105 @@
+"""Attention extraction: batch by length, run the encoder with eager attention, stream to shards."""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from headsieve.io.shards import ShardWriter
+
+log = logging.getLogger(__name__)
+
+
+def length_batches(lengths: Iterable[int], batch_tokens: int, max_batch: int = 256) -> list[list[int]]:
+    """Group input positions into batches of similar length (longest first).
+
+    A batch holds at most ``batch_tokens`` padded pieces (batch size x its longest input) and at most
+    ``max_batch`` inputs; sorting by length keeps padding small.  The order is deterministic (ties keep
+    corpus order).
+    """
+    lengths = list(lengths)
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        t = lengths[i]
+        new_longest = max(longest, t)
+        if current and (new_longest * (len(current) + 1) > batch_tokens or len(current) >= max_batch):
+            batches.append(current)
+            current, new_longest = [], t
+        current.append(i)
+        longest = new_longest
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pad_batch(rows: list[dict], use_type_ids: bool, pad_id: int, device) -> dict[str, torch.Tensor]:
+    """Right-padded model inputs for token rows (each with input_ids and token_type_ids)."""
+    longest = max(len(r["input_ids"]) for r in rows)
+    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    types = torch.zeros((len(rows), longest), dtype=torch.long)
+    for b, r in enumerate(rows):
+        t = len(r["input_ids"])
+        ids[b, :t] = torch.as_tensor(r["input_ids"], dtype=torch.long)
+        mask[b, :t] = 1
+        if use_type_ids and r.get("token_type_ids") is not None:
+            types[b, :t] = torch.as_tensor(r["token_type_ids"], dtype=torch.long)
+    batch = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    if use_type_ids:
+        batch["token_type_ids"] = types.to(device)
+    return batch
+
+
+def uses_token_types(model) -> bool:
+    """Whether the model has segment (token type) embeddings worth feeding."""
+    return getattr(model.config, "type_vocab_size", 0) > 1
+
+
+@torch.inference_mode()
+def batch_attention(model, batch: dict[str, torch.Tensor], lengths: list[int]) -> list[np.ndarray]:
+    """Per input, its unpadded attention probabilities [layers, heads, T, T] as float16."""
+    out = model(**batch, output_attentions=True)
+    stacked = torch.stack(out.attentions, dim=1).to(torch.float16).cpu().numpy()  # [B, L, H, T, T]
+    return [np.ascontiguousarray(stacked[b, :, :, :t, :t]) for b, t in enumerate(lengths)]
+
+
+def iter_attention(
+    model, rows: list[dict], batch_tokens: int, device="cpu", progress: bool = True
+) -> Iterator[tuple[dict, np.ndarray]]:
+    """Yield (row, attention) for every token row, in length-batched order."""
+    use_types = uses_token_types(model)
+    pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    batches = length_batches([r["n_pieces"] for r in rows], batch_tokens)
+    bar = tqdm(total=len(rows), desc="attention", unit="sent", disable=not progress, mininterval=2.0)
+    for idx in batches:
+        chunk = [rows[i] for i in idx]
+        batch = pad_batch(chunk, use_types, pad_id, device)
+        for row, att in zip(chunk, batch_attention(model, batch, [r["n_pieces"] for r in chunk])):
+            yield row, att
+        bar.update(len(chunk))
+    bar.close()
+
+
+def dump_attention(
+    model,
+    rows: list[dict],
+    folder,
+    model_key: str,
+    corpus: str,
+    batch_tokens: int = 4096,
+    shard_bytes: int = 64 << 20,
+    device="cpu",
+    progress: bool = True,
+):
+    """Stream every row's attention into a dump folder (see :mod:`headsieve.io.shards`); return the index."""
+    writer = ShardWriter(folder, model_key, corpus, shard_bytes)
+    for row, att in iter_attention(model, rows, batch_tokens, device, progress):
+        writer.add(row["sentence_index"], row["sentence_id"], att, row["input_ids"])
+    return writer.close()

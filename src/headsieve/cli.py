@@ -1,0 +1,217 @@
+"""The ``headsieve`` command line: one subcommand per workflow step.
+
+Each subcommand parses its arguments, calls package functions and writes its outputs atomically.
+Model and corpus settings arrive as JSON (``--model-spec``), exactly the config entries, so that a change
+of a setting changes the rule's params and Snakemake reruns the step.  User errors print one line
+(``headsieve: error: ...``) and exit with status 2, leaving no partial output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from headsieve.errors import HeadsieveError
+
+log = logging.getLogger("headsieve")
+
+COMMANDS = {}
+
+
+def command(name, help):
+    def register(fn):
+        COMMANDS[name] = (fn, help)
+        return fn
+
+    return register
+
+
+def _json(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise HeadsieveError(f"bad JSON argument: {err}") from None
+    if not isinstance(value, dict):
+        raise HeadsieveError("JSON argument must be an object")
+    return value
+
+
+def _setup_torch(threads: int, seed: int = 0) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------- data
+
+
+@command("fetch", "download a data file, verify its sha256")
+def cmd_fetch(sub):
+    sub.add_argument("--url", required=True)
+    sub.add_argument("--sha256", required=True)
+    sub.add_argument("--member", default=None, help="file inside a zip/tar archive")
+    sub.add_argument("--output", required=True)
+
+    def run(args):
+        from headsieve.io.fetch import fetch
+
+        fetch(args.url, args.sha256, args.output, args.member or None)
+
+    return run
+
+
+# ---------------------------------------------------------------- tokens and attention
+
+
+@command("tokenize", "corpus -> tokens.parquet (word pieces aligned to words)")
+def cmd_tokenize(sub):
+    sub.add_argument("--model", required=True, help="model key")
+    sub.add_argument("--model-spec", required=True, type=_json)
+    sub.add_argument("--corpus", required=True, help="corpus key")
+    sub.add_argument("--corpus-spec", required=True, type=_json)
+    sub.add_argument("--input", required=True, help="corpus file")
+    sub.add_argument("--max-length", type=int, required=True)
+    sub.add_argument("--output", required=True)
+
+    def run(args):
+        from headsieve.io.atomic import write_table
+        from headsieve.models.load import load_tokenizer
+        from headsieve.tokens import encode_examples, encode_sentences, records_table
+
+        spec = args.corpus_spec
+        tokenizer = load_tokenizer(args.model, args.model_spec)
+        fmt = spec["format"]
+        limit = spec.get("max_sentences")
+        if fmt == "conllu":
+            from headsieve.io.conllu import read_conllu
+
+            sentences = read_conllu(args.input, limit)
+            log.info("read %d sentences from %s", len(sentences), args.input)
+            records, stats = encode_sentences(tokenizer, sentences, args.max_length)
+        else:
+            from headsieve.io.glue import read_glue, task_spec
+
+            task = "xnli" if fmt == "xnli" else spec["task"]
+            custom = spec if task == "custom" else None
+            examples = read_glue(args.input, task_spec(task, custom), spec.get("header"), spec.get("language"), limit)
+            log.info("read %d examples (%s) from %s", len(examples), task, args.input)
+            records, stats = encode_examples(tokenizer, examples, args.max_length)
+        log.info("tokenized: %s", stats.summary())
+        if stats.dropped_ids:
+            log.info("pairs dropped (longer than %d pieces): %s", args.max_length, ", ".join(stats.dropped_ids[:50]))
+        write_table(records_table(records, args.model, args.corpus), args.output)
+
+    return run
+
+
+def read_token_rows(path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path, columns=["sentence_index", "sentence_id", "input_ids", "token_type_ids", "n_pieces"])
+    except Exception as err:
+        raise HeadsieveError(f"{path}: cannot read tokens ({str(err).splitlines()[0]})") from None
+    return table.to_pylist()
+
+
+@command("dump", "tokens.parquet -> attention dump folder (float16 shards + index)")
+def cmd_dump(sub):
+    sub.add_argument("--model", required=True)
+    sub.add_argument("--model-spec", required=True, type=_json)
+    sub.add_argument("--corpus", required=True)
+    sub.add_argument("--tokens", required=True)
+    sub.add_argument("--output", required=True, help="dump folder")
+    sub.add_argument("--batch-tokens", type=int, default=4096, help="padded pieces per batch (speed only)")
+    sub.add_argument("--shard-mb", type=int, default=64)
+    sub.add_argument("--threads", type=int, default=1)
+    sub.add_argument("--device", default="auto")
+
+    def run(args):
+        from headsieve.attention import dump_attention
+        from headsieve.io.atomic import atomic_dir
+        from headsieve.models.load import load_encoder, model_shape
+
+        _setup_torch(args.threads)
+        device = pick_device(args.device)
+        rows = read_token_rows(args.tokens)
+        if not rows:
+            raise HeadsieveError(f"{args.tokens}: no sentences (empty corpus)")
+        model = load_encoder(args.model, args.model_spec, device=device)
+        vocab = model.config.vocab_size
+        top = max(max(r["input_ids"]) for r in rows)
+        if top >= vocab:
+            raise HeadsieveError(
+                f"{args.tokens}: token id {top} is outside model '{args.model}' vocabulary ({vocab}); "
+                "tokens were made with another tokenizer"
+            )
+        L, H = model_shape(model)
+        log.info("dumping %d sentences, %d layers x %d heads, device %s", len(rows), L, H, device)
+        start = time.perf_counter()
+        with atomic_dir(args.output) as tmp:
+            dump_attention(model, rows, tmp, args.model, args.corpus, args.batch_tokens, args.shard_mb << 20, device)
+        took = time.perf_counter() - start
+        log.info("dumped %d sentences in %.1f s (%.1f sentences/s)", len(rows), took, len(rows) / max(took, 1e-9))
+
+    return run
+
+
+def pick_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise HeadsieveError("device 'cuda' requested but no CUDA device is available (set device: auto or cpu)")
+    return name
+
+
+# ---------------------------------------------------------------- entry
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="headsieve", description=__doc__.splitlines()[0])
+    parser.add_argument("--log", default=None, help="write the log and progress here (errors also go to stderr)")
+    subs = parser.add_subparsers(dest="command", required=True)
+    for name, (factory, help) in COMMANDS.items():
+        sub = subs.add_parser(name, help=help)
+        sub.set_defaults(run=factory(sub))
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    log_stream = open(args.log, "a", encoding="utf-8") if args.log else sys.stderr
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=log_stream)
+    if args.log:
+        sys.stderr = log_stream  # progress bars and library warnings go to the log too
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        args.run(args)
+    except HeadsieveError as err:
+        _report(f"headsieve: error: {err}", log_stream if args.log else None)
+        return 2
+    except KeyboardInterrupt:
+        _report("headsieve: interrupted", log_stream if args.log else None)
+        return 130
+    finally:
+        sys.stderr = sys.__stderr__
+    return 0
+
+
+def _report(line: str, log_file) -> None:
+    """The one error line goes to the terminal, and into the log file when there is one."""
+    print(line, file=sys.__stderr__, flush=True)
+    if log_file is not None:
+        print(line, file=log_file, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Config validation: JSON schema (with defaults filled in) plus cross-reference checks.
+
+Every problem is one line naming the config key, e.g.
+``config key 'corpora.ewt_dev.format': 'conllx' is not one of ['conllu', 'glue', 'xnli']``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+from headsieve.errors import HeadsieveError
+
+DATA_DIR_ENV = "HEADSIEVE_DATA_DIR"
+
+
+def _with_defaults(cls):
+    validate_properties = cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(cls, {"properties": set_defaults})
+
+
+_DefaultFilling = _with_defaults(Draft202012Validator)
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise HeadsieveError(f"{path}: file not found") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise HeadsieveError(f"{path}{where}: invalid YAML ({getattr(err, 'problem', None) or err})") from None
+    return data or {}
+
+
+def _key(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def validate_config(config: dict, schema_path: str | os.PathLike) -> dict:
+    """Validate ``config`` in place (filling defaults) and return it; raise one line on the first problem."""
+    schema = load_yaml(schema_path)
+    validator = _DefaultFilling(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        err = errors[0]
+        if err.validator == "additionalProperties":
+            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+            key = _key(list(err.absolute_path) + [extra[0]]) if extra else _key(err.absolute_path)
+            raise HeadsieveError(f"config key '{key}': unknown key")
+        if "propertyNames" in err.relative_schema_path or "propertyNames" in err.schema_path:
+            raise HeadsieveError(
+                f"config key '{_key(err.absolute_path)}': name {err.instance!r} is not allowed "
+                "(use letters, digits, '_' and '-', starting with a letter or digit)"
+            )
+        raise HeadsieveError(f"config key '{_key(err.absolute_path)}': {err.message}")
+    _check_references(config)
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        config["data_dir"] = env
+    return config
+
+
+def _check_references(config: dict) -> None:
+    models, corpora = config.get("models", {}), config.get("corpora", {})
+    for section in ("attention", "roles"):
+        block = config.get(section) or {}
+        for i, key in enumerate(block.get("models", [])):
+            if key not in models:
+                raise HeadsieveError(
+                    f"config key '{section}.models[{i}]': unknown model '{key}' (defined: {', '.join(models) or 'none'})"
+                )
+        for i, key in enumerate(block.get("corpora", [])):
+            if key not in corpora:
+                raise HeadsieveError(
+                    f"config key '{section}.corpora[{i}]': unknown corpus '{key}' "
+                    f"(defined: {', '.join(corpora) or 'none'})"
+                )
+    for key, spec in corpora.items():
+        if spec["format"] == "glue" and "task" not in spec:
+            raise HeadsieveError(f"config key 'corpora.{key}.task': a glue corpus needs a task")
+        if spec.get("task") == "custom" and not ("columns" in spec and "labels" in spec):
+            raise HeadsieveError(f"config key 'corpora.{key}': a custom task needs columns and labels")
+        if "path" not in spec and "url" not in spec:
+            raise HeadsieveError(f"config key 'corpora.{key}': give a path (under data_dir) or a url with its sha256")
+        if "url" in spec and "sha256" not in spec:
+            raise HeadsieveError(f"config key 'corpora.{key}.sha256': a url needs its sha256")
+
+
+def corpus_local_path(config: dict, key: str) -> Path | None:
+    """The corpus file in the data mirror (``data_dir``/path), or None when it is not there."""
+    spec = config["corpora"][key]
+    if "path" not in spec:
+        return None
+    path = Path(os.path.expanduser(spec["path"]))
+    if not path.is_absolute():
+        path = Path(os.path.expanduser(config["data_dir"])) / path
+    return path if path.is_file() else None
+
+
+def corpus_missing_message(config: dict, key: str) -> str:
+    spec = config["corpora"][key]
+    where = Path(os.path.expanduser(config["data_dir"])) / spec["path"] if "path" in spec else None
+    return (
+        f"corpus '{key}': file '{where}' not found and no url to download it from; "
+        f"set data_dir in the config (or {DATA_DIR_ENV}) to your data mirror, or give corpora.{key}.url and sha256"
+    )

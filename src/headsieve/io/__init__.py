@@ -1,0 +1,1 @@
+"""Readers and writers: corpora, attention dumps, atomic file output."""

@@ -1,0 +1,194 @@
+"""The attention dump format: float16 shards plus an index.
+
+A dump is a folder::
+
+    attention/
+      index.parquet        one row per sentence (see INDEX_SCHEMA)
+      shard-00000.npz      one array 'attention': every sentence's [L, H, T, T] float16, flattened, concatenated
+      shard-00001.npz      ...
+
+Sentence ``s`` lives in shard ``index.shard[s]`` at element ``offset`` with ``n_pieces = T``; its array is
+``flat[offset : offset + L*H*T*T].reshape(L, H, T, T)`` with ``attention[l, h, i, j]`` the weight that query
+piece ``i`` gives to key piece ``j`` in layer ``l``, head ``h`` (rows sum to 1).  Each sentence is stored
+unpadded.  The shards are uncompressed ``.npz`` files written with fixed zip timestamps, so the same input
+gives the same bytes.  Anything that can write this layout (see :class:`ShardWriter`) can feed the later
+stages; ``input_crc`` ties each row to the token ids in ``tokens.parquet``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from headsieve.errors import HeadsieveError
+from headsieve.io.atomic import write_table
+
+FORMAT_VERSION = "1"
+INDEX_NAME = "index.parquet"
+
+INDEX_SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        ("corpus", pa.string()),
+        ("sentence_index", pa.int32()),
+        ("sentence_id", pa.string()),
+        ("shard", pa.string()),
+        ("offset", pa.int64()),
+        ("n_pieces", pa.int32()),
+        ("n_layers", pa.int16()),
+        ("n_heads", pa.int16()),
+        ("input_crc", pa.uint32()),
+    ]
+)
+
+
+def input_crc(input_ids) -> int:
+    """CRC32 of a sentence's token ids (as int32), to check a dump against its tokens."""
+    return zlib.crc32(np.asarray(input_ids, dtype=np.int32).tobytes())
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """An uncompressed .npz with a fixed timestamp (numpy's own writer stamps the current time)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, arr in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, buf.getvalue())
+
+
+class ShardWriter:
+    """Stream sentences into shards of about ``shard_bytes``; memory holds at most one shard."""
+
+    def __init__(self, folder: str | os.PathLike, model: str, corpus: str, shard_bytes: int = 64 << 20):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.model, self.corpus = model, corpus
+        self.shard_bytes = shard_bytes
+        self._parts: list[np.ndarray] = []
+        self._size = 0
+        self._shard = 0
+        self._rows: list[dict] = []
+        self._shape: tuple[int, int] | None = None
+
+    def add(self, sentence_index: int, sentence_id: str, attention: np.ndarray, input_ids) -> None:
+        """Add one sentence's attention, shape [layers, heads, T, T]."""
+        if attention.ndim != 4 or attention.shape[2] != attention.shape[3]:
+            raise ValueError(f"attention must be [layers, heads, T, T], got {attention.shape}")
+        if self._shape is None:
+            self._shape = attention.shape[:2]
+        elif attention.shape[:2] != self._shape:
+            raise ValueError(f"sentence {sentence_id}: {attention.shape[:2]} layers x heads, expected {self._shape}")
+        if len(input_ids) != attention.shape[2]:
+            raise ValueError(f"sentence {sentence_id}: {len(input_ids)} token ids for T={attention.shape[2]}")
+        flat = np.ascontiguousarray(attention, dtype=np.float16).reshape(-1)
+        self._rows.append(
+            {
+                "model": self.model,
+                "corpus": self.corpus,
+                "sentence_index": int(sentence_index),
+                "sentence_id": str(sentence_id),
+                "shard": self._name(),
+                "offset": self._size // 2,
+                "n_pieces": int(attention.shape[2]),
+                "n_layers": int(attention.shape[0]),
+                "n_heads": int(attention.shape[1]),
+                "input_crc": input_crc(input_ids),
+            }
+        )
+        self._parts.append(flat)
+        self._size += flat.nbytes
+        if self._size >= self.shard_bytes:
+            self._flush()
+
+    def _name(self) -> str:
+        return f"shard-{self._shard:05d}.npz"
+
+    def _flush(self) -> None:
+        if not self._parts:
+            return
+        _write_npz(self.folder / self._name(), {"attention": np.concatenate(self._parts)})
+        self._parts, self._size = [], 0
+        self._shard += 1
+
+    def close(self) -> pa.Table:
+        """Write the last shard and the index; return the index."""
+        self._flush()
+        if not self._rows:
+            raise HeadsieveError("no sentences to dump (empty corpus)")
+        table = pa.Table.from_pylist(self._rows, schema=INDEX_SCHEMA)
+        table = table.replace_schema_metadata({"headsieve_dump_format": FORMAT_VERSION})
+        write_table(table, self.folder / INDEX_NAME)
+        return table
+
+
+def read_index(folder: str | os.PathLike) -> pa.Table:
+    path = Path(folder) / INDEX_NAME
+    if not path.is_file():
+        raise HeadsieveError(f"{path}: no dump index (not an attention dump folder)")
+    try:
+        table = pq.read_table(path)
+    except Exception as err:
+        raise HeadsieveError(f"{path}: unreadable Parquet ({str(err).splitlines()[0]})") from None
+    missing = [n for n in INDEX_SCHEMA.names if n not in table.column_names]
+    if missing:
+        raise HeadsieveError(f"{path}: index lacks columns {', '.join(missing)}")
+    return table.select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA)
+
+
+def _load_shard(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise HeadsieveError(f"{path}: shard named in the index is missing")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arr = npz["attention"]
+    except Exception as err:
+        raise HeadsieveError(f"{path}: unreadable shard ({str(err).splitlines()[0]})") from None
+    if arr.dtype != np.float16 or arr.ndim != 1:
+        raise HeadsieveError(f"{path}: 'attention' must be a flat float16 array, found {arr.dtype} {arr.shape}")
+    return arr
+
+
+def iter_dump(folder: str | os.PathLike, check: bool = True, atol: float = 2e-2) -> Iterator[tuple[dict, np.ndarray]]:
+    """Yield (index row, attention [L, H, T, T] float16) shard by shard; memory holds one shard.
+
+    With ``check``, every sentence must be finite and have rows that sum to 1 (within ``atol``, float16).
+    """
+    folder = Path(folder)
+    index = read_index(folder).to_pylist()
+    by_shard: dict[str, list[dict]] = {}
+    for row in index:
+        by_shard.setdefault(row["shard"], []).append(row)
+    for shard in sorted(by_shard):
+        flat = _load_shard(folder / shard)
+        for row in by_shard[shard]:
+            L, H, T = row["n_layers"], row["n_heads"], row["n_pieces"]
+            end = row["offset"] + L * H * T * T
+            if row["offset"] < 0 or end > flat.size:
+                raise HeadsieveError(f"{folder / shard}: sentence '{row['sentence_id']}' runs past the end of the shard")
+            att = flat[row["offset"] : end].reshape(L, H, T, T)
+            if check:
+                check_attention(att, f"{folder / shard}: sentence '{row['sentence_id']}'", atol)
+            yield row, att
+
+
+def check_attention(att: np.ndarray, where: str, atol: float = 2e-2) -> None:
+    """Fail with one line when attention has NaN/inf or rows that do not sum to 1."""
+    a32 = att.astype(np.float32)
+    if not np.isfinite(a32).all():
+        raise HeadsieveError(f"{where}: attention contains NaN or infinite values")
+    if (a32 < 0).any():
+        raise HeadsieveError(f"{where}: attention contains negative weights")
+    sums = a32.sum(-1)
+    worst = float(np.abs(sums - 1).max())
+    if worst > atol:
+        raise HeadsieveError(f"{where}: attention rows do not sum to 1 (off by up to {worst:.3g})")

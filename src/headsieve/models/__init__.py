@@ -1,0 +1,1 @@
+"""Model loading, head gates (masking) and physical head pruning."""

@@ -1,0 +1,54 @@
+# Tokenize a corpus for a model (word pieces aligned to words), then dump every head's attention.
+
+
+rule tokenize:
+    input:
+        corpus_file,
+    output:
+        "results/{model}/{corpus}/tokens.parquet",
+    params:
+        model_spec=lambda w: spec_json("models", w.model),
+        corpus_spec=lambda w: spec_json("corpora", w.corpus),
+        max_length=config["attention"]["max_length"],
+    log:
+        "logs/{model}/{corpus}/tokenize.log",
+    benchmark:
+        "benchmarks/{model}/{corpus}/tokenize.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/headsieve.yaml"
+    shell:
+        "headsieve --log {log:q} tokenize --model {wildcards.model:q} --model-spec {params.model_spec:q}"
+        " --corpus {wildcards.corpus:q} --corpus-spec {params.corpus_spec:q} --input {input:q}"
+        " --max-length {params.max_length} --output {output:q}"
+
+
+rule dump_attention:
+    input:
+        tokens="results/{model}/{corpus}/tokens.parquet",
+    output:
+        directory("results/{model}/{corpus}/attention"),
+    params:
+        model_spec=lambda w: spec_json("models", w.model),
+        shard_mb=config["attention"]["shard_mb"],
+        device=config["device"],
+    log:
+        "logs/{model}/{corpus}/dump_attention.log",
+    benchmark:
+        "benchmarks/{model}/{corpus}/dump_attention.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=lambda w: 1 if config["device"] == "cuda" else 0,
+        # speed only: a resource, not a param, so changing it does not rerun the dump
+        batch_tokens=config["attention"]["batch_tokens"],
+    conda:
+        "../../envs/headsieve.yaml"
+    shell:
+        "headsieve --log {log:q} dump --model {wildcards.model:q} --model-spec {params.model_spec:q}"
+        " --corpus {wildcards.corpus:q} --tokens {input.tokens:q} --output {output:q}"
+        " --batch-tokens {resources.batch_tokens} --shard-mb {params.shard_mb} --threads {threads}"
+        " --device {params.device:q}"
