@@ -114,7 +114,9 @@ def read_token_rows(path) -> list[dict]:
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path, columns=["sentence_index", "sentence_id", "input_ids", "token_type_ids", "n_pieces"])
+        table = pq.read_table(
+            path, columns=["model", "sentence_index", "sentence_id", "input_ids", "token_type_ids", "n_pieces"]
+        )
     except Exception as err:
         raise HeadsieveError(f"{path}: cannot read tokens ({str(err).splitlines()[0]})") from None
     return table.to_pylist()
@@ -142,6 +144,11 @@ def cmd_dump(sub):
         rows = read_token_rows(args.tokens)
         if not rows:
             raise HeadsieveError(f"{args.tokens}: no sentences (empty corpus)")
+        made_for = {r["model"] for r in rows}
+        if made_for != {args.model}:
+            raise HeadsieveError(
+                f"{args.tokens}: tokens were made with the tokenizer of model {sorted(made_for)}, not '{args.model}'"
+            )
         model = load_encoder(args.model, args.model_spec, device=device)
         vocab = model.config.vocab_size
         top = max(max(r["input_ids"]) for r in rows)

@@ -1,0 +1,5 @@
+import sys
+
+from headsieve.cli import main
+
+sys.exit(main())
