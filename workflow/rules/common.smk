@@ -1,5 +1,7 @@
 # Config validation, path helpers, input functions and wildcard constraints.
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,6 +15,11 @@ except ImportError as err:
         f"the headsieve package is not importable ({err}); run the setup in README.md "
         "(pip install -e .) in the environment that runs snakemake"
     )
+
+# Rules call the `headsieve` command. When snakemake runs from a virtualenv that is not activated,
+# put that environment's bin folder on PATH so jobs find the command that belongs to this snakemake.
+if shutil.which("headsieve") is None:
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 try:
     validate_config(config, Path(workflow.current_basedir) / "../schemas/config.schema.yaml")
