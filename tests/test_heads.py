@@ -60,11 +60,15 @@ ARCHS = list(_CLASS_PREFIX)
 
 
 def tiny_model(arch: str, head: str = "cls", attn: str = "eager", seed: int = 0):
-    """A seeded tiny model in eval mode: ``head`` is "cls" (sequence classifier) or "base"."""
+    """A seeded tiny model in eval mode, random biases: ``head`` is "cls" (sequence classifier) or "base"."""
     suffix = "ForSequenceClassification" if head == "cls" else "Model"
     cls = getattr(transformers, _CLASS_PREFIX[arch] + suffix)
     torch.manual_seed(seed)
     model = cls._from_config(tiny_config(arch), attn_implementation=attn)
+    with torch.no_grad():  # transformers initialises biases to zero; random ones make bias slicing testable
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and module.bias is not None:
+                module.bias.normal_(0.0, INIT_RANGE)
     return model.eval()
 
 
@@ -98,8 +102,8 @@ def head_sets(seed: int) -> list[dict[int, list[int]]]:
         {2: [1]},
     ]
     for _ in range(2):
-        pairs = [(layer, h) for layer in range(N_LAYERS) for h in range(N_HEADS) if rng.random() < 0.4]
-        sets.append(H.normalise_heads(tiny_model("bert"), pairs))
+        chosen = {layer: [h for h in range(N_HEADS) if rng.random() < 0.4] for layer in range(N_LAYERS)}
+        sets.append({layer: hs for layer, hs in chosen.items() if hs} or {0: [0]})
     return sets
 
 
@@ -293,6 +297,7 @@ def test_pruning_a_whole_layer(arch):
     with torch.no_grad():
         out = model(**batch, output_attentions=True)
     handle.remove()
+    assert site.output.bias.abs().sum() > 0
     assert torch.allclose(seen[0], site.output.bias.expand_as(seen[0]))  # attention block output = its bias
     attentions = out.attentions
     assert len(attentions) == N_LAYERS
@@ -404,9 +409,11 @@ def test_pruned_classifier_fine_tunes(arch):
     model.train()
     batch = dict(tiny_batch(), labels=torch.tensor([0, 2]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    torch.manual_seed(0)
-    loss0 = model(**batch).loss
-    loss0.backward()
+    with torch.no_grad():
+        model.eval()
+        loss0 = model(**batch).loss
+        model.train()
+    model(**batch).loss.backward()
     q = H.attention_sites(model)[0].query.weight
     assert q.grad is not None and q.grad.shape == (HIDDEN // 2, HIDDEN) and q.grad.abs().sum() > 0
     optimizer.step()
@@ -414,7 +421,5 @@ def test_pruned_classifier_fine_tunes(arch):
     model.eval()
     with torch.no_grad():
         loss_after = model(**batch).loss
-    model.train()
-    torch.manual_seed(0)
     assert abs(loss_after.item() - loss0.item()) > 1e-6
     assert torch.isfinite(loss_after)

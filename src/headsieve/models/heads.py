@@ -188,7 +188,7 @@ def _gate_hook(site: AttentionSite, heads: list[int], gates: torch.Tensor, n_hea
             )
         row = gates[site.layer]
         if len(heads) != n_heads:
-            row = row[: len(heads)]
+            row = row.index_select(0, index.to(row.device))
         scale = row.to(device=context.device, dtype=context.dtype).repeat_interleave(site.head_dim)
         return (context * scale,) + tuple(args[1:])
 
