@@ -66,8 +66,15 @@ def uses_token_types(model) -> bool:
 def batch_attention(model, batch: dict[str, torch.Tensor], lengths: list[int]) -> list[np.ndarray]:
     """Per input, its unpadded attention probabilities [layers, heads, T, T] as float16."""
     out = model(**batch, output_attentions=True)
-    stacked = torch.stack(out.attentions, dim=1).to(torch.float16).cpu().numpy()  # [B, L, H, T, T]
-    return [np.ascontiguousarray(stacked[b, :, :, :t, :t]) for b, t in enumerate(lengths)]
+    layers = [a.to(torch.float16).cpu().numpy() for a in out.attentions]  # L x [B, H, Tmax, Tmax]
+    del out
+    result = []
+    for b, t in enumerate(lengths):
+        sentence = np.empty((len(layers), layers[0].shape[1], t, t), dtype=np.float16)
+        for l, a in enumerate(layers):
+            sentence[l] = a[b, :, :t, :t]
+        result.append(sentence)
+    return result
 
 
 def iter_attention(

@@ -168,6 +168,63 @@ def cmd_dump(sub):
     return run
 
 
+# ---------------------------------------------------------------- roles
+
+
+@command("roles-score", "dump + tokens -> per-sentence role scores and Clark-style head statistics")
+def cmd_roles_score(sub):
+    sub.add_argument("--model", required=True)
+    sub.add_argument("--corpus", required=True)
+    sub.add_argument("--tokens", required=True)
+    sub.add_argument("--dump", required=True)
+    sub.add_argument("--options", type=_json, default={}, help="role options (see headsieve.roles.sieve)")
+    sub.add_argument("--scores", required=True)
+    sub.add_argument("--head-stats", required=True)
+    sub.add_argument("--threads", type=int, default=1)
+
+    def run(args):
+        from headsieve.io.atomic import write_frame, write_table
+        from headsieve.roles.score import score_dump
+
+        _setup_torch(args.threads)
+        start = time.perf_counter()
+        scores, head_stats = score_dump(args.tokens, args.dump, args.model, args.corpus, args.options)
+        log.info(
+            "scored %d rows (%d roles) in %.1f s",
+            scores.num_rows,
+            len(scores.column("role").unique()),
+            time.perf_counter() - start,
+        )
+        write_table(scores, args.scores)
+        write_frame(head_stats, args.head_stats)
+
+    return run
+
+
+@command("roles-test", "role scores -> one-sided t tests per head and role, corrected, with labels")
+def cmd_roles_test(sub):
+    sub.add_argument("--scores", required=True)
+    sub.add_argument("--tau", type=float, required=True)
+    sub.add_argument("--alpha", type=float, required=True)
+    sub.add_argument("--correction", choices=["none", "holm", "bh"], required=True)
+    sub.add_argument("--output", required=True)
+
+    def run(args):
+        from headsieve.io.atomic import write_frame
+        from headsieve.roles.tests import read_scores, role_tests
+
+        tests = role_tests(read_scores(args.scores), args.tau, args.alpha, args.correction)
+        labelled = tests[tests["label"]]
+        log.info(
+            "%d tests (tau %g, alpha %g, %s): %d labels on %d heads",
+            len(tests), args.tau, args.alpha, args.correction, len(labelled),
+            labelled[["layer", "head"]].drop_duplicates().shape[0],
+        )  # fmt: skip
+        write_frame(tests, args.output)
+
+    return run
+
+
 def pick_device(name: str) -> str:
     import torch
 

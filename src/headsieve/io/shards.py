@@ -55,15 +55,24 @@ def input_crc(input_ids) -> int:
     return zlib.crc32(np.asarray(input_ids, dtype=np.int32).tobytes())
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """An uncompressed .npz with a fixed timestamp (numpy's own writer stamps the current time)."""
+def _write_npz(path: Path, name: str, parts: list[np.ndarray]) -> None:
+    """An uncompressed .npz holding one flat array, the concatenation of ``parts``, streamed part by part.
+
+    The zip entry has a fixed timestamp (numpy's own writer stamps the current time), so the same
+    arrays give the same bytes.
+    """
+    dtype = parts[0].dtype
+    total = sum(p.size for p in parts)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (total,)})
+    info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+    info.external_attr = 0o644 << 16
+    info.compress_type = zipfile.ZIP_STORED
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for name, arr in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue())
+        with zf.open(info, "w", force_zip64=True) as entry:
+            entry.write(header.getvalue())
+            for part in parts:
+                entry.write(memoryview(np.ascontiguousarray(part, dtype=dtype)).cast("B"))
 
 
 class ShardWriter:
@@ -90,7 +99,7 @@ class ShardWriter:
             raise ValueError(f"sentence {sentence_id}: {attention.shape[:2]} layers x heads, expected {self._shape}")
         if len(input_ids) != attention.shape[2]:
             raise ValueError(f"sentence {sentence_id}: {len(input_ids)} token ids for T={attention.shape[2]}")
-        flat = np.ascontiguousarray(attention, dtype=np.float16).reshape(-1)
+        flat = np.ascontiguousarray(attention, dtype=np.float16).reshape(-1)  # no copy when already float16
         self._rows.append(
             {
                 "model": self.model,
@@ -116,7 +125,7 @@ class ShardWriter:
     def _flush(self) -> None:
         if not self._parts:
             return
-        _write_npz(self.folder / self._name(), {"attention": np.concatenate(self._parts)})
+        _write_npz(self.folder / self._name(), "attention", self._parts)
         self._parts, self._size = [], 0
         self._shard += 1
 

@@ -1,0 +1,1 @@
+"""Head roles: target sets, sieve scores, Clark-style statistics, hypothesis tests."""

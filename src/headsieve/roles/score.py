@@ -1,0 +1,155 @@
+"""Score a whole attention dump: every sentence, head and role, plus Clark-style head statistics.
+
+Reads the dump shard by shard (memory holds one shard) and the tokens table, checks that they belong
+together, and returns tidy tables.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from headsieve.errors import HeadsieveError
+from headsieve.io.shards import input_crc, iter_dump, read_index
+from headsieve.roles.clark import HeadStats
+from headsieve.roles.sieve import DEFAULT_OPTIONS, Batch, SentenceFacts, role_family, score_batch
+
+log = logging.getLogger(__name__)
+
+SCORES_SCHEMA = pa.schema(
+    [
+        ("model", pa.dictionary(pa.int8(), pa.string())),
+        ("corpus", pa.dictionary(pa.int8(), pa.string())),
+        ("sentence_index", pa.int32()),
+        ("layer", pa.int16()),
+        ("head", pa.int16()),
+        ("role", pa.dictionary(pa.int16(), pa.string())),
+        ("family", pa.dictionary(pa.int8(), pa.string())),
+        ("score", pa.float32()),
+        ("n_queries", pa.int32()),
+    ]
+)
+
+TOKEN_COLUMNS = [
+    "sentence_index", "sentence_id", "tokens", "word_token", "word_head", "word_deprel", "word_upos",
+    "word_kept", "input_ids", "piece_token", "piece_segment", "piece_special", "n_pieces",
+]  # fmt: skip
+
+
+def read_tokens(path) -> dict[int, dict]:
+    try:
+        rows = pq.read_table(path, columns=TOKEN_COLUMNS).to_pylist()
+    except Exception as err:
+        raise HeadsieveError(f"{path}: cannot read tokens ({str(err).splitlines()[0]})") from None
+    return {r["sentence_index"]: r for r in rows}
+
+
+def length_batched(items, key, budget: int = 1 << 19, window: int = 256):
+    """Group a stream into batches of similar size: buffer ``window`` items, sort by ``key``, then cut
+    batches whose padded cost (batch size x largest key squared) stays within ``budget``."""
+    buffer = []
+
+    def flush():
+        buffer.sort(key=key, reverse=True)
+        batch, largest = [], 0
+        for item in buffer:
+            k = key(item)
+            largest_new = max(largest, k)
+            if batch and largest_new**2 * (len(batch) + 1) > budget:
+                yield batch
+                batch, largest_new = [], k
+            batch.append(item)
+            largest = largest_new
+        if batch:
+            yield batch
+        buffer.clear()
+
+    for item in items:
+        buffer.append(item)
+        if len(buffer) >= window:
+            yield from flush()
+    yield from flush()
+
+
+def _checked(dump_dir, tokens_path, tokens, stream):
+    """Pair each dump sentence with its tokens row; fail when they do not belong together."""
+    for row, att in stream:
+        tok = tokens.get(row["sentence_index"])
+        where = f"{dump_dir}: sentence '{row['sentence_id']}'"
+        if tok is None:
+            raise HeadsieveError(f"{where} is not in {tokens_path} (dump and tokens do not belong together)")
+        if tok["n_pieces"] != row["n_pieces"] or input_crc(tok["input_ids"]) != row["input_crc"]:
+            raise HeadsieveError(
+                f"{where}: its word pieces differ from {tokens_path} (dump made with another tokenizer or corpus)"
+            )
+        yield row, att, tok
+
+
+def score_dump(
+    tokens_path, dump_dir, model: str, corpus: str, options: dict | None = None, progress: bool = True, budget=1 << 19
+):
+    """(scores DataFrame, head statistics DataFrame) for a dump and its tokens."""
+    opts = dict(DEFAULT_OPTIONS, **(options or {}))
+    tokens = read_tokens(tokens_path)
+    index = read_index(dump_dir)
+    L, H = int(index.column("n_layers")[0].as_py()), int(index.column("n_heads")[0].as_py())
+    stats = HeadStats(L, H)
+    keys: list[tuple[int, str]] = []  # (sentence_index, role) of each score vector
+    vectors: list[np.ndarray] = []  # [L*H] scores
+    n_queries: list[int] = []
+    bar = tqdm(total=index.num_rows, desc="roles", unit="sent", disable=not progress, mininterval=2.0)
+    stream = _checked(dump_dir, tokens_path, tokens, iter_dump(dump_dir, check=False))
+    for batch in length_batched(stream, key=lambda item: item[0]["n_pieces"], budget=budget):
+        facts = [SentenceFacts.from_row(tok) for _, _, tok in batch]
+        view = Batch([att for _, att, _ in batch], facts)
+        view.check([f"{dump_dir}: sentence '{row['sentence_id']}'" for row, _, _ in batch])
+        for b, role, scores, nq in score_batch(view, opts):
+            keys.append((batch[b][0]["sentence_index"], role))
+            vectors.append(scores)
+            n_queries.append(nq)
+        stats.add_batch(view, [tok for _, _, tok in batch])
+        bar.update(len(batch))
+    bar.close()
+    if not vectors:
+        raise HeadsieveError(f"{dump_dir}: no role could be scored (empty dump?)")
+    return _scores_table(keys, vectors, n_queries, L, H, model, corpus), stats.frame(model, corpus)
+
+
+def _scores_table(keys, vectors, n_queries, L, H, model, corpus) -> pa.Table:
+    """Long table, one row per sentence, role, layer and head, sorted in that order."""
+    roles = sorted({role for _, role in keys})
+    code = {r: k for k, r in enumerate(roles)}
+    sentence = np.array([s for s, _ in keys], dtype=np.int32)
+    role_code = np.array([code[r] for _, r in keys], dtype=np.int16)
+    order = np.lexsort((role_code, sentence))  # by sentence, then role (names sort as their codes)
+    lh = L * H
+    k = len(order)
+    families = [role_family(r) for r in roles]
+    family_names = sorted(set(families))
+    family_code = np.array([family_names.index(f) for f in families], dtype=np.int8)
+
+    def repeat(values):
+        return np.repeat(np.asarray(values)[order], lh)
+
+    def constant(value):
+        return pa.DictionaryArray.from_arrays(pa.array(np.zeros(k * lh, dtype=np.int8)), pa.array([value]))
+
+    columns = {
+        "model": constant(model),
+        "corpus": constant(corpus),
+        "sentence_index": pa.array(repeat(sentence)),
+        "layer": pa.array(np.tile(np.repeat(np.arange(L, dtype=np.int16), H), k)),
+        "head": pa.array(np.tile(np.tile(np.arange(H, dtype=np.int16), L), k)),
+        "role": pa.DictionaryArray.from_arrays(pa.array(repeat(role_code)), pa.array(roles)),
+        "family": pa.DictionaryArray.from_arrays(
+            pa.array(family_code[repeat(role_code)]), pa.array(family_names)
+        ),
+        "score": pa.array(np.stack(vectors)[order].astype(np.float32).ravel()),
+        "n_queries": pa.array(repeat(np.array(n_queries, dtype=np.int32))),
+    }
+    return pa.Table.from_pydict(columns, schema=SCORES_SCHEMA)

@@ -1,0 +1,141 @@
+"""Statistics against planted truth.
+
+* Synthetic attention in the dump format, where chosen heads attend to neighbours, to [CLS], to [SEP],
+  along dependency arcs or within their own segment, gets exactly those labels (and the union roles
+  that contain them), and nothing else, through the real score -> test code path.
+* Attention with no role (Dirichlet rows) is labelled at a per-test rate <= alpha at the null boundary,
+  and with Holm at a family-wise rate <= alpha, over repeated draws.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from headsieve.io.atomic import write_table
+from headsieve.io.shards import ShardWriter
+from headsieve.roles.score import score_dump
+from headsieve.roles.sieve import Batch, SentenceFacts, score_batch
+from headsieve.roles.tests import role_tests
+from headsieve.tokens import records_table
+
+from synthetic import dirichlet_attention, pair_row, planted_rows, sentence_row
+
+L, H = 2, 6
+
+
+def complete(row: dict) -> dict:
+    """Fill the tokens.parquet columns a synthetic row does not need for scoring."""
+    n, words = row["n_pieces"], len(row["word_token"])
+    return {
+        "text": "synthetic",
+        "text_b": None,
+        "label": None,
+        "words": [f"w{w}" for w in range(words)],
+        "word_segment": [0] * words,
+        "pieces": [f"p{i}" for i in range(n)],
+        "token_type_ids": [0] * n,
+        "truncated": False,
+        "n_words_lost": 0,
+        "n_relations_lost": 0,
+        **row,
+    }
+
+
+def write_corpus(folder, rows, planted: dict, noise: float, seed: int):
+    """tokens.parquet + a dump in which heads ``planted[(layer, head)] = kind`` hold a role, others none."""
+    rng = np.random.default_rng(seed)
+    write_table(records_table([complete(r) for r in rows], "synthetic", "planted"), folder / "tokens.parquet")
+    writer = ShardWriter(folder / "attention", "synthetic", "planted", shard_bytes=20_000)
+    for row in rows:
+        A = dirichlet_attention(rng, L, H, row["n_pieces"])
+        for (layer, head), kind in planted.items():
+            A[layer, head] = (1 - noise) * planted_rows(kind, row) + noise * A[layer, head]
+        writer.add(row["sentence_index"], row["sentence_id"], A, row["input_ids"])
+    writer.close()
+
+
+def labels_by_head(folder, **test_options) -> dict:
+    scores, _ = score_dump(folder / "tokens.parquet", folder / "attention", "synthetic", "planted", progress=False)
+    tests = role_tests(scores.to_pandas(), **test_options)
+    labelled = tests[tests.label]
+    return {
+        (int(layer), int(head)): set(group.role.astype(str))
+        for (layer, head), group in labelled.groupby(["layer", "head"], observed=True)
+    }
+
+
+def test_planted_roles_on_trees(tmp_path):
+    # sentences of 20-31 pieces: a perfect local head scores N / (2w + 1), above tau = 3 only for N > 15
+    rng = np.random.default_rng(0)
+    rows = [
+        sentence_row(rng, int(rng.integers(18, 30)), max_pieces=1, mwt=False, lost=False, min_distance=3, index=k)
+        for k in range(40)
+    ]
+    planted = {(0, 0): "local", (0, 1): "cls", (1, 2): "sep", (1, 3): "syntactic"}
+    write_corpus(tmp_path, rows, planted, noise=0.15, seed=1)
+    got = labels_by_head(tmp_path)
+    relations = {f"dep:{r}" for row in rows for r, h in zip(row["word_deprel"], row["word_head"]) if h}
+    assert got == {
+        (0, 0): {"local"},
+        (0, 1): {"cls", "delimiter"},  # delimiter = [CLS] and [SEP] averaged: half of N, above tau
+        (1, 2): {"sep", "delimiter"},
+        (1, 3): relations | {"syntactic"},
+    }
+
+
+def test_planted_block_on_pairs(tmp_path):
+    rng = np.random.default_rng(2)
+    rows = [pair_row(rng, int(rng.integers(6, 10)), int(rng.integers(6, 10)), index=k) for k in range(40)]
+    write_corpus(tmp_path, rows, {(0, 4): "block", (1, 0): "cls"}, noise=0.15, seed=3)
+    got = labels_by_head(tmp_path)
+    assert got == {(0, 4): {"block"}, (1, 0): {"cls", "delimiter"}}
+    # the plain block ratio of a perfect block head is N/|segment| (about 2): tau = 3 cannot find it
+    assert labels_by_head(tmp_path, tau_by_role={}) == {(1, 0): {"cls", "delimiter"}}
+
+
+def null_draw(rng, n_sentences: int, options: dict) -> pd.DataFrame:
+    """Scores of Dirichlet attention (no role) on random trees, through the real batch scorer."""
+    rows = [sentence_row(rng, int(rng.integers(5, 12)), index=k) for k in range(n_sentences)]
+    arrays = [dirichlet_attention(rng, 2, 2, r["n_pieces"]) for r in rows]
+    out = score_batch(Batch(arrays, [SentenceFacts.from_row(r) for r in rows]), options)
+    return pd.DataFrame(
+        [
+            {"model": "m", "corpus": "c", "layer": x // 2, "head": x % 2, "role": role, "score": float(s[x])}
+            for b, role, s, _ in out
+            for x in range(4)
+        ]
+    )
+
+
+def test_no_role_false_positive_rate():
+    """At the null boundary (tau = 1: Dirichlet rows give an expected ratio of exactly 1 for every role
+    scored with means), the rejection rate must not exceed alpha: per test without correction, per
+    family (any label in a draw) with Holm."""
+    alpha, draws = 0.05, 120
+    rng = np.random.default_rng(42)
+    options = {"relations": ["nsubj", "obj", "amod", "det"], "union": ["nsubj", "obj"]}
+    per_test, per_family = [], []
+    for _ in range(draws):
+        scores = null_draw(rng, 25, options)
+        plain = role_tests(scores, tau=1.0, alpha=alpha, correction="none", tau_by_role={})
+        holm = role_tests(scores, tau=1.0, alpha=alpha, correction="holm", tau_by_role={})
+        per_test.append(plain.label.mean())
+        per_family.append(holm.label.any())
+    rate = float(np.mean(per_test))
+    se = float(np.std(per_test, ddof=1) / np.sqrt(draws))
+    assert rate <= alpha + 3 * se, rate
+    assert rate >= alpha / 5, rate  # calibrated, not trivially silent: p values do reach alpha
+    fwer = float(np.mean(per_family))
+    assert fwer <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / draws), fwer
+
+
+def test_detects_a_small_true_effect():
+    """Power: a mean slightly above tau is found (the test is not just conservative)."""
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(
+        {"model": "m", "corpus": "c", "layer": 0, "head": 0, "role": "local", "score": rng.normal(3.3, 0.5, 60)}
+    )
+    assert role_tests(frame, tau=3.0).label.item()
+    frame["score"] = rng.normal(2.9, 0.5, 60)
+    assert not role_tests(frame, tau=3.0).label.item()
