@@ -207,13 +207,16 @@ def cmd_roles_test(sub):
     sub.add_argument("--tau", type=float, required=True)
     sub.add_argument("--alpha", type=float, required=True)
     sub.add_argument("--correction", choices=["none", "holm", "bh"], required=True)
+    sub.add_argument("--tau-by-role", type=_json, default=None, help='e.g. {"block": 1.5}')
     sub.add_argument("--output", required=True)
 
     def run(args):
         from headsieve.io.atomic import write_frame
         from headsieve.roles.tests import read_scores, role_tests
 
-        tests = role_tests(read_scores(args.scores), args.tau, args.alpha, args.correction)
+        tests = role_tests(
+            read_scores(args.scores), args.tau, args.alpha, args.correction, tau_by_role=args.tau_by_role
+        )
         labelled = tests[tests["label"]]
         log.info(
             "%d tests (tau %g, alpha %g, %s): %d labels on %d heads",
@@ -221,6 +224,42 @@ def cmd_roles_test(sub):
             labelled[["layer", "head"]].drop_duplicates().shape[0],
         )  # fmt: skip
         write_frame(tests, args.output)
+
+    return run
+
+
+@command("roles-report", "role tests -> figures (PNG + PDF), analysis tables and a markdown summary")
+def cmd_roles_report(sub):
+    sub.add_argument("--tests", required=True)
+    sub.add_argument("--figures", required=True, help="folder for the figures")
+    sub.add_argument("--tables", required=True, help="folder for colocation.parquet and heads_per_layer.parquet")
+    sub.add_argument("--summary", required=True, help="markdown summary file")
+
+    def run(args):
+        import pandas as pd
+
+        from headsieve.io.atomic import write_frame, write_text
+        from headsieve.plots import roles as plots
+        from headsieve.roles.analysis import colocation, heads_per_layer, role_order, summary_markdown
+
+        tests = pd.read_parquet(args.tests)
+        if tests.empty:
+            raise HeadsieveError(f"{args.tests}: no tests")
+        first = tests.iloc[0]
+        title = f"{first['model']} on {first['corpus']}"
+        figures = Path(args.figures)
+        order = role_order(tests["role"].unique())
+        plots.role_maps(tests, [r for r in order if not r.startswith("dep:")], figures / "role_map", title)
+        relations = [r for r in order if r.startswith("dep:")]
+        plots.role_maps(tests, relations, figures / "relation_map", f"{title}: one role per dependency relation")
+        plots.layer_counts(tests, figures / "heads_per_layer", title)
+        plots.p_values(tests, figures / "pvalues", title)
+        plots.colocation_figure(tests, figures / "colocation", title)
+        tables = Path(args.tables)
+        write_frame(colocation(tests), tables / "colocation.parquet")
+        write_frame(heads_per_layer(tests), tables / "heads_per_layer.parquet")
+        write_text(summary_markdown(tests, f"Head roles: {title}"), args.summary)
+        log.info("wrote figures to %s and the summary to %s", figures, args.summary)
 
     return run
 

@@ -49,6 +49,21 @@ def corpus_file(wildcards):
     return f"resources/corpora/{wildcards.corpus}/{name}"
 
 
+ROLE_FIGURES = ("role_map", "relation_map", "heads_per_layer", "pvalues", "colocation")
+
+
+def role_options():
+    """The scoring options of the roles section (tau, alpha and correction belong to the tests)."""
+    keys = ("local_window", "direction", "aggregation", "block_weighting", "relations", "union", "subtypes")
+    return {k: config["roles"][k] for k in keys}
+
+
+def role_pairs():
+    """(model, corpus) pairs whose head roles are analysed."""
+    block = config["roles"]
+    return [(m, c) for m in block["models"] for c in block["corpora"]]
+
+
 def attention_pairs():
     """(model, corpus) pairs whose attention is analysed."""
     block = config["attention"]
@@ -59,4 +74,7 @@ def all_targets():
     targets = []
     for model, corpus in attention_pairs():
         targets.append(f"results/{model}/{corpus}/attention")
+    for model, corpus in role_pairs():
+        targets.append(f"results/{model}/{corpus}/roles/summary.md")
+        targets.append(f"results/{model}/{corpus}/roles/head_stats.parquet")
     return targets

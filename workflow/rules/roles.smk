@@ -1,0 +1,76 @@
+# Head roles: sieve scores and Clark-style statistics from a dump, t tests, figures and a summary.
+
+
+rule score_roles:
+    input:
+        tokens="results/{model}/{corpus}/tokens.parquet",
+        dump="results/{model}/{corpus}/attention",
+    output:
+        scores="results/{model}/{corpus}/roles/scores.parquet",
+        head_stats="results/{model}/{corpus}/roles/head_stats.parquet",
+    params:
+        options=lambda w: json.dumps(role_options(), sort_keys=True),
+    log:
+        "logs/{model}/{corpus}/score_roles.log",
+    benchmark:
+        "benchmarks/{model}/{corpus}/score_roles.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../../envs/headsieve.yaml"
+    shell:
+        "headsieve --log {log:q} roles-score --model {wildcards.model:q} --corpus {wildcards.corpus:q}"
+        " --tokens {input.tokens:q} --dump {input.dump:q} --options {params.options:q}"
+        " --scores {output.scores:q} --head-stats {output.head_stats:q} --threads {threads}"
+
+
+rule test_roles:
+    input:
+        "results/{model}/{corpus}/roles/scores.parquet",
+    output:
+        "results/{model}/{corpus}/roles/tests.parquet",
+    params:
+        tau=config["roles"]["tau"],
+        tau_by_role=json.dumps(config["roles"]["tau_by_role"], sort_keys=True),
+        alpha=config["roles"]["alpha"],
+        correction=config["roles"]["correction"],
+    log:
+        "logs/{model}/{corpus}/test_roles.log",
+    benchmark:
+        "benchmarks/{model}/{corpus}/test_roles.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../../envs/headsieve.yaml"
+    shell:
+        "headsieve --log {log:q} roles-test --scores {input:q} --tau {params.tau} --alpha {params.alpha}"
+        " --correction {params.correction} --tau-by-role {params.tau_by_role:q} --output {output:q}"
+
+
+rule report_roles:
+    input:
+        "results/{model}/{corpus}/roles/tests.parquet",
+    output:
+        figures=multiext(
+            "results/{model}/{corpus}/roles/figures/",
+            *[f"{name}.{ext}" for name in ROLE_FIGURES for ext in ("png", "pdf")],
+        ),
+        colocation="results/{model}/{corpus}/roles/colocation.parquet",
+        layers="results/{model}/{corpus}/roles/heads_per_layer.parquet",
+        summary="results/{model}/{corpus}/roles/summary.md",
+    log:
+        "logs/{model}/{corpus}/report_roles.log",
+    benchmark:
+        "benchmarks/{model}/{corpus}/report_roles.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../../envs/headsieve.yaml"
+    shell:
+        "headsieve --log {log:q} roles-report --tests {input:q}"
+        " --figures results/{wildcards.model}/{wildcards.corpus}/roles/figures"
+        " --tables results/{wildcards.model}/{wildcards.corpus}/roles --summary {output.summary:q}"
