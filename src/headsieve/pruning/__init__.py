@@ -1,0 +1,1 @@
+"""Head pruning: classification data, metrics, fine-tuning, strategies, importance, evaluation, compensation."""
