@@ -1,0 +1,77 @@
+"""End to end: the roles stage through the real snakemake on the real minilm over real UD sentences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workflow_utils import sample_config, snakemake, write_config
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def roles_run(tmp_path_factory, data):
+    workdir = tmp_path_factory.mktemp("roles")
+    config = sample_config(data, n=80, roles={"models": ["minilm"], "corpora": ["ewt"]})
+    path = write_config(workdir, config)
+    proc = snakemake(workdir, config=path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir / "results/minilm/ewt/roles"
+
+
+def test_scores_table(roles_run):
+    scores = pd.read_parquet(roles_run / "scores.parquet")
+    assert list(scores.columns) == [
+        "model", "corpus", "sentence_index", "layer", "head", "role", "family", "score", "n_queries"
+    ]  # fmt: skip
+    assert scores.sentence_index.nunique() == 80
+    roles = set(scores.role.astype(str))
+    assert {"local", "cls", "sep", "delimiter", "syntactic", "dep:nsubj", "dep:obj", "dep:det"} <= roles
+    assert "block" not in roles  # single sentences have no second segment
+    # every (sentence, role) has all 72 heads; relations enter only sentences that have them
+    per = scores.groupby(["sentence_index", "role"], observed=True).size()
+    assert set(per) == {72}
+    assert per.xs("local", level="role").size == 80 and per.xs("dep:iobj", level="role").size < 80
+    assert np.isfinite(scores.score).all() and (scores.score >= 0).all()
+
+
+def test_tests_table_and_labels(roles_run):
+    tests = pd.read_parquet(roles_run / "tests.parquet")
+    assert {"n", "mean", "sd", "ci_low", "ci_high", "t", "p", "p_adj", "label", "tau", "alpha", "correction"} <= set(
+        tests.columns
+    )
+    assert len(tests.drop_duplicates(["layer", "head", "role"])) == len(tests)
+    assert (tests.label == (tests.p_adj < 0.05)).all()
+    assert (tests.correction == "bh").all() and (tests.p_adj >= tests.p - 1e-12).all()
+    assert ((tests.ci_low <= tests["mean"]) & (tests["mean"] <= tests.ci_high)).all()
+    # a real model has [CLS]-heavy heads; the delimiter union is found where cls or sep is
+    labelled = tests[tests.label]
+    assert (labelled.role.astype(str) == "cls").sum() > 10
+
+
+def test_head_stats(roles_run):
+    stats = pd.read_parquet(roles_run / "head_stats.parquet")
+    piece = stats[stats.stat != "accuracy"]
+    assert set(piece.stat) == {"cls", "sep", "punct", "self", "prev", "next", "entropy", "entropy_uniform"}
+    assert len(piece) == 8 * 72
+    entropy = piece[piece.stat == "entropy"].value.to_numpy()
+    uniform = piece[piece.stat == "entropy_uniform"].value.to_numpy()
+    assert (entropy <= uniform + 1e-6).all()  # no head is more spread out than uniform
+    acc = stats[stats.stat == "accuracy"]
+    det = acc[acc.relation == "det"]
+    assert len(det) == 72 and det.value.max() > det.baseline.iloc[0]  # some head beats the fixed offset
+
+
+def test_figures_and_summary(roles_run):
+    for name in ("role_map", "relation_map", "heads_per_layer", "pvalues", "colocation"):
+        for ext in ("png", "pdf"):
+            path = roles_run / "figures" / f"{name}.{ext}"
+            assert path.stat().st_size > 5000, path
+    summary = (roles_run / "summary.md").read_text()
+    assert "| role | tau | heads | share | bottom | middle | top |" in summary
+    assert "heads with at least one role" in summary
+    colocation = pd.read_parquet(roles_run / "colocation.parquet")
+    diag = colocation[colocation.role_a == colocation.role_b]
+    assert (diag.both == diag.either).all()
