@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from headsieve.io.atomic import write_table
 from headsieve.io.shards import ShardWriter
@@ -139,3 +140,13 @@ def test_detects_a_small_true_effect():
     assert role_tests(frame, tau=3.0).label.item()
     frame["score"] = rng.normal(2.9, 0.5, 60)
     assert not role_tests(frame, tau=3.0).label.item()
+
+
+def test_requested_relation_absent_is_an_error(tmp_path):
+    from headsieve.errors import HeadsieveError
+
+    rng = np.random.default_rng(9)
+    rows = [sentence_row(rng, 10, index=k) for k in range(5)]
+    write_corpus(tmp_path, rows, {}, noise=1.0, seed=1)
+    with pytest.raises(HeadsieveError, match=r"no sentence has the relation\(s\) xcomp \(config key roles.relations"):
+        score_dump(tmp_path / "tokens.parquet", tmp_path / "attention", "m", "c", {"relations": ["nsubj", "xcomp"]})

@@ -117,6 +117,14 @@ def score_dump(
     bar.close()
     if not vectors:
         raise HeadsieveError(f"{dump_dir}: no role could be scored (empty dump?)")
+    if opts["relations"] != "all":
+        found = {role[4:] for _, role in keys if role.startswith("dep:")}
+        missing = [r for r in opts["relations"] if r not in found]
+        if missing:
+            raise HeadsieveError(
+                f"{tokens_path}: no sentence has the relation(s) {', '.join(missing)} "
+                "(config key roles.relations; check the spelling or the corpus)"
+            )
     return _scores_table(keys, vectors, n_queries, L, H, model, corpus), stats.frame(model, corpus)
 
 
