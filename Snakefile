@@ -12,6 +12,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/attention.smk"
 include: "workflow/rules/roles.smk"
+include: "workflow/rules/pruning.smk"
 
 
 rule all:

@@ -75,3 +75,17 @@ def test_spread_summary_detects_planted_concentration():
     assert even["p_concentrated"] > 0.05 and even["gini"] < 0.1
     assert concentrated["p_concentrated"] < 0.01 and concentrated["share_in_pruned_layers"] > 0.5
     assert concentrated["gini"] > even["gini"]
+    assert even["p_layers_differ"] > 0.01 and concentrated["p_layers_differ"] < 0.01
+
+
+def test_spread_summary_relates_change_to_pruned_share():
+    """Random pruning hits every layer; the change grows with the share of a layer's heads pruned."""
+    rng = np.random.default_rng(3)
+    layer, head = np.meshgrid(np.arange(6), np.arange(8), indexing="ij")
+    pruned = head <= layer  # layer k lost k + 1 heads
+    jsd = (1 + 3 * layer) * rng.uniform(0.9, 1.1, size=layer.shape)
+    jsd[pruned] = np.nan
+    heads = pd.DataFrame({"layer": layer.ravel(), "head": head.ravel(), "pruned": pruned.ravel(), "jsd": jsd.ravel()})
+    summary = spread_summary(heads)
+    assert np.isnan(summary["p_concentrated"])  # every layer lost heads: no contrast left for that test
+    assert summary["rho_pruned_share"] > 0.9 and summary["p_rho"] < 0.05

@@ -264,6 +264,223 @@ def cmd_roles_report(sub):
     return run
 
 
+@command("roles-compare", "role tests before and after fine-tuning -> change tables and figure")
+def cmd_roles_compare(sub):
+    sub.add_argument("--before", required=True)
+    sub.add_argument("--after", required=True)
+    sub.add_argument("--output", required=True, help="per head and role")
+    sub.add_argument("--by-layer", required=True)
+    sub.add_argument("--figure", required=True, help="figure path without extension")
+    sub.add_argument("--title", required=True)
+
+    def run(args):
+        import pandas as pd
+
+        from headsieve.io.atomic import write_frame
+        from headsieve.plots.roles import finetuning_change
+        from headsieve.roles.analysis import role_change, role_change_by_layer
+
+        change = role_change(pd.read_parquet(args.before), pd.read_parquet(args.after))
+        by_layer = role_change_by_layer(change)
+        write_frame(change, args.output)
+        write_frame(by_layer, args.by_layer)
+        finetuning_change(by_layer, args.figure, args.title)
+
+    return run
+
+
+# ---------------------------------------------------------------- pruning
+
+
+def _task_args(sub, train=True, evaluation=True):
+    if train:
+        sub.add_argument("--train-spec", type=_json, required=True, help="corpus entry of the training split")
+        sub.add_argument("--train", required=True, help="training split file")
+    if evaluation:
+        sub.add_argument("--eval-spec", type=_json, required=True, help="corpus entry of the evaluation split")
+        sub.add_argument("--eval", required=True, help="evaluation split file")
+    sub.add_argument("--task-options", type=_json, required=True, help="the task's config entry")
+    sub.add_argument("--threads", type=int, default=1)
+    sub.add_argument("--device", default="auto")
+
+
+@command("finetune", "fine-tune a pre-trained model on a classification task (resumes after a kill)")
+def cmd_finetune(sub):
+    sub.add_argument("--model", required=True)
+    sub.add_argument("--model-spec", required=True, type=_json)
+    _task_args(sub)
+    sub.add_argument("--options", type=_json, required=True, help="fine-tuning options")
+    sub.add_argument("--seed", type=int, required=True)
+    sub.add_argument("--output", required=True, help="folder: model/ and metrics.json")
+    sub.add_argument("--work", required=True, help="checkpoint folder (kept until the run ends)")
+
+    def run(args):
+        from headsieve.pruning import jobs
+
+        _setup_torch(args.threads, args.seed)
+        jobs.finetune_base(
+            args.model, args.model_spec, args.train_spec, args.train, args.eval_spec, args.eval, args.task_options,
+            args.options, args.seed, args.output, args.work, pick_device(args.device),
+        )  # fmt: skip
+
+    return run
+
+
+@command("importance", "head importance of a fine-tuned model on training data")
+def cmd_importance(sub):
+    sub.add_argument("--finetuned", required=True)
+    _task_args(sub, evaluation=False)
+    sub.add_argument("--examples", type=int, required=True)
+    sub.add_argument("--batch-size", type=int, default=16)
+    sub.add_argument("--seed", type=int, required=True)
+    sub.add_argument("--output", required=True)
+
+    def run(args):
+        from headsieve.pruning import jobs
+
+        _setup_torch(args.threads, args.seed)
+        jobs.importance(
+            args.finetuned, args.train_spec, args.train, args.task_options, args.examples, args.batch_size, args.seed,
+            args.output, pick_device(args.device),
+        )  # fmt: skip
+
+    return run
+
+
+@command("select-masks", "heads each strategy prunes at each fraction, for one seed")
+def cmd_select_masks(sub):
+    sub.add_argument("--finetuned", required=True)
+    sub.add_argument("--strategies", type=json.loads, required=True)
+    sub.add_argument("--fractions", type=json.loads, required=True)
+    sub.add_argument("--seed", type=int, required=True)
+    sub.add_argument("--labels", default="", help="role tests table (for prune_role/spare_role)")
+    sub.add_argument("--importance", default="")
+    sub.add_argument("--output", required=True)
+
+    def run(args):
+        from headsieve.models.heads import head_shape, load_pruned
+        from headsieve.pruning import jobs
+
+        shape = head_shape(load_pruned(str(Path(args.finetuned) / "model")))
+        jobs.select_masks(shape, args.strategies, args.fractions, args.seed, args.labels, args.importance, args.output)
+
+    return run
+
+
+@command("evaluate-masks", "evaluate every mask of one seed on the evaluation split, no retraining")
+def cmd_evaluate_masks(sub):
+    sub.add_argument("--finetuned", required=True)
+    sub.add_argument("--masks", required=True)
+    _task_args(sub, train=False)
+    sub.add_argument("--batch-size", type=int, default=64)
+    sub.add_argument("--output", required=True)
+
+    def run(args):
+        from headsieve.pruning import jobs
+
+        _setup_torch(args.threads)
+        jobs.evaluate_masks(
+            args.finetuned, args.masks, args.eval_spec, args.eval, args.task_options, args.batch_size, args.output,
+            pick_device(args.device),
+        )  # fmt: skip
+
+    return run
+
+
+@command("retrain", "prune the heads a strategy picked, fine-tune further, evaluate")
+def cmd_retrain(sub):
+    sub.add_argument("--finetuned", required=True)
+    sub.add_argument("--masks", required=True)
+    sub.add_argument("--strategy", required=True)
+    sub.add_argument("--fraction", type=float, required=True)
+    _task_args(sub)
+    sub.add_argument("--options", type=_json, required=True)
+    sub.add_argument("--seed", type=int, required=True)
+    sub.add_argument("--output", required=True)
+    sub.add_argument("--work", required=True)
+
+    def run(args):
+        from headsieve.pruning import jobs
+
+        _setup_torch(args.threads, args.seed)
+        jobs.retrain(
+            args.finetuned, args.masks, args.strategy, args.fraction, args.train_spec, args.train, args.eval_spec,
+            args.eval, args.task_options, args.options, args.seed, args.output, args.work, pick_device(args.device),
+        )  # fmt: skip
+
+    return run
+
+
+@command("collect-pruning", "one evaluations table from every masked and retrained evaluation")
+def cmd_collect(sub):
+    sub.add_argument("--inputs", nargs="+", required=True)
+    sub.add_argument("--output", required=True)
+
+    def run(args):
+        from headsieve.pruning import jobs
+
+        jobs.collect(args.inputs, args.output)
+
+    return run
+
+
+@command("compensation", "how the remaining heads changed after retraining pruned models")
+def cmd_compensation(sub):
+    sub.add_argument("--reference", required=True, help="the unpruned model retrained alike")
+    sub.add_argument("--finetuned", required=True, help="the fine-tuned model the pruned ones started from")
+    sub.add_argument("--pruned", nargs="+", required=True, help="STRATEGY=FRACTION=FOLDER")
+    _task_args(sub, evaluation=False)
+    sub.add_argument("--examples", type=int, required=True)
+    sub.add_argument("--seed", type=int, required=True)
+    sub.add_argument("--output", required=True)
+    sub.add_argument("--summary", required=True)
+
+    def run(args):
+        from headsieve.pruning import jobs
+
+        _setup_torch(args.threads, args.seed)
+        pruned = {}
+        for item in args.pruned:
+            strategy, fraction, folder = item.split("=", 2)
+            pruned[(strategy, float(fraction))] = folder
+        jobs.compensation(
+            args.reference, args.finetuned, pruned, args.train_spec, args.train, args.task_options, args.examples, args.seed,
+            args.output, args.summary, pick_device(args.device),
+        )  # fmt: skip
+
+    return run
+
+
+@command("pruning-report", "pruning evaluations and compensation -> comparisons table and figures")
+def cmd_pruning_report(sub):
+    sub.add_argument("--evaluations", required=True)
+    sub.add_argument("--compensation", nargs="*", default=[], help="compensation.parquet of every seed")
+    sub.add_argument("--compensation-summary", nargs="*", default=[])
+    sub.add_argument("--comparisons", required=True)
+    sub.add_argument("--figures", required=True)
+    sub.add_argument("--title", required=True)
+
+    def run(args):
+        import pandas as pd
+
+        from headsieve.io.atomic import write_frame
+        from headsieve.plots import pruning as plots
+        from headsieve.pruning.report import paired_comparisons
+
+        evaluations = pd.read_parquet(args.evaluations)
+        comparisons = paired_comparisons(evaluations)
+        write_frame(comparisons, args.comparisons)
+        figures = Path(args.figures)
+        plots.metric_curves(evaluations, figures / "metric_by_fraction", args.title)
+        plots.comparison_map(comparisons, figures / "strategy_comparisons", args.title)
+        if args.compensation:
+            heads = pd.concat([pd.read_parquet(p) for p in args.compensation], ignore_index=True)
+            summary = pd.concat([pd.read_parquet(p) for p in args.compensation_summary], ignore_index=True)
+            plots.compensation_figure(heads, summary, figures / "compensation", args.title)
+
+    return run
+
+
 def pick_device(name: str) -> str:
     import torch
 

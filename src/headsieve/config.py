@@ -93,6 +93,31 @@ def _check_references(config: dict) -> None:
                     f"config key '{section}.corpora[{i}]': unknown corpus '{key}' "
                     f"(defined: {', '.join(corpora) or 'none'})"
                 )
+    tasks = config.get("tasks", {})
+    for key, task in tasks.items():
+        for split in ("train", "eval"):
+            corpus = task[split]
+            if corpus not in corpora:
+                raise HeadsieveError(f"config key 'tasks.{key}.{split}': unknown corpus '{corpus}'")
+            if corpora[corpus]["format"] == "conllu":
+                raise HeadsieveError(f"config key 'tasks.{key}.{split}': corpus '{corpus}' has no labels (conllu)")
+    for i, key in enumerate((config.get("roles") or {}).get("finetuned", [])):
+        if key not in tasks:
+            raise HeadsieveError(f"config key 'roles.finetuned[{i}]': unknown task '{key}'")
+    pruning = config.get("pruning") or {}
+    for i, key in enumerate(pruning.get("models", [])):
+        if key not in models:
+            raise HeadsieveError(f"config key 'pruning.models[{i}]': unknown model '{key}'")
+    for i, key in enumerate(pruning.get("tasks", [])):
+        if key not in tasks:
+            raise HeadsieveError(f"config key 'pruning.tasks[{i}]': unknown task '{key}' (defined: {', '.join(tasks) or 'none'})")
+    strategies = list(pruning.get("strategies", [])) + list((pruning.get("retrain") or {}).get("strategies", []))
+    if any(s.split(":")[0] in ("prune_role", "spare_role") for s in strategies):
+        corpus = pruning.get("role_labels")
+        if not corpus:
+            raise HeadsieveError("config key 'pruning.role_labels': role strategies need the corpus of the role tests")
+        if corpus not in corpora:
+            raise HeadsieveError(f"config key 'pruning.role_labels': unknown corpus '{corpus}'")
     for key, spec in corpora.items():
         if spec["format"] == "glue" and "task" not in spec:
             raise HeadsieveError(f"config key 'corpora.{key}.task': a glue corpus needs a task")

@@ -3,11 +3,12 @@
 
 rule tokenize:
     input:
-        corpus_file,
+        corpus=corpus_file,
+        model=model_inputs,
     output:
         "results/{model}/{corpus}/tokens.parquet",
     params:
-        model_spec=lambda w: spec_json("models", w.model),
+        model_spec=lambda w: model_spec_json(w.model),
         corpus_spec=lambda w: spec_json("corpora", w.corpus),
         max_length=config["attention"]["max_length"],
     log:
@@ -21,17 +22,18 @@ rule tokenize:
         "../../envs/headsieve.yaml"
     shell:
         "headsieve --log {log:q} tokenize --model {wildcards.model:q} --model-spec {params.model_spec:q}"
-        " --corpus {wildcards.corpus:q} --corpus-spec {params.corpus_spec:q} --input {input:q}"
+        " --corpus {wildcards.corpus:q} --corpus-spec {params.corpus_spec:q} --input {input.corpus:q}"
         " --max-length {params.max_length} --output {output:q}"
 
 
 rule dump_attention:
     input:
         tokens="results/{model}/{corpus}/tokens.parquet",
+        model=model_inputs,
     output:
         directory("results/{model}/{corpus}/attention"),
     params:
-        model_spec=lambda w: spec_json("models", w.model),
+        model_spec=lambda w: model_spec_json(w.model),
         shard_mb=config["attention"]["shard_mb"],
         device=config["device"],
     log:
@@ -42,7 +44,7 @@ rule dump_attention:
     resources:
         mem_mb=8000,
         runtime=120,
-        gpu=lambda w: 1 if config["device"] == "cuda" else 0,
+        gpu=gpu_count,
         # speed only: a resource, not a param, so changing it does not rerun the dump
         batch_tokens=config["attention"]["batch_tokens"],
     conda:

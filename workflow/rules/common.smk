@@ -30,6 +30,36 @@ except HeadsieveError as err:
 wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     corpus=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    task=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    seed=r"[0-9]+",
+    fraction=r"0\.[0-9][0-9]",
+    strategy=r"[a-z_]+(\+[A-Za-z0-9_+]+)?",
+
+
+FINETUNED = "--"  # a model key "<model>--<task>" names the model fine-tuned on the task (first seed)
+
+
+def model_spec_json(model):
+    """The model entry as JSON; a fine-tuned model points to its folder under results/."""
+    if FINETUNED in model:
+        return json.dumps({"source": finetuned_model_folder(model)}, sort_keys=True)
+    return spec_json("models", model)
+
+
+def finetuned_model_folder(model):
+    base, task = model.split(FINETUNED, 1)
+    return f"results/{base}/{task}/seed{config['pruning']['seeds'][0]}/finetuned/model"
+
+
+def model_inputs(wildcards):
+    """The model's own files when a rule makes them (a fine-tuned model), else nothing."""
+    if FINETUNED in wildcards.model:
+        return [str(Path(finetuned_model_folder(wildcards.model)).parent)]
+    return []
+
+
+def gpu_count(wildcards):
+    return 1 if config["device"] == "cuda" else 0
 
 
 def spec_json(section, key):
@@ -37,18 +67,79 @@ def spec_json(section, key):
     return json.dumps(config[section][key], sort_keys=True)
 
 
-def corpus_file(wildcards):
+def corpus_path(corpus):
     """The corpus file: the data mirror's copy, else the downloaded one under resources/."""
-    local = corpus_local_path(config, wildcards.corpus)
+    local = corpus_local_path(config, corpus)
     if local is not None:
         return str(local)
-    spec = config["corpora"][wildcards.corpus]
+    spec = config["corpora"][corpus]
     if "url" not in spec:
-        raise WorkflowError(corpus_missing_message(config, wildcards.corpus))
+        raise WorkflowError(corpus_missing_message(config, corpus))
     name = Path(spec.get("member") or spec.get("path") or spec["url"].split("?")[0]).name
-    return f"resources/corpora/{wildcards.corpus}/{name}"
+    return f"resources/corpora/{corpus}/{name}"
 
 
+def corpus_file(wildcards):
+    return corpus_path(wildcards.corpus)
+
+
+def task_file(task, split):
+    """The file of a task's training or evaluation split."""
+    return corpus_path(config["tasks"][task][split])
+
+
+def task_corpus_json(task, split):
+    return spec_json("corpora", config["tasks"][task][split])
+
+
+def strategy_slug(name):
+    """A strategy name as a path part: prune_role:dep:nsubj -> prune_role+dep+nsubj."""
+    return name.replace(":", "+")
+
+
+def strategy_name(slug):
+    return slug.replace("+", ":")
+
+
+def fraction_tag(fraction):
+    return f"{fraction:.2f}"
+
+
+def all_strategies():
+    block = config["pruning"]
+    return list(dict.fromkeys(block["strategies"] + block["retrain"]["strategies"]))
+
+
+def all_fractions():
+    block = config["pruning"]
+    return sorted(set(block["fractions"]) | set(block["retrain"]["fractions"]))
+
+
+def retrained_items(wildcards, seed=None, pruned_only=False):
+    """(strategy slug, fraction tag, folder) of every retraining job of a model, task and seed."""
+    seed = wildcards.seed if seed is None else seed
+    base = f"results/{wildcards.model}/{wildcards.task}/seed{seed}/retrained"
+    items = [] if pruned_only else [("none", "0.00", f"{base}/none/0.00")]
+    for strategy in config["pruning"]["retrain"]["strategies"]:
+        for fraction in config["pruning"]["retrain"]["fractions"]:
+            slug, tag = strategy_slug(strategy), fraction_tag(fraction)
+            items.append((slug, tag, f"{base}/{slug}/{tag}"))
+    return items
+
+
+def retrained_dirs(wildcards, seed=None, pruned_only=False):
+    return [d for _, _, d in retrained_items(wildcards, seed, pruned_only)]
+
+
+def role_labels_input(wildcards):
+    """The pre-trained model's role tests, when a role strategy needs them."""
+    corpus = config["pruning"]["role_labels"]
+    if corpus and any(s.split(":")[0] in ("prune_role", "spare_role") for s in all_strategies()):
+        return [f"results/{wildcards.model}/{corpus}/roles/tests.parquet"]
+    return []
+
+
+PRUNING_FIGURES = ("metric_by_fraction", "strategy_comparisons", "compensation")
 ROLE_FIGURES = ("role_map", "relation_map", "heads_per_layer", "pvalues", "colocation")
 
 
@@ -77,4 +168,10 @@ def all_targets():
     for model, corpus in role_pairs():
         targets.append(f"results/{model}/{corpus}/roles/summary.md")
         targets.append(f"results/{model}/{corpus}/roles/head_stats.parquet")
+        for task in config["roles"]["finetuned"]:
+            targets.append(f"results/{model}/{corpus}/roles/finetuned-{task}/change.parquet")
+            targets.append(f"results/{model}{FINETUNED}{task}/{corpus}/roles/summary.md")
+    for model in config["pruning"]["models"]:
+        for task in config["pruning"]["tasks"]:
+            targets.append(f"results/{model}/{task}/pruning/comparisons.parquet")
     return targets

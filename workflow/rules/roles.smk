@@ -74,3 +74,28 @@ rule report_roles:
         "headsieve --log {log:q} roles-report --tests {input:q}"
         " --figures results/{wildcards.model}/{wildcards.corpus}/roles/figures"
         " --tables results/{wildcards.model}/{wildcards.corpus}/roles --summary {output.summary:q}"
+
+
+rule compare_finetuned_roles:
+    input:
+        before="results/{model}/{corpus}/roles/tests.parquet",
+        after="results/{model}--{task}/{corpus}/roles/tests.parquet",
+    output:
+        change="results/{model}/{corpus}/roles/finetuned-{task}/change.parquet",
+        by_layer="results/{model}/{corpus}/roles/finetuned-{task}/change_by_layer.parquet",
+        figure=multiext("results/{model}/{corpus}/roles/finetuned-{task}/change", ".png", ".pdf"),
+    params:
+        title=lambda w: f"{w.model} on {w.corpus}, fine-tuned on {w.task}",
+    log:
+        "logs/{model}/{corpus}/compare_finetuned_roles_{task}.log",
+    benchmark:
+        "benchmarks/{model}/{corpus}/compare_finetuned_roles_{task}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../../envs/headsieve.yaml"
+    shell:
+        "headsieve --log {log:q} roles-compare --before {input.before:q} --after {input.after:q}"
+        " --output {output.change:q} --by-layer {output.by_layer:q} --title {params.title:q}"
+        " --figure results/{wildcards.model}/{wildcards.corpus}/roles/finetuned-{wildcards.task}/change"

@@ -93,3 +93,25 @@ def colocation_figure(tests: pd.DataFrame, stem, title: str):
     bx.set_ylabel("heads")
     fig.suptitle(title)
     return save(fig, stem)
+
+
+def finetuning_change(by_layer: pd.DataFrame, stem, title: str):
+    """Left: mean absolute change of the role score per layer and role.  Right: labels gained and lost per layer."""
+    roles = [r for r in role_order(by_layer["role"].unique()) if not r.startswith("dep:")]
+    roles += sorted(r for r in by_layer["role"].unique() if r.startswith("dep:"))[:10]
+    wide = by_layer.pivot(index="role", columns="layer", values="abs_score_change").reindex(roles)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 0.9 + 0.3 * len(roles)), layout="constrained")
+    img = ax.imshow(wide.to_numpy(dtype=float), aspect="auto", cmap="viridis")
+    ax.set_xticks(range(wide.shape[1]), wide.columns)
+    ax.set_yticks(range(len(roles)), roles, fontsize=7)
+    ax.set_xlabel("layer")
+    fig.colorbar(img, ax=ax).set_label("mean |score change| over the layer's heads")
+    per_layer = by_layer.groupby("layer")[["gained", "lost"]].sum()
+    bx.bar(per_layer.index - 0.2, per_layer["gained"], width=0.4, label="labels gained")
+    bx.bar(per_layer.index + 0.2, per_layer["lost"], width=0.4, label="labels lost")
+    bx.set_xlabel("layer")
+    bx.set_ylabel("head x role labels")
+    bx.set_xticks(per_layer.index)
+    bx.legend(fontsize=7)
+    fig.suptitle(f"{title}: what fine-tuning changed")
+    return save(fig, stem)

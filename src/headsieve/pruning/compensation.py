@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
+from scipy import stats
 
 from headsieve.models.heads import attention_sites, head_shape, remaining_heads
 
@@ -127,26 +128,49 @@ def gini(values: np.ndarray) -> float:
 
 
 def spread_summary(heads: pd.DataFrame, measure: str = "jsd", permutations: int = 2000, seed: int = 0) -> dict:
-    """Is the change spread evenly over the remaining heads, or concentrated in the pruned heads' layers?"""
+    """Is the change spread evenly over the remaining heads, or concentrated?
+
+    * ``gini``: Gini coefficient of the absolute change over the remaining heads (0 = all alike);
+    * ``p_layers_differ``: Kruskal-Wallis test that the change has the same distribution in every layer;
+    * ``share_in_pruned_layers`` against ``heads_share_in_pruned_layers``: the share of the total change
+      carried by layers that lost heads, and their share of the remaining heads; ``p_concentrated``: a
+      permutation test of the former (null: changes exchangeable across head positions; NaN when every
+      layer, or none, lost heads);
+    * ``rho_pruned_share``, ``p_rho``: Spearman correlation over layers between the share of a layer's
+      heads that were pruned and the mean change of its remaining heads.
+    """
     alive = heads[~heads["pruned"]].dropna(subset=[measure])
     change = np.abs(alive[measure].to_numpy(dtype=float))
+    layers = alive["layer"].to_numpy()
     pruned_layers = set(heads.loc[heads["pruned"], "layer"])
-    in_pruned = alive["layer"].isin(pruned_layers).to_numpy()
+    in_pruned = np.isin(layers, list(pruned_layers))
     total = change.sum()
     observed = float(change[in_pruned].sum() / total) if total > 0 else float("nan")
-    expected = float(in_pruned.mean()) if len(in_pruned) else float("nan")
+    p_perm = float("nan")
     if total > 0 and 0 < in_pruned.sum() < len(in_pruned):
         rng = np.random.default_rng(seed)
         null = np.array([change[rng.permutation(in_pruned)].sum() / total for _ in range(permutations)])
-        p = float((1 + np.sum(null >= observed)) / (1 + permutations))
-    else:
-        p = float("nan")
+        p_perm = float((1 + np.sum(null >= observed)) / (1 + permutations))
+    groups = [change[layers == layer] for layer in np.unique(layers)]
+    groups = [g for g in groups if len(g) >= 2]
+    p_layers = float("nan")
+    if len(groups) >= 2 and np.ptp(change) > 0:
+        p_layers = float(stats.kruskal(*groups).pvalue)
+    pruned_share = heads.groupby("layer")["pruned"].mean()
+    mean_change = pd.Series(change).groupby(layers).mean()
+    share = pruned_share.reindex(mean_change.index).to_numpy()
+    rho, p_rho = float("nan"), float("nan")
+    if len(mean_change) >= 3 and np.ptp(share) > 0 and np.ptp(mean_change.to_numpy()) > 0:
+        rho, p_rho = (float(v) for v in stats.spearmanr(share, mean_change.to_numpy()))
     return {
         "measure": measure,
         "heads": int(len(alive)),
-        "gini": gini(change),
-        "share_in_pruned_layers": observed,
-        "heads_share_in_pruned_layers": expected,
-        "p_concentrated": p,
         "mean_change": float(change.mean()) if len(change) else float("nan"),
+        "gini": gini(change),
+        "p_layers_differ": p_layers,
+        "share_in_pruned_layers": observed,
+        "heads_share_in_pruned_layers": float(in_pruned.mean()) if len(in_pruned) else float("nan"),
+        "p_concentrated": p_perm,
+        "rho_pruned_share": rho,
+        "p_rho": p_rho,
     }

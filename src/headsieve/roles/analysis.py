@@ -137,3 +137,30 @@ def summary_markdown(tests: pd.DataFrame, title: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def role_change(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    """Per layer, head and role: label and mean score before and after fine-tuning (two test tables of one
+    corpus), with ``gained``/``lost`` labels and the score change."""
+    keys = ["layer", "head", "role"]
+    a = before[keys + ["mean", "label"]].assign(role=lambda f: f["role"].astype(str))
+    b = after[keys + ["mean", "label"]].assign(role=lambda f: f["role"].astype(str))
+    both = a.merge(b, on=keys, suffixes=("_before", "_after"), how="inner")
+    both["score_change"] = both["mean_after"] - both["mean_before"]
+    both["gained"] = ~both["label_before"] & both["label_after"]
+    both["lost"] = both["label_before"] & ~both["label_after"]
+    return both
+
+
+def role_change_by_layer(change: pd.DataFrame) -> pd.DataFrame:
+    """Per layer and role: labelled heads before and after, gained, lost, mean score change."""
+    group = change.groupby(["layer", "role"])
+    out = group.agg(
+        before=("label_before", "sum"),
+        after=("label_after", "sum"),
+        gained=("gained", "sum"),
+        lost=("lost", "sum"),
+        score_change=("score_change", "mean"),
+        abs_score_change=("score_change", lambda s: float(np.abs(s).mean())),
+    ).reset_index()
+    return out
