@@ -507,6 +507,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "threads", None):
+        # before torch is imported: the thread pools' sizes change how some kernels split their work, and
+        # so the last bits of their results; pin them to --threads whatever the environment says
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(max(1, args.threads))
     log_stream = open(args.log, "a", encoding="utf-8") if args.log else sys.stderr
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=log_stream)
     if args.log:

@@ -34,6 +34,16 @@ def _with_defaults(cls):
 _DefaultFilling = _with_defaults(Draft202012Validator)
 
 
+def ensure_cli_on_path() -> None:
+    """Put the running interpreter's bin folder on PATH when the ``headsieve`` command is not found there
+    (snakemake started from a virtualenv that is not activated); jobs, local or SLURM, inherit PATH."""
+    import shutil
+    import sys
+
+    if shutil.which("headsieve") is None:
+        os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
 def load_yaml(path: str | os.PathLike) -> dict:
     try:
         with open(path, encoding="utf-8") as fh:

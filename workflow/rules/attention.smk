@@ -7,19 +7,19 @@ rule tokenize:
         model=model_inputs,
     output:
         "results/{model}/{corpus}/tokens.parquet",
-    params:
-        model_spec=lambda w: model_spec_json(w.model),
-        corpus_spec=lambda w: spec_json("corpora", w.corpus),
-        max_length=config["attention"]["max_length"],
     log:
         "logs/{model}/{corpus}/tokenize.log",
     benchmark:
         "benchmarks/{model}/{corpus}/tokenize.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/headsieve.yaml"
+    params:
+        model_spec=lambda w: model_spec_json(w.model),
+        corpus_spec=lambda w: spec_json("corpora", w.corpus),
+        max_length=config["attention"]["max_length"],
     shell:
         "headsieve --log {log:q} tokenize --model {wildcards.model:q} --model-spec {params.model_spec:q}"
         " --corpus {wildcards.corpus:q} --corpus-spec {params.corpus_spec:q} --input {input.corpus:q}"
@@ -32,14 +32,12 @@ rule dump_attention:
         model=model_inputs,
     output:
         directory("results/{model}/{corpus}/attention"),
-    params:
-        model_spec=lambda w: model_spec_json(w.model),
-        shard_mb=config["attention"]["shard_mb"],
-        device=config["device"],
     log:
         "logs/{model}/{corpus}/dump_attention.log",
     benchmark:
         "benchmarks/{model}/{corpus}/dump_attention.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
     threads: 2
     resources:
         mem_mb=8000,
@@ -47,8 +45,10 @@ rule dump_attention:
         gpu=gpu_count,
         # speed only: a resource, not a param, so changing it does not rerun the dump
         batch_tokens=config["attention"]["batch_tokens"],
-    conda:
-        "../../envs/headsieve.yaml"
+    params:
+        model_spec=lambda w: model_spec_json(w.model),
+        shard_mb=config["attention"]["shard_mb"],
+        device=config["device"],
     shell:
         "headsieve --log {log:q} dump --model {wildcards.model:q} --model-spec {params.model_spec:q}"
         " --corpus {wildcards.corpus:q} --tokens {input.tokens:q} --output {output:q}"

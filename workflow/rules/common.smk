@@ -1,14 +1,16 @@
 # Config validation, path helpers, input functions and wildcard constraints.
 import json
-import os
-import shutil
-import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
 try:
-    from headsieve.config import corpus_local_path, corpus_missing_message, validate_config
+    from headsieve.config import (
+        corpus_local_path,
+        corpus_missing_message,
+        ensure_cli_on_path,
+        validate_config,
+    )
     from headsieve.errors import HeadsieveError
 except ImportError as err:
     raise WorkflowError(
@@ -16,13 +18,13 @@ except ImportError as err:
         "(pip install -e .) in the environment that runs snakemake"
     )
 
-# Rules call the `headsieve` command. When snakemake runs from a virtualenv that is not activated,
-# put that environment's bin folder on PATH so jobs find the command that belongs to this snakemake.
-if shutil.which("headsieve") is None:
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+# Rules call the `headsieve` command; from a virtualenv that is not activated, find it beside this python.
+ensure_cli_on_path()
 
 try:
-    validate_config(config, Path(workflow.current_basedir) / "../schemas/config.schema.yaml")
+    validate_config(
+        config, Path(workflow.current_basedir) / "../schemas/config.schema.yaml"
+    )
 except HeadsieveError as err:
     raise WorkflowError(str(err))
 
@@ -75,7 +77,9 @@ def corpus_path(corpus):
     spec = config["corpora"][corpus]
     if "url" not in spec:
         raise WorkflowError(corpus_missing_message(config, corpus))
-    name = Path(spec.get("member") or spec.get("path") or spec["url"].split("?")[0]).name
+    name = Path(
+        spec.get("member") or spec.get("path") or spec["url"].split("?")[0]
+    ).name
     return f"resources/corpora/{corpus}/{name}"
 
 
@@ -134,7 +138,9 @@ def retrained_dirs(wildcards, seed=None, pruned_only=False):
 def role_labels_input(wildcards):
     """The pre-trained model's role tests, when a role strategy needs them."""
     corpus = config["pruning"]["role_labels"]
-    if corpus and any(s.split(":")[0] in ("prune_role", "spare_role") for s in all_strategies()):
+    if corpus and any(
+        s.split(":")[0] in ("prune_role", "spare_role") for s in all_strategies()
+    ):
         return [f"results/{wildcards.model}/{corpus}/roles/tests.parquet"]
     return []
 
@@ -145,7 +151,15 @@ ROLE_FIGURES = ("role_map", "relation_map", "heads_per_layer", "pvalues", "coloc
 
 def role_options():
     """The scoring options of the roles section (tau, alpha and correction belong to the tests)."""
-    keys = ("local_window", "direction", "aggregation", "block_weighting", "relations", "union", "subtypes")
+    keys = (
+        "local_window",
+        "direction",
+        "aggregation",
+        "block_weighting",
+        "relations",
+        "union",
+        "subtypes",
+    )
     return {k: config["roles"][k] for k in keys}
 
 
@@ -169,8 +183,12 @@ def all_targets():
         targets.append(f"results/{model}/{corpus}/roles/summary.md")
         targets.append(f"results/{model}/{corpus}/roles/head_stats.parquet")
         for task in config["roles"]["finetuned"]:
-            targets.append(f"results/{model}/{corpus}/roles/finetuned-{task}/change.parquet")
-            targets.append(f"results/{model}{FINETUNED}{task}/{corpus}/roles/summary.md")
+            targets.append(
+                f"results/{model}/{corpus}/roles/finetuned-{task}/change.parquet"
+            )
+            targets.append(
+                f"results/{model}{FINETUNED}{task}/{corpus}/roles/summary.md"
+            )
     for model in config["pruning"]["models"]:
         for task in config["pruning"]["tasks"]:
             targets.append(f"results/{model}/{task}/pruning/comparisons.parquet")

@@ -4,19 +4,19 @@
 rule fetch_corpus:
     output:
         "resources/corpora/{corpus}/{filename}",
-    params:
-        url=lambda w: config["corpora"][w.corpus]["url"],
-        sha256=lambda w: config["corpora"][w.corpus]["sha256"],
-        member=lambda w: config["corpora"][w.corpus].get("member", ""),
     log:
         "logs/fetch/{corpus}/{filename}.log",
     benchmark:
         "benchmarks/fetch/{corpus}/{filename}.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
     resources:
         mem_mb=1000,
         runtime=30,
-    conda:
-        "../../envs/headsieve.yaml"
+    params:
+        url=lambda w: config["corpora"][w.corpus]["url"],
+        sha256=lambda w: config["corpora"][w.corpus]["sha256"],
+        member=lambda w: config["corpora"][w.corpus].get("member", ""),
     shell:
         "headsieve --log {log:q} fetch --url {params.url:q} --sha256 {params.sha256:q}"
         " --member {params.member:q} --output {output:q}"

@@ -9,6 +9,17 @@ rule finetune:
         model=model_inputs,
     output:
         directory("results/{model}/{task}/seed{seed}/finetuned"),
+    log:
+        "logs/{model}/{task}/seed{seed}/finetune.log",
+    benchmark:
+        "benchmarks/{model}/{task}/seed{seed}/finetune.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=gpu_count,
     params:
         model_spec=lambda w: model_spec_json(w.model),
         train_spec=lambda w: task_corpus_json(w.task, "train"),
@@ -16,17 +27,6 @@ rule finetune:
         task=lambda w: spec_json("tasks", w.task),
         options=json.dumps(config["pruning"]["finetune"], sort_keys=True),
         device=config["device"],
-    log:
-        "logs/{model}/{task}/seed{seed}/finetune.log",
-    benchmark:
-        "benchmarks/{model}/{task}/seed{seed}/finetune.tsv"
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=240,
-        gpu=gpu_count,
-    conda:
-        "../../envs/headsieve.yaml"
     shell:
         "headsieve --log {log:q} finetune --model {wildcards.model:q} --model-spec {params.model_spec:q}"
         " --train-spec {params.train_spec:q} --train {input.train:q} --eval-spec {params.eval_spec:q}"
@@ -41,22 +41,22 @@ rule importance:
         train=lambda w: task_file(w.task, "train"),
     output:
         "results/{model}/{task}/seed{seed}/importance.parquet",
-    params:
-        train_spec=lambda w: task_corpus_json(w.task, "train"),
-        task=lambda w: spec_json("tasks", w.task),
-        examples=config["pruning"]["importance_examples"],
-        device=config["device"],
     log:
         "logs/{model}/{task}/seed{seed}/importance.log",
     benchmark:
         "benchmarks/{model}/{task}/seed{seed}/importance.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=60,
         gpu=gpu_count,
-    conda:
-        "../../envs/headsieve.yaml"
+    params:
+        train_spec=lambda w: task_corpus_json(w.task, "train"),
+        task=lambda w: spec_json("tasks", w.task),
+        examples=config["pruning"]["importance_examples"],
+        device=config["device"],
     shell:
         "headsieve --log {log:q} importance --finetuned {input.finetuned:q} --train-spec {params.train_spec:q}"
         " --train {input.train:q} --task-options {params.task:q} --examples {params.examples}"
@@ -70,19 +70,19 @@ rule select_masks:
         labels=role_labels_input,
     output:
         "results/{model}/{task}/seed{seed}/masks.parquet",
-    params:
-        strategies=json.dumps(all_strategies()),
-        fractions=json.dumps(all_fractions()),
-        labels=lambda w, input: input.labels[0] if input.labels else "",
     log:
         "logs/{model}/{task}/seed{seed}/select_masks.log",
     benchmark:
         "benchmarks/{model}/{task}/seed{seed}/select_masks.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/headsieve.yaml"
+    params:
+        strategies=json.dumps(all_strategies()),
+        fractions=json.dumps(all_fractions()),
+        labels=lambda w, input: input.labels[0] if input.labels else "",
     shell:
         "headsieve --log {log:q} select-masks --finetuned {input.finetuned:q} --strategies {params.strategies:q}"
         " --fractions {params.fractions:q} --seed {wildcards.seed} --labels {params.labels:q}"
@@ -96,22 +96,22 @@ rule evaluate_masks:
         eval=lambda w: task_file(w.task, "eval"),
     output:
         "results/{model}/{task}/seed{seed}/masked.parquet",
-    params:
-        eval_spec=lambda w: task_corpus_json(w.task, "eval"),
-        task=lambda w: spec_json("tasks", w.task),
-        device=config["device"],
     log:
         "logs/{model}/{task}/seed{seed}/evaluate_masks.log",
     benchmark:
         "benchmarks/{model}/{task}/seed{seed}/evaluate_masks.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=120,
         gpu=gpu_count,
         batch_size=config["pruning"]["eval_batch_size"],
-    conda:
-        "../../envs/headsieve.yaml"
+    params:
+        eval_spec=lambda w: task_corpus_json(w.task, "eval"),
+        task=lambda w: spec_json("tasks", w.task),
+        device=config["device"],
     shell:
         "headsieve --log {log:q} evaluate-masks --finetuned {input.finetuned:q} --masks {input.masks:q}"
         " --eval-spec {params.eval_spec:q} --eval {input.eval:q} --task-options {params.task:q}"
@@ -126,6 +126,17 @@ rule retrain:
         eval=lambda w: task_file(w.task, "eval"),
     output:
         directory("results/{model}/{task}/seed{seed}/retrained/{strategy}/{fraction}"),
+    log:
+        "logs/{model}/{task}/seed{seed}/retrain/{strategy}/{fraction}.log",
+    benchmark:
+        "benchmarks/{model}/{task}/seed{seed}/retrain/{strategy}/{fraction}.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=gpu_count,
     params:
         strategy=lambda w: strategy_name(w.strategy),
         train_spec=lambda w: task_corpus_json(w.task, "train"),
@@ -133,17 +144,6 @@ rule retrain:
         task=lambda w: spec_json("tasks", w.task),
         options=json.dumps(config["pruning"]["retrain"]["finetune"], sort_keys=True),
         device=config["device"],
-    log:
-        "logs/{model}/{task}/seed{seed}/retrain/{strategy}/{fraction}.log",
-    benchmark:
-        "benchmarks/{model}/{task}/seed{seed}/retrain/{strategy}/{fraction}.tsv"
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=120,
-        gpu=gpu_count,
-    conda:
-        "../../envs/headsieve.yaml"
     shell:
         "headsieve --log {log:q} retrain --finetuned {input.finetuned:q} --masks {input.masks:q}"
         " --strategy {params.strategy:q} --fraction {wildcards.fraction} --train-spec {params.train_spec:q}"
@@ -161,23 +161,26 @@ rule compensation:
     output:
         heads="results/{model}/{task}/seed{seed}/compensation.parquet",
         summary="results/{model}/{task}/seed{seed}/compensation_summary.parquet",
-    params:
-        pruned=lambda w: [f"{strategy_name(s)}={f}={d}" for s, f, d in retrained_items(w, pruned_only=True)],
-        train_spec=lambda w: task_corpus_json(w.task, "train"),
-        task=lambda w: spec_json("tasks", w.task),
-        examples=config["pruning"]["compensation_examples"],
-        device=config["device"],
     log:
         "logs/{model}/{task}/seed{seed}/compensation.log",
     benchmark:
         "benchmarks/{model}/{task}/seed{seed}/compensation.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=60,
         gpu=gpu_count,
-    conda:
-        "../../envs/headsieve.yaml"
+    params:
+        pruned=lambda w: [
+            f"{strategy_name(s)}={f}={d}"
+            for s, f, d in retrained_items(w, pruned_only=True)
+        ],
+        train_spec=lambda w: task_corpus_json(w.task, "train"),
+        task=lambda w: spec_json("tasks", w.task),
+        examples=config["pruning"]["compensation_examples"],
+        device=config["device"],
     shell:
         "headsieve --log {log:q} compensation --reference {input.reference:q} --finetuned {input.finetuned:q}"
         " --pruned {params.pruned:q}"
@@ -189,10 +192,13 @@ rule compensation:
 rule collect_pruning:
     input:
         masked=lambda w: expand(
-            "results/{{model}}/{{task}}/seed{seed}/masked.parquet", seed=config["pruning"]["seeds"]
+            "results/{{model}}/{{task}}/seed{seed}/masked.parquet",
+            seed=config["pruning"]["seeds"],
         ),
         retrained=lambda w: [
-            d for seed in config["pruning"]["seeds"] for d in retrained_dirs(w, seed=seed)
+            d
+            for seed in config["pruning"]["seeds"]
+            for d in retrained_dirs(w, seed=seed)
         ],
     output:
         "results/{model}/{task}/pruning/evaluations.parquet",
@@ -200,11 +206,11 @@ rule collect_pruning:
         "logs/{model}/{task}/collect_pruning.log",
     benchmark:
         "benchmarks/{model}/{task}/collect_pruning.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/headsieve.yaml"
     shell:
         "headsieve --log {log:q} collect-pruning --inputs {input.masked:q} {input.retrained:q} --output {output:q}"
 
@@ -213,29 +219,39 @@ rule report_pruning:
     input:
         evaluations="results/{model}/{task}/pruning/evaluations.parquet",
         compensation=lambda w: expand(
-            "results/{{model}}/{{task}}/seed{seed}/compensation.parquet", seed=config["pruning"]["seeds"]
+            "results/{{model}}/{{task}}/seed{seed}/compensation.parquet",
+            seed=config["pruning"]["seeds"],
         ),
         summary=lambda w: expand(
             "results/{{model}}/{{task}}/seed{seed}/compensation_summary.parquet",
             seed=config["pruning"]["seeds"],
         ),
     output:
+        **{
+            f"fig_{name}": report(
+                f"results/{{model}}/{{task}}/pruning/figures/{name}.png",
+                caption=f"../report/{name}.rst",
+                category="Pruning",
+                subcategory="{model} on {task}",
+            )
+            for name in PRUNING_FIGURES
+        },
         comparisons="results/{model}/{task}/pruning/comparisons.parquet",
-        figures=multiext(
+        pdfs=multiext(
             "results/{model}/{task}/pruning/figures/",
-            *[f"{name}.{ext}" for name in PRUNING_FIGURES for ext in ("png", "pdf")],
+            *[f"{n}.pdf" for n in PRUNING_FIGURES],
         ),
-    params:
-        title=lambda w: f"{w.model} on {w.task}",
     log:
         "logs/{model}/{task}/report_pruning.log",
     benchmark:
         "benchmarks/{model}/{task}/report_pruning.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
     resources:
         mem_mb=4000,
         runtime=20,
-    conda:
-        "../../envs/headsieve.yaml"
+    params:
+        title=lambda w: f"{w.model} on {w.task}",
     shell:
         "headsieve --log {log:q} pruning-report --evaluations {input.evaluations:q}"
         " --compensation {input.compensation:q} --compensation-summary {input.summary:q}"

@@ -8,18 +8,18 @@ rule score_roles:
     output:
         scores="results/{model}/{corpus}/roles/scores.parquet",
         head_stats="results/{model}/{corpus}/roles/head_stats.parquet",
-    params:
-        options=lambda w: json.dumps(role_options(), sort_keys=True),
     log:
         "logs/{model}/{corpus}/score_roles.log",
     benchmark:
         "benchmarks/{model}/{corpus}/score_roles.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=60,
-    conda:
-        "../../envs/headsieve.yaml"
+    params:
+        options=lambda w: json.dumps(role_options(), sort_keys=True),
     shell:
         "headsieve --log {log:q} roles-score --model {wildcards.model:q} --corpus {wildcards.corpus:q}"
         " --tokens {input.tokens:q} --dump {input.dump:q} --options {params.options:q}"
@@ -31,20 +31,20 @@ rule test_roles:
         "results/{model}/{corpus}/roles/scores.parquet",
     output:
         "results/{model}/{corpus}/roles/tests.parquet",
+    log:
+        "logs/{model}/{corpus}/test_roles.log",
+    benchmark:
+        "benchmarks/{model}/{corpus}/test_roles.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=20,
     params:
         tau=config["roles"]["tau"],
         tau_by_role=json.dumps(config["roles"]["tau_by_role"], sort_keys=True),
         alpha=config["roles"]["alpha"],
         correction=config["roles"]["correction"],
-    log:
-        "logs/{model}/{corpus}/test_roles.log",
-    benchmark:
-        "benchmarks/{model}/{corpus}/test_roles.tsv"
-    resources:
-        mem_mb=4000,
-        runtime=20,
-    conda:
-        "../../envs/headsieve.yaml"
     shell:
         "headsieve --log {log:q} roles-test --scores {input:q} --tau {params.tau} --alpha {params.alpha}"
         " --correction {params.correction} --tau-by-role {params.tau_by_role:q} --output {output:q}"
@@ -54,22 +54,36 @@ rule report_roles:
     input:
         "results/{model}/{corpus}/roles/tests.parquet",
     output:
-        figures=multiext(
+        **{
+            f"fig_{name}": report(
+                f"results/{{model}}/{{corpus}}/roles/figures/{name}.png",
+                caption=f"../report/{name}.rst",
+                category="Head roles",
+                subcategory="{model} on {corpus}",
+            )
+            for name in ROLE_FIGURES
+        },
+        pdfs=multiext(
             "results/{model}/{corpus}/roles/figures/",
-            *[f"{name}.{ext}" for name in ROLE_FIGURES for ext in ("png", "pdf")],
+            *[f"{n}.pdf" for n in ROLE_FIGURES],
         ),
         colocation="results/{model}/{corpus}/roles/colocation.parquet",
         layers="results/{model}/{corpus}/roles/heads_per_layer.parquet",
-        summary="results/{model}/{corpus}/roles/summary.md",
+        summary=report(
+            "results/{model}/{corpus}/roles/summary.md",
+            caption="../report/role_summary.rst",
+            category="Head roles",
+            subcategory="{model} on {corpus}",
+        ),
     log:
         "logs/{model}/{corpus}/report_roles.log",
     benchmark:
         "benchmarks/{model}/{corpus}/report_roles.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
     resources:
         mem_mb=4000,
         runtime=20,
-    conda:
-        "../../envs/headsieve.yaml"
     shell:
         "headsieve --log {log:q} roles-report --tests {input:q}"
         " --figures results/{wildcards.model}/{wildcards.corpus}/roles/figures"
@@ -83,18 +97,24 @@ rule compare_finetuned_roles:
     output:
         change="results/{model}/{corpus}/roles/finetuned-{task}/change.parquet",
         by_layer="results/{model}/{corpus}/roles/finetuned-{task}/change_by_layer.parquet",
-        figure=multiext("results/{model}/{corpus}/roles/finetuned-{task}/change", ".png", ".pdf"),
-    params:
-        title=lambda w: f"{w.model} on {w.corpus}, fine-tuned on {w.task}",
+        figure=report(
+            "results/{model}/{corpus}/roles/finetuned-{task}/change.png",
+            caption="../report/finetuning_change.rst",
+            category="Head roles",
+            subcategory="{model} on {corpus}",
+        ),
+        pdf="results/{model}/{corpus}/roles/finetuned-{task}/change.pdf",
     log:
         "logs/{model}/{corpus}/compare_finetuned_roles_{task}.log",
     benchmark:
         "benchmarks/{model}/{corpus}/compare_finetuned_roles_{task}.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
     resources:
         mem_mb=4000,
         runtime=20,
-    conda:
-        "../../envs/headsieve.yaml"
+    params:
+        title=lambda w: f"{w.model} on {w.corpus}, fine-tuned on {w.task}",
     shell:
         "headsieve --log {log:q} roles-compare --before {input.before:q} --after {input.after:q}"
         " --output {output.change:q} --by-layer {output.by_layer:q} --title {params.title:q}"

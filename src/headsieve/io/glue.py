@@ -34,6 +34,7 @@ TASKS: dict[str, TaskSpec] = {
     "mrpc": TaskSpec(("#1 String", 3), ("#2 String", 4), ("Quality", 0), ("0", "1"), "f1_accuracy"),
     "rte": TaskSpec(("sentence1", 1), ("sentence2", 2), ("label", 3), ("entailment", "not_entailment"), "accuracy"),
     "qnli": TaskSpec(("question", 1), ("sentence", 2), ("label", 3), ("entailment", "not_entailment"), "accuracy"),
+    "qqp": TaskSpec(("question1", 3), ("question2", 4), ("is_duplicate", 5), ("0", "1"), "f1_accuracy"),
     "mnli": TaskSpec(("sentence1", 8), ("sentence2", 9), ("gold_label", -1), NLI_LABELS, "accuracy"),
     # XNLI release (xnli.dev.tsv / xnli.test.tsv: header, all languages, 'language' column) or the
     # three-column headerless form (premise, hypothesis, label) of XGLUE copies.

@@ -116,13 +116,18 @@ def read_importance(path) -> np.ndarray:
 def select_masks(model_shape, strategies, fractions, seed, labels_path, importance_path, output) -> pd.DataFrame:
     """Heads pruned by every strategy at every fraction for one seed: long table (strategy, fraction, seed,
     layer, head); a (strategy, fraction) that prunes nothing has one row with layer = head = -1."""
-    from headsieve.pruning.strategies import ModelFacts, select_heads
+    from headsieve.pruning.strategies import FIXED_SIZE, ModelFacts, parse_strategy, select_heads
 
     facts = ModelFacts(*model_shape)
     labels = pd.read_parquet(labels_path) if labels_path else None
     scores = read_importance(importance_path) if importance_path else None
     rows = []
     for strategy in strategies:
+        if parse_strategy(strategy)[0] in FIXED_SIZE:  # its size is its own: one mask, at its own fraction
+            heads = select_heads(strategy, facts, 0.0, seed, labels=labels, importance=scores)
+            fraction = round(len(heads) / facts.n_total, 4)
+            rows += [(strategy, fraction, seed, layer, head) for layer, head in heads]
+            continue
         for fraction in fractions:
             heads = select_heads(strategy, facts, fraction, seed, labels=labels, importance=scores)
             rows += [(strategy, fraction, seed, layer, head) for layer, head in heads] or [(strategy, fraction, seed, -1, -1)]
