@@ -66,7 +66,7 @@ def test_evaluations_table(pruning_run):
 
 
 def test_masks_follow_strategies(pruning_run):
-    masks = pd.read_parquet(pruning_run / "results/minilm/sst2/seed1/masks.parquet")
+    masks = pd.read_parquet(pruning_run / "results/minilm/sst2/seed1/masks/0.50.parquet")
     top = masks[(masks.strategy == "top") & (masks.fraction == 0.5)]
     assert set(top["layer"]) == {3, 4, 5}  # half of 6 layers x 12 heads: the top three layers
     tests = pd.read_parquet(pruning_run / "results/minilm/ewt/roles/tests.parquet")
@@ -114,6 +114,17 @@ def test_adding_a_seed_runs_only_new_jobs(pruning_run, data):
     counts = job_counts(proc.stdout)
     # seed 3's own jobs, then the tables that gather every seed; nothing of seeds 1 and 2, no attention work
     assert counts == {
-        "finetune": 1, "importance": 1, "select_masks": 1, "evaluate_masks": 1, "retrain": 2, "compensation": 1,
-        "collect_pruning": 1, "report_pruning": 1, "all": 1, "total": 10,
+        "finetune": 1, "importance": 1, "select_masks": 2, "evaluate_masks": 2, "retrain": 2, "compensation": 1,
+        "collect_pruning": 1, "report_pruning": 1, "all": 1, "total": 12,
     }  # fmt: skip
+
+
+def test_adding_a_fraction_runs_only_new_jobs(pruning_run, data):
+    config = write_config(pruning_run, pruning_config(data, fractions=(0.0, 0.5, 0.25)))
+    proc = snakemake(pruning_run, "-n", config=config)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # masks of the new fraction for each seed, their evaluation, then the tables that gather everything
+    assert job_counts(proc.stdout) == {
+        "select_masks": 2, "evaluate_masks": 2, "collect_pruning": 1, "report_pruning": 1, "all": 1, "total": 7
+    }  # fmt: skip
+    assert "masks/0.25.parquet" in proc.stdout and "masks/0.50.parquet" not in proc.stdout

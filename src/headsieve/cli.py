@@ -351,7 +351,7 @@ def cmd_importance(sub):
 def cmd_select_masks(sub):
     sub.add_argument("--finetuned", required=True)
     sub.add_argument("--strategies", type=json.loads, required=True)
-    sub.add_argument("--fractions", type=json.loads, required=True)
+    sub.add_argument("--fraction", required=True, help="share of heads, or 'fixed' for fixed-size strategies")
     sub.add_argument("--seed", type=int, required=True)
     sub.add_argument("--labels", default="", help="role tests table (for prune_role/spare_role)")
     sub.add_argument("--importance", default="")
@@ -362,7 +362,8 @@ def cmd_select_masks(sub):
         from headsieve.pruning import jobs
 
         shape = head_shape(load_pruned(str(Path(args.finetuned) / "model")))
-        jobs.select_masks(shape, args.strategies, args.fractions, args.seed, args.labels, args.importance, args.output)
+        fractions = [] if args.fraction == "fixed" else [float(args.fraction)]
+        jobs.select_masks(shape, args.strategies, fractions, args.seed, args.labels, args.importance, args.output)
 
     return run
 
@@ -390,7 +391,7 @@ def cmd_evaluate_masks(sub):
 @command("retrain", "prune the heads a strategy picked, fine-tune further, evaluate")
 def cmd_retrain(sub):
     sub.add_argument("--finetuned", required=True)
-    sub.add_argument("--masks", required=True)
+    sub.add_argument("--masks", default="", help="masks of the fraction (none for the unpruned reference)")
     sub.add_argument("--strategy", required=True)
     sub.add_argument("--fraction", type=float, required=True)
     _task_args(sub)

@@ -121,6 +121,11 @@ def _check_references(config: dict) -> None:
     for i, key in enumerate(pruning.get("tasks", [])):
         if key not in tasks:
             raise HeadsieveError(f"config key 'pruning.tasks[{i}]': unknown task '{key}' (defined: {', '.join(tasks) or 'none'})")
+    retrain = pruning.get("retrain") or {}
+    for key, values in (("pruning.fractions", pruning.get("fractions", [])), ("pruning.retrain.fractions", retrain.get("fractions", []))):
+        for i, value in enumerate(values):
+            if abs(round(value, 2) - value) > 1e-9:
+                raise HeadsieveError(f"config key '{key}[{i}]': {value} has more than 2 decimals (fractions are 0.00 to 0.99)")
     strategies = list(pruning.get("strategies", [])) + list((pruning.get("retrain") or {}).get("strategies", []))
     if any(s.split(":")[0] in ("prune_role", "spare_role") for s in strategies):
         corpus = pruning.get("role_labels")

@@ -12,6 +12,7 @@ try:
         validate_config,
     )
     from headsieve.errors import HeadsieveError
+    from headsieve.pruning.strategies import FIXED_SIZE
 except ImportError as err:
     raise WorkflowError(
         f"the headsieve package is not importable ({err}); run the setup in README.md "
@@ -34,7 +35,7 @@ wildcard_constraints:
     corpus=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     task=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     seed=r"[0-9]+",
-    fraction=r"0\.[0-9][0-9]",
+    fraction=r"0\.[0-9][0-9]|fixed",
     strategy=r"[a-z_]+(\+[A-Za-z0-9_+]+)?",
 
 
@@ -114,9 +115,30 @@ def all_strategies():
     return list(dict.fromkeys(block["strategies"] + block["retrain"]["strategies"]))
 
 
-def all_fractions():
+def is_fixed_size(strategy):
+    return strategy.split(":")[0] in FIXED_SIZE
+
+
+def strategies_for(group):
+    """Strategies whose masks a mask group holds: fixed-size ones in 'fixed', the others per fraction."""
+    return [s for s in all_strategies() if is_fixed_size(s) == (group == "fixed")]
+
+
+def mask_groups():
+    """Fraction tags (masks are selected and evaluated per fraction), plus 'fixed' for fixed-size strategies."""
     block = config["pruning"]
-    return sorted(set(block["fractions"]) | set(block["retrain"]["fractions"]))
+    fractions = sorted(set(block["fractions"]) | set(block["retrain"]["fractions"]))
+    groups = [fraction_tag(f) for f in fractions]
+    return groups + (
+        ["fixed"] if any(is_fixed_size(s) for s in all_strategies()) else []
+    )
+
+
+def retrain_masks(wildcards):
+    """The masks a retraining job prunes by (none for the unpruned reference)."""
+    if wildcards.strategy == "none":
+        return []
+    return f"results/{wildcards.model}/{wildcards.task}/seed{wildcards.seed}/masks/{wildcards.fraction}.parquet"
 
 
 def retrained_items(wildcards, seed=None, pruned_only=False):

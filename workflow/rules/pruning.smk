@@ -69,37 +69,36 @@ rule select_masks:
         importance="results/{model}/{task}/seed{seed}/importance.parquet",
         labels=role_labels_input,
     output:
-        "results/{model}/{task}/seed{seed}/masks.parquet",
+        "results/{model}/{task}/seed{seed}/masks/{fraction}.parquet",
     log:
-        "logs/{model}/{task}/seed{seed}/select_masks.log",
+        "logs/{model}/{task}/seed{seed}/select_masks_{fraction}.log",
     benchmark:
-        "benchmarks/{model}/{task}/seed{seed}/select_masks.tsv"
+        "benchmarks/{model}/{task}/seed{seed}/select_masks_{fraction}.tsv"
     conda:
         "../../envs/headsieve.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
     params:
-        strategies=json.dumps(all_strategies()),
-        fractions=json.dumps(all_fractions()),
+        strategies=lambda w: json.dumps(strategies_for(w.fraction)),
         labels=lambda w, input: input.labels[0] if input.labels else "",
     shell:
         "headsieve --log {log:q} select-masks --finetuned {input.finetuned:q} --strategies {params.strategies:q}"
-        " --fractions {params.fractions:q} --seed {wildcards.seed} --labels {params.labels:q}"
+        " --fraction {wildcards.fraction:q} --seed {wildcards.seed} --labels {params.labels:q}"
         " --importance {input.importance:q} --output {output:q}"
 
 
 rule evaluate_masks:
     input:
         finetuned="results/{model}/{task}/seed{seed}/finetuned",
-        masks="results/{model}/{task}/seed{seed}/masks.parquet",
+        masks="results/{model}/{task}/seed{seed}/masks/{fraction}.parquet",
         eval=lambda w: task_file(w.task, "eval"),
     output:
-        "results/{model}/{task}/seed{seed}/masked.parquet",
+        "results/{model}/{task}/seed{seed}/masked/{fraction}.parquet",
     log:
-        "logs/{model}/{task}/seed{seed}/evaluate_masks.log",
+        "logs/{model}/{task}/seed{seed}/evaluate_masks_{fraction}.log",
     benchmark:
-        "benchmarks/{model}/{task}/seed{seed}/evaluate_masks.tsv"
+        "benchmarks/{model}/{task}/seed{seed}/evaluate_masks_{fraction}.tsv"
     conda:
         "../../envs/headsieve.yaml"
     threads: 2
@@ -121,7 +120,7 @@ rule evaluate_masks:
 rule retrain:
     input:
         finetuned="results/{model}/{task}/seed{seed}/finetuned",
-        masks="results/{model}/{task}/seed{seed}/masks.parquet",
+        masks=lambda w: retrain_masks(w),
         train=lambda w: task_file(w.task, "train"),
         eval=lambda w: task_file(w.task, "eval"),
     output:
@@ -139,13 +138,14 @@ rule retrain:
         gpu=gpu_count,
     params:
         strategy=lambda w: strategy_name(w.strategy),
+        masks=lambda w, input: input.masks if input.masks else "",
         train_spec=lambda w: task_corpus_json(w.task, "train"),
         eval_spec=lambda w: task_corpus_json(w.task, "eval"),
         task=lambda w: spec_json("tasks", w.task),
         options=json.dumps(config["pruning"]["retrain"]["finetune"], sort_keys=True),
         device=config["device"],
     shell:
-        "headsieve --log {log:q} retrain --finetuned {input.finetuned:q} --masks {input.masks:q}"
+        "headsieve --log {log:q} retrain --finetuned {input.finetuned:q} --masks={params.masks:q}"
         " --strategy {params.strategy:q} --fraction {wildcards.fraction} --train-spec {params.train_spec:q}"
         " --train {input.train:q} --eval-spec {params.eval_spec:q} --eval {input.eval:q}"
         " --task-options {params.task:q} --options {params.options:q} --seed {wildcards.seed}"
@@ -191,10 +191,11 @@ rule compensation:
 
 rule collect_pruning:
     input:
-        masked=lambda w: expand(
-            "results/{{model}}/{{task}}/seed{seed}/masked.parquet",
-            seed=config["pruning"]["seeds"],
-        ),
+        masked=lambda w: [
+            f"results/{w.model}/{w.task}/seed{seed}/masked/{group}.parquet"
+            for seed in config["pruning"]["seeds"]
+            for group in mask_groups()
+        ],
         retrained=lambda w: [
             d
             for seed in config["pruning"]["seeds"]
@@ -218,14 +219,14 @@ rule collect_pruning:
 rule report_pruning:
     input:
         evaluations="results/{model}/{task}/pruning/evaluations.parquet",
-        compensation=lambda w: expand(
-            "results/{{model}}/{{task}}/seed{seed}/compensation.parquet",
-            seed=config["pruning"]["seeds"],
-        ),
-        summary=lambda w: expand(
-            "results/{{model}}/{{task}}/seed{seed}/compensation_summary.parquet",
-            seed=config["pruning"]["seeds"],
-        ),
+        compensation=lambda w: [
+            f"results/{w.model}/{w.task}/seed{seed}/compensation.parquet"
+            for seed in config["pruning"]["seeds"]
+        ],
+        summary=lambda w: [
+            f"results/{w.model}/{w.task}/seed{seed}/compensation_summary.parquet"
+            for seed in config["pruning"]["seeds"]
+        ],
     output:
         **{
             f"fig_{name}": report(

@@ -131,7 +131,7 @@ def select_masks(model_shape, strategies, fractions, seed, labels_path, importan
         for fraction in fractions:
             heads = select_heads(strategy, facts, fraction, seed, labels=labels, importance=scores)
             rows += [(strategy, fraction, seed, layer, head) for layer, head in heads] or [(strategy, fraction, seed, -1, -1)]
-    frame = pd.DataFrame(rows, columns=["strategy", "fraction", "seed", "layer", "head"])
+    frame = pd.DataFrame(rows, columns=["strategy", "fraction", "seed", "layer", "head"]).astype({"fraction": float})
     frame = frame.astype({"seed": "int32", "layer": "int16", "head": "int16"})
     write_frame(frame, output)
     return frame
@@ -188,8 +188,7 @@ def retrain(
     from headsieve.pruning.finetune import FinetuneConfig, evaluate, finetune, set_seed
 
     model, tokenizer = _load_finetuned(finetuned, device)
-    masks = pd.read_parquet(masks_path)
-    heads = heads_of(masks, strategy, fraction) if fraction > 0 else []
+    heads = heads_of(pd.read_parquet(masks_path), strategy, fraction) if fraction > 0 else []
     if heads:
         H.prune_heads(model, heads)
     train = read_task(train_spec, train_path, tokenizer, task_opts["max_length"], task_opts.get("max_train"), 0)
