@@ -128,3 +128,25 @@ def test_adding_a_fraction_runs_only_new_jobs(pruning_run, data):
         "select_masks": 2, "evaluate_masks": 2, "collect_pruning": 1, "report_pruning": 1, "all": 1, "total": 7
     }  # fmt: skip
     assert "masks/0.25.parquet" in proc.stdout and "masks/0.50.parquet" not in proc.stdout
+
+
+def test_killed_finetuning_resumes_to_identical_outputs(pruning_run, tmp_path, data):
+    """SIGKILL the workflow while the first fine-tuning has written a checkpoint; the rerun resumes from it
+    and every pruning table, and the fine-tuned weights, equal those of the uninterrupted run."""
+    from test_workflow_reruns import run_and_kill
+
+    config = write_config(tmp_path, pruning_config(data))
+    checkpoint = tmp_path / "results/minilm/sst2/seed1/finetuned.work/checkpoint/state.json"
+    run_and_kill(tmp_path, config, lambda _: checkpoint.exists())
+    assert checkpoint.exists() and not (tmp_path / "results/minilm/sst2/seed1/finetuned").exists()
+    snakemake(tmp_path, "--unlock", config=config)
+    proc = snakemake(tmp_path, "--rerun-incomplete", config=config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming from" in (tmp_path / "logs/minilm/sst2/seed1/finetune.log").read_text()
+    for rel in (
+        "results/minilm/sst2/seed1/finetuned/model/model.safetensors",
+        "results/minilm/sst2/pruning/evaluations.parquet",
+        "results/minilm/sst2/pruning/comparisons.parquet",
+        "results/minilm/sst2/seed1/compensation.parquet",
+    ):
+        assert (tmp_path / rel).read_bytes() == (pruning_run / rel).read_bytes(), rel
