@@ -7,7 +7,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from headsieve.progress import progress_bar
 
 from headsieve.io.shards import ShardWriter
 
@@ -84,7 +84,7 @@ def iter_attention(
     use_types = uses_token_types(model)
     pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     batches = length_batches([r["n_pieces"] for r in rows], batch_tokens)
-    bar = tqdm(total=len(rows), desc="attention", unit="sent", disable=not progress, mininterval=2.0)
+    bar = progress_bar(total=len(rows), desc="attention", unit="sent", enabled=progress)
     for idx in batches:
         chunk = [rows[i] for i in idx]
         batch = pad_batch(chunk, use_types, pad_id, device)

@@ -513,6 +513,10 @@ def main(argv=None) -> int:
         # so the last bits of their results; pin them to --threads whatever the environment says
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[var] = str(max(1, args.threads))
+    if not args.log and not sys.stderr.isatty():
+        from headsieve import progress
+
+        progress.ENABLED = False  # no progress bars mixed into captured error output
     log_stream = open(args.log, "a", encoding="utf-8") if args.log else sys.stderr
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=log_stream)
     if args.log:

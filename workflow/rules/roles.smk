@@ -47,7 +47,7 @@ rule test_roles:
         correction=config["roles"]["correction"],
     shell:
         "headsieve --log {log:q} roles-test --scores {input:q} --tau {params.tau} --alpha {params.alpha}"
-        " --correction {params.correction} --tau-by-role {params.tau_by_role:q} --output {output:q}"
+        " --correction {params.correction:q} --tau-by-role {params.tau_by_role:q} --output {output:q}"
 
 
 rule report_roles:

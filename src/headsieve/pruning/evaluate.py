@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from headsieve.progress import progress_bar
 
 from headsieve.attention import uses_token_types
 from headsieve.errors import HeadsieveError
@@ -101,7 +101,7 @@ class MaskEvaluator:
     def evaluate_many(self, masks: dict) -> list[dict]:
         """One row per named mask (``{"mask": name, **evaluate(mask)}``), in the dict's order."""
         rows = []
-        for name, mask in tqdm(masks.items(), desc="masks", unit="mask", disable=not self.progress, mininterval=2.0):
+        for name, mask in progress_bar(masks.items(), desc="masks", unit="mask", enabled=self.progress):
             rows.append({"mask": name, **self.evaluate(mask)})
         return rows
 

@@ -640,10 +640,10 @@ def finetune(
     params = [p for p in model.parameters() if p.requires_grad]
     bar = None
     if not run.done:
-        from tqdm import tqdm
+        from headsieve.progress import progress_bar
 
-        bar = tqdm(total=total, initial=run.step, disable=not progress, desc=f"fine-tune {train.task}",
-                   unit="step", dynamic_ncols=True)
+        bar = progress_bar(total=total, initial=run.step, enabled=progress, desc=f"fine-tune {train.task}",
+                           unit="step", dynamic_ncols=True)
         model.train()
         while run.step < total and not run.stopped_early:
             epoch, start = divmod(run.step, steps_per_epoch)

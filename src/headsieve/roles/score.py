@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
+from headsieve.progress import progress_bar
 
 from headsieve.errors import HeadsieveError
 from headsieve.io.shards import input_crc, iter_dump, read_index
@@ -102,7 +102,7 @@ def score_dump(
     keys: list[tuple[int, str]] = []  # (sentence_index, role) of each score vector
     vectors: list[np.ndarray] = []  # [L*H] scores
     n_queries: list[int] = []
-    bar = tqdm(total=index.num_rows, desc="roles", unit="sent", disable=not progress, mininterval=2.0)
+    bar = progress_bar(total=index.num_rows, desc="roles", unit="sent", enabled=progress)
     stream = _checked(dump_dir, tokens_path, tokens, iter_dump(dump_dir, check=False))
     for batch in length_batched(stream, key=lambda item: item[0]["n_pieces"], budget=budget):
         facts = [SentenceFacts.from_row(tok) for _, _, tok in batch]
