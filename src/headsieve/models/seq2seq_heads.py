@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from headsieve.errors import HeadsieveError
-from headsieve.models.heads import _keep_columns, _keep_rows, _load_weights, _model_class, _weight_files, _width_index
+from headsieve.models.heads import _keep_columns, _keep_rows, _model_class, _weight_files, _width_index
 
 #: the three kinds of attention of an encoder-decoder model
 KINDS = ("encoder", "decoder", "cross")
@@ -110,7 +110,9 @@ def _stacks(model) -> tuple[nn.ModuleList, nn.ModuleList]:
     for part in ("encoder", "decoder"):
         layers = getattr(getattr(base, part, None), name, None)
         if not isinstance(layers, nn.ModuleList):
-            raise HeadsieveError(f"model type '{model.config.model_type}' ({type(model).__name__}): no {part} layer list")
+            raise HeadsieveError(
+                f"model type '{model.config.model_type}' ({type(model).__name__}): no {part} layer list"
+            )
         found.append(layers)
     return found[0], found[1]
 
@@ -138,7 +140,9 @@ def attention_sites(model) -> list[Site]:
     sites = []
     try:
         for kind, layers in (("encoder", encoder), ("decoder", decoder), ("cross", decoder)):
-            sites += [_make_site(kind, i, _attention_module(layer, kind, family), family) for i, layer in enumerate(layers)]
+            sites += [
+                _make_site(kind, i, _attention_module(layer, kind, family), family) for i, layer in enumerate(layers)
+            ]
     except AttributeError as err:
         raise HeadsieveError(f"model type '{model.config.model_type}': unexpected layer layout ({err})") from None
     return sites
@@ -248,7 +252,9 @@ def normalise_heads(model, heads) -> Pruned:
         if not 0 <= layer < n_layers:
             raise HeadsieveError(f"{kind} layer index {layer} out of range (the model has {n_layers} {kind} layers)")
         if not 0 <= head < n_heads:
-            raise HeadsieveError(f"head index {head} ({kind} layer {layer}) out of range (the model has {n_heads} heads)")
+            raise HeadsieveError(
+                f"head index {head} ({kind} layer {layer}) out of range (the model has {n_heads} heads)"
+            )
         result.setdefault((kind, layer), set()).add(head)
     return {site: sorted(hs) for site, hs in sorted(result.items(), key=lambda i: (KINDS.index(i[0][0]), i[0][1]))}
 
@@ -429,7 +435,9 @@ class _PrunedT5:
         cache = kwargs.pop("past_key_values", cache)
         if key_value_states is not None:  # cross-attention: zero bias, made by each block in its own shape
             if self.n_heads == 0:
-                length = _cache_length_update(self, hidden_states, key_value_states, cache, self.key_value_proj_dim, kwargs)
+                length = _cache_length_update(
+                    self, hidden_states, key_value_states, cache, self.key_value_proj_dim, kwargs
+                )
                 out, weights = _headless_output(self, self.o, hidden_states, length)
                 return out, None, weights
             out, _, weights = super().forward(hidden_states, mask, key_value_states, None, cache, **kwargs)
@@ -559,6 +567,36 @@ def save_pruned(model, folder: str) -> None:
     leftovers = [f for f in os.listdir(folder) if f.endswith((".bin", ".pt", ".pth", ".pkl"))]
     if leftovers:
         raise HeadsieveError(f"'{folder}' holds pickle weight files {leftovers}; use an empty folder")
+
+
+def _not_saved(model, key: str) -> bool:
+    """Whether ``save_pretrained`` leaves ``key`` out on purpose (Marian's sinusoidal position tables, which
+    are rebuilt when the model is built from its config)."""
+    import re
+
+    ignored = set(getattr(model, "_keys_to_ignore_on_save", None) or ())
+    patterns = list(getattr(model, "_keys_to_ignore_on_load_missing", None) or ())
+    return key in ignored or any(re.search(p, key) for p in patterns)
+
+
+def _load_weights(model, files: list[str]) -> None:
+    """Load safetensors files into ``model``; only tied keys and keys never saved may be missing."""
+    from safetensors.torch import load_file
+
+    state = {}
+    for path in files:
+        state.update(load_file(path))
+    result = model.load_state_dict(state, strict=False)
+    if result.unexpected_keys:
+        raise HeadsieveError(f"saved weights have keys the model lacks: {', '.join(result.unexpected_keys[:5])}")
+    params = model.state_dict(keep_vars=True)
+    loaded = {params[k].data_ptr() for k in state if k in params and params[k].numel()}
+    missing = [
+        k for k in result.missing_keys
+        if params[k].numel() and params[k].data_ptr() not in loaded and not _not_saved(model, k)
+    ]  # fmt: skip
+    if missing:
+        raise HeadsieveError(f"saved weights lack the model's keys: {', '.join(missing[:5])}")
 
 
 def load_pruned(folder: str, model_class=None, *, attn_implementation: str = "eager", device="cpu"):

@@ -57,7 +57,9 @@ def read_sentences(path: str | os.PathLike, max_sentences: int | None = None) ->
     return texts
 
 
-def align(source: dict[str, str], target: dict[str, str], *, strict: bool = True, names=("source", "target")) -> list[SentencePair]:
+def align(
+    source: dict[str, str], target: dict[str, str], *, strict: bool = True, names=("source", "target")
+) -> list[SentencePair]:
     """Pairs of the sentences with the same ``sent_id``, in the source's order.
 
     ``strict``: every id must be in both (else a one-line error naming the first id missing); otherwise

@@ -1,0 +1,246 @@
+"""The translation experiment's steps (one function per command / workflow rule).
+
+Each function loads what it needs, calls the science (gate importance, strategies, the translation
+evaluator, head roles) and writes Parquet atomically.  Sentence pairs come from two parallel CoNLL-U files
+(PUD); a seeded split (``pairs`` options, the same for every pruning seed) keeps an *importance pool*
+apart: importance and roles use the pool, BLEU/chrF only ever score the rest.
+
+Option dicts (the config entries, as JSON on the command line):
+
+* model spec: ``source`` (hub id or folder), optional ``revision``, ``trust_remote_code``,
+  ``source_prefix`` (T5: ``"translate English to German: "``), ``bleu_tokenize`` (default by target
+  language, :func:`headsieve.translation.bleu.bleu_tokenizer`), ``target_language``.
+* pairs: ``importance_pool`` (number of pairs, default 200), ``split_seed`` (default 0), ``max_test``
+  (null = all the rest), ``max_pool`` (null = whole pool).
+* generation: ``batch_size``, ``num_beams``, ``max_new_tokens``, ``max_source_length``, ``options``
+  (more ``generate`` arguments).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+
+from headsieve.errors import HeadsieveError
+from headsieve.io.atomic import write_frame
+from headsieve.models import seq2seq_heads as S
+from headsieve.translation.data import read_parallel, split_pairs
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+def _hub_kwargs(spec: dict) -> dict:
+    kwargs = {"trust_remote_code": bool(spec.get("trust_remote_code", False))}
+    if spec.get("revision"):
+        kwargs["revision"] = spec["revision"]
+    return kwargs
+
+
+def _source(spec: dict) -> str:
+    source = str(spec.get("source", "")).strip()
+    if not source:
+        raise HeadsieveError(
+            "translation model spec has no 'source' (a hub id such as Helsinki-NLP/opus-mt-en-de, or a folder)"
+        )
+    return os.path.expanduser(source)
+
+
+def _load_error(source: str, err: Exception) -> HeadsieveError:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return HeadsieveError(f"cannot load translation model '{source}': {text}")
+
+
+def load_config(spec: dict):
+    """The model's transformers config, checked to be a supported encoder-decoder."""
+    from transformers import AutoConfig
+
+    source = _source(spec)
+    try:
+        config = AutoConfig.from_pretrained(source, **_hub_kwargs(spec))
+    except Exception as err:
+        raise _load_error(source, err) from None
+    S.model_family(SimpleNamespace(config=config))
+    return config
+
+
+def model_shapes(spec: dict) -> dict[str, tuple[int, int]]:
+    """``{kind: (layers, heads)}`` of the model, from its config alone (no weights loaded)."""
+    return S.head_shapes(SimpleNamespace(config=load_config(spec)))
+
+
+def load_model(spec: dict, device: str = "cpu"):
+    """(model in eval mode with eager attention, tokenizer); a folder saved by ``save_pruned`` is re-pruned."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    source = _source(spec)
+    config = load_config(spec)
+    try:
+        if getattr(config, S.PRUNED_KEY, None):
+            model = S.load_pruned(source, AutoModelForSeq2SeqLM, device=device)
+        else:
+            model = AutoModelForSeq2SeqLM.from_pretrained(source, attn_implementation="eager", **_hub_kwargs(spec))
+        tokenizer = AutoTokenizer.from_pretrained(source, **_hub_kwargs(spec))
+    except HeadsieveError:
+        raise
+    except Exception as err:  # transformers raises OSError/ValueError/ImportError (e.g. sentencepiece missing)
+        raise _load_error(source, err) from None
+    return model.to(device).eval(), tokenizer
+
+
+def read_pairs(source_path, target_path, pairs_spec: dict):
+    """(importance pool, test pairs) of two parallel CoNLL-U files, split as ``pairs_spec`` says."""
+    pairs = read_parallel(source_path, target_path)
+    pool, test = split_pairs(pairs, int(pairs_spec.get("importance_pool", 200)), int(pairs_spec.get("split_seed", 0)))
+    if pairs_spec.get("max_pool") is not None:
+        pool = pool[: int(pairs_spec["max_pool"])]
+    if pairs_spec.get("max_test") is not None:
+        test = test[: int(pairs_spec["max_test"])]
+    return pool, test
+
+
+def _bleu_tokenize(spec: dict) -> str:
+    from headsieve.translation.bleu import bleu_tokenizer
+
+    return spec.get("bleu_tokenize") or bleu_tokenizer(spec.get("target_language"))
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+
+def importance_frame(scores: dict) -> pd.DataFrame:
+    """Long table (kind, layer, head, importance) of ``{kind: [layers, heads]}``."""
+    rows = [
+        (kind, l, h, float(v[l, h])) for kind, v in scores.items() for l in range(v.shape[0]) for h in range(v.shape[1])
+    ]
+    frame = pd.DataFrame(rows, columns=["kind", "layer", "head", "importance"])
+    return frame.astype({"layer": "int16", "head": "int16"})
+
+
+def read_importance(path, shapes: dict) -> dict[str, np.ndarray]:
+    """``{kind: [layers, heads]}`` from an importance table (kinds and shapes checked by the strategies)."""
+    frame = pd.read_parquet(path)
+    out = {kind: np.full(shape, np.nan) for kind, shape in shapes.items()}
+    for kind, layer, head, value in frame[["kind", "layer", "head", "importance"]].itertuples(index=False):
+        if kind not in out or not (0 <= layer < out[kind].shape[0] and 0 <= head < out[kind].shape[1]):
+            raise HeadsieveError(
+                f"{path}: head ({kind}, {layer}, {head}) does not fit the model (importance of another model?)"
+            )
+        out[kind][layer, head] = value
+    return out
+
+
+def heads_of(masks: pd.DataFrame, strategy: str, fraction: float) -> list[tuple[str, int, int]]:
+    """The heads one (strategy, fraction) of a masks table prunes."""
+    sel = masks[(masks.strategy == strategy) & np.isclose(masks.fraction, fraction)]
+    if not len(sel):
+        raise HeadsieveError(f"no mask for strategy '{strategy}' at fraction {fraction}")
+    sel = sel[sel.layer >= 0]
+    return list(zip(sel["kind"].astype(str), sel["layer"].astype(int), sel["head"].astype(int)))
+
+
+# ------------------------------------------------------------------------------------------------ steps
+
+
+def importance(
+    spec: dict, source_path, target_path, pairs_spec: dict, options: dict, output, device="cpu"
+) -> pd.DataFrame:
+    """Gate importance of every head (all kinds) on the importance pool."""
+    from headsieve.translation.importance import head_importance, pair_batches
+
+    model, tokenizer = load_model(spec, device)
+    pool, _ = read_pairs(source_path, target_path, pairs_spec)
+    batches = pair_batches(tokenizer, pool, int(options.get("batch_size", 8)), int(options.get("max_length", 256)),
+                           spec.get("source_prefix", ""))  # fmt: skip
+    log.info("importance on %d pairs in %d batches", len(pool), len(batches))
+    frame = importance_frame(head_importance(model, batches, device=device))
+    write_frame(frame, output)
+    return frame
+
+
+def select_masks(shapes: dict, strategies: list, fractions: list, seed: int, importance_path, output) -> pd.DataFrame:
+    """Heads pruned by every strategy at every fraction for one seed: long table (strategy, fraction, seed,
+    kind, layer, head); a mask that prunes nothing is one row with kind '' and layer = head = -1."""
+    from headsieve.translation.strategies import Seq2SeqFacts, select_heads
+
+    facts = Seq2SeqFacts.from_shapes(shapes)
+    scores = read_importance(importance_path, facts.shapes) if importance_path else None
+    rows = []
+    for strategy in strategies:
+        for fraction in fractions:
+            heads = select_heads(strategy, facts, fraction, seed, importance=scores)
+            empty = [(strategy, float(fraction), seed, "", -1, -1)]
+            rows += [(strategy, float(fraction), seed, k, l, h) for k, l, h in heads] or empty
+    frame = pd.DataFrame(rows, columns=["strategy", "fraction", "seed", "kind", "layer", "head"])
+    frame = frame.astype({"seed": "int32", "layer": "int16", "head": "int16"})
+    write_frame(frame, output)
+    return frame
+
+
+def evaluate_masks(
+    spec, masks_path, source_path, target_path, pairs_spec, options, output, translations=None, device="cpu"
+):
+    """BLEU/chrF of every mask of one seed on the test pairs, each distinct mask generated once."""
+    from headsieve.translation.evaluate import TranslationEvaluator, mask_from_heads, mask_key
+
+    model, tokenizer = load_model(spec, device)
+    _, test = read_pairs(source_path, target_path, pairs_spec)
+    masks = pd.read_parquet(masks_path)
+    evaluator = TranslationEvaluator(
+        model, tokenizer, test, batch_size=int(options.get("batch_size", 16)), num_beams=int(options.get("num_beams", 1)),
+        max_new_tokens=int(options.get("max_new_tokens", 256)), max_source_length=int(options.get("max_source_length", 256)),
+        source_prefix=spec.get("source_prefix", ""), tokenize=_bleu_tokenize(spec), generate_options=options.get("options"),
+        device=device, progress=bool(options.get("progress", True)),
+    )  # fmt: skip
+    with evaluator:
+        named = {}
+        for (strategy, fraction), _ in masks.groupby(["strategy", "fraction"], sort=True):
+            named[(strategy, float(fraction))] = mask_from_heads(evaluator.facts, heads_of(masks, strategy, fraction))
+        unique = {mask_key(m): m for m in named.values()}  # e.g. every strategy at fraction 0: generated once
+        log.info("translating %d test pairs under %d masks (%d distinct)", len(test), len(named), len(unique))
+        found = {key: evaluator.evaluate(mask, keep_translations=True) for key, mask in unique.items()}
+    seed = int(masks["seed"].iloc[0])
+    rows, texts = [], []
+    for (strategy, fraction), mask in named.items():
+        result = dict(found[mask_key(mask)])
+        hypotheses = result.pop("translations")
+        rows.append({"strategy": strategy, "fraction": fraction, "seed": seed, **result})
+        texts += [(strategy, fraction, seed, p.sent_id, h) for p, h in zip(test, hypotheses)]
+    frame = pd.DataFrame(rows)
+    write_frame(frame, output)
+    if translations:
+        write_frame(
+            pd.DataFrame(texts, columns=["strategy", "fraction", "seed", "sent_id", "translation"]), translations
+        )
+    return frame
+
+
+def roles(spec, source_path, target_path, pairs_spec, options, output, device="cpu") -> pd.DataFrame:
+    """Role scores of the encoder self-attention and cross-attention heads on the importance pool."""
+    from headsieve.translation.roles import head_roles
+
+    model, tokenizer = load_model(spec, device)
+    pool, _ = read_pairs(source_path, target_path, pairs_spec)
+    frame = head_roles(
+        model, tokenizer, pool, batch_size=int(options.get("batch_size", 8)), max_length=int(options.get("max_length", 128)),
+        source_prefix=spec.get("source_prefix", ""), window=int(options.get("window", 2)), band=int(options.get("band", 1)),
+        device=device,
+    )  # fmt: skip
+    write_frame(frame, output)
+    return frame
+
+
+def collect(paths: list, output) -> pd.DataFrame:
+    """One scores table from the per-seed tables, sorted by strategy, fraction and seed."""
+    if not paths:
+        raise HeadsieveError("no score tables to collect")
+    frame = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    frame = frame.sort_values(["strategy", "fraction", "seed"], kind="stable").reset_index(drop=True)
+    write_frame(frame, output)
+    return frame

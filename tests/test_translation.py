@@ -1,0 +1,585 @@
+"""The translation experiment: parallel PUD data, BLEU/chrF, strategies by kind and layer, gate importance,
+the many-mask translation evaluator, head roles and the commands (tiny random models, tiny tokenizer)."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_seq2seq_heads import EOS, tiny_model, tiny_tokenizer
+
+from headsieve.errors import HeadsieveError
+from headsieve.models import seq2seq_heads as S
+from headsieve.translation import data as D
+from headsieve.translation.bleu import bleu_tokenizer, corpus_scores
+from headsieve.translation.evaluate import TranslationEvaluator, check_mask, mask_from_heads
+from headsieve.translation.importance import head_importance, pair_batches
+from headsieve.translation.strategies import Seq2SeqFacts, proportional_shares, select_heads
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run far faster on one thread (and do not fight other jobs for the cores)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def ud(data):
+    return data / "ud"
+
+
+@pytest.fixture(scope="module")
+def en_de(ud):
+    return D.read_pud_pair(ud, "en", "de")
+
+
+def _texts(path, key: str) -> dict[str, str]:
+    out, sid = {}, None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# sent_id ="):
+            sid = line.split("=", 1)[1].strip()
+        elif line.startswith(f"# {key} ="):
+            out[sid] = line.split("=", 1)[1].strip()
+    return out
+
+
+# -------------------------------------------------------------------------------------------------- data
+
+
+def test_pud_pairs_align_by_sent_id(ud, en_de):
+    assert len(en_de) == 1000
+    assert en_de[0].sent_id == "n01001011"
+    assert en_de[0].source.startswith("“While much of the digital transition")
+    assert en_de[0].target.startswith("„Ein Großteil des digitalen Übergangs")
+    german = _texts(D.pud_file(ud, "de"), "text")
+    assert all(german[p.sent_id] == p.target for p in en_de)
+
+
+def test_icelandic_is_aligned_by_sent_id_not_by_position(ud):
+    """Icelandic PUD lists the sentences in another order; its ``# text_en`` lines give the English
+    sentence of each one, so they check the alignment."""
+    path = D.pud_file(ud, "Icelandic")
+    english_of = _texts(path, "text_en")
+    pairs = D.read_pud_pair(ud, "en", "is")
+    assert len(pairs) == 1000
+    norm = lambda s: " ".join(s.split())  # noqa: E731
+    icelandic = _texts(path, "text")
+    assert all(icelandic[p.sent_id] == p.target for p in pairs)
+    same = sum(norm(english_of[p.sent_id]) == norm(p.source) for p in pairs)
+    assert same >= 998  # two text_en lines differ from English PUD by a character
+    in_file_order = list(icelandic)
+    assert sum(a != p.sent_id for a, p in zip(in_file_order, pairs)) > 400  # positions would pair wrongly
+    reverse = D.read_pud_pair(ud, "is", "en")
+    assert [p.sent_id for p in reverse] == in_file_order  # source order
+
+
+def test_alignment_errors_and_split(ud, en_de):
+    source = {"a": "x", "b": "y", "c": "z"}
+    with pytest.raises(HeadsieveError, match="sent_id 'c'") as err:
+        D.align(source, {"a": "1", "b": "2"})
+    assert "\n" not in str(err.value)
+    assert [p.sent_id for p in D.align(source, {"b": "2", "a": "1"}, strict=False)] == ["a", "b"]
+    with pytest.raises(HeadsieveError, match="share no sent_id"):
+        D.align(source, {"q": "1"}, strict=False)
+    with pytest.raises(HeadsieveError, match="no PUD treebank for language 'xx'"):
+        D.pud_file(ud, "xx")
+    assert D.pud_file(ud, "German") == D.pud_file(ud, "de")
+    pool, test = D.split_pairs(en_de, 200, seed=0)
+    assert len(pool) == 200 and len(test) == 800
+    assert not {p.sent_id for p in pool} & {p.sent_id for p in test}
+    assert D.split_pairs(en_de, 200, seed=0) == (pool, test)
+    assert D.split_pairs(en_de, 200, seed=1)[0] != pool
+    with pytest.raises(HeadsieveError, match="must leave test pairs"):
+        D.split_pairs(en_de[:5], 5, seed=0)
+
+
+# -------------------------------------------------------------------------------------------------- BLEU
+
+
+def _hand_bleu(hyps: list[str], refs: list[str]) -> float:
+    """Corpus BLEU from clipped n-gram counts (lower-case words, no punctuation: 13a = whitespace split)."""
+    matches, totals, hyp_len, ref_len = [0] * 4, [0] * 4, 0, 0
+    for hyp, ref in zip(hyps, refs):
+        h, r = hyp.split(), ref.split()
+        hyp_len, ref_len = hyp_len + len(h), ref_len + len(r)
+        for n in range(1, 5):
+            hc = Counter(tuple(h[i : i + n]) for i in range(len(h) - n + 1))
+            rc = Counter(tuple(r[i : i + n]) for i in range(len(r) - n + 1))
+            matches[n - 1] += sum(min(c, rc[g]) for g, c in hc.items())
+            totals[n - 1] += max(len(h) - n + 1, 0)
+    bp = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / hyp_len)
+    return 100 * bp * math.exp(sum(math.log(m / t) for m, t in zip(matches, totals)) / 4)
+
+
+def test_bleu_and_chrf_on_a_known_example():
+    import sacrebleu
+
+    hyps = ["the quick brown fox jumps over the dog", "we are going home now"]
+    refs = ["the quick brown fox jumped over the lazy dog", "we are going home"]
+    row = corpus_scores(hyps, refs)
+    # 1-grams 11/13, 2-grams 7/11, 3-grams 4/9, 4-grams 2/7; 13 words vs 13 reference words: BP 1
+    expected = 100 * math.exp((math.log(11 / 13) + math.log(7 / 11) + math.log(4 / 9) + math.log(2 / 7)) / 4)
+    assert row["bleu"] == pytest.approx(expected, abs=1e-9)
+    assert row["bleu"] == pytest.approx(_hand_bleu(hyps, refs), abs=1e-9)
+    assert row["bleu"] == sacrebleu.corpus_bleu(hyps, [refs]).score
+    assert row["chrf"] == sacrebleu.corpus_chrf(hyps, [refs]).score
+    assert row["bleu_bp"] == 1.0 and (row["sys_len"], row["ref_len"]) == (13, 13)
+    assert [round(row[f"bleu_p{n}"], 6) for n in range(1, 5)] == [
+        round(100 * x, 6) for x in (11 / 13, 7 / 11, 4 / 9, 2 / 7)
+    ]
+    assert "tok:13a" in row["bleu_signature"] and "nc:6" in row["chrf_signature"]
+    perfect = corpus_scores(refs, refs)
+    assert perfect["bleu"] == pytest.approx(100) and perfect["chrf"] == pytest.approx(100)
+    short = corpus_scores(["the quick brown fox"], ["the quick brown fox jumped over"])
+    assert short["bleu_bp"] == pytest.approx(math.exp(1 - 6 / 4))
+
+
+def test_bleu_options_and_errors():
+    assert bleu_tokenizer("zh") == "zh" and bleu_tokenizer("de") == "13a" and bleu_tokenizer(None) == "13a"
+    zh = corpus_scores(["我们回家"], ["我们回家了"], tokenize="zh")
+    assert "tok:zh" in zh["bleu_signature"]
+    with pytest.raises(HeadsieveError, match="2 translations for 1 references"):
+        corpus_scores(["a", "b"], ["a"])
+    with pytest.raises(HeadsieveError, match="tokeniser 'nope'"):
+        corpus_scores(["a"], ["a"], tokenize="nope")
+
+
+# ----------------------------------------------------------------------------------------------- strategies
+
+FACTS = Seq2SeqFacts((6, 8), (6, 8), (6, 8))
+UNEVEN = Seq2SeqFacts((4, 2), (3, 4), (3, 4))
+
+
+@pytest.mark.parametrize("facts", [FACTS, UNEVEN])
+@pytest.mark.parametrize("name", ["random", "importance", "kind:encoder", "kind:decoder", "kind:cross", "spare:cross",
+                                  "spare:encoder", "layer:top", "layer:bottom", "layer:middle", "layer:top_bottom",
+                                  "layer:top:cross", "layer:bottom:encoder"])  # fmt: skip
+@pytest.mark.parametrize("fraction", [0.0, 0.2, 0.5, 0.9])
+def test_every_strategy_prunes_n_distinct_heads(facts, name, fraction):
+    rng = np.random.default_rng(0)
+    importance = {k: rng.random(facts.shape(k)) for k in ("encoder", "decoder", "cross")}
+    heads = select_heads(name, facts, fraction, seed=3, importance=importance)
+    assert len(heads) == len(set(heads)) == round(fraction * facts.n_total)
+    assert set(heads) <= set(facts.heads())
+    assert heads == select_heads(name, facts, fraction, seed=3, importance=importance)  # seeded
+
+
+def test_kind_and_spare_strategies():
+    n = round(0.3 * FACTS.n_total)  # 43 < 48 heads of one kind
+    assert {k for k, _, _ in select_heads("kind:cross", FACTS, 0.3, 1)} == {"cross"}
+    assert "cross" not in {k for k, _, _ in select_heads("spare:cross", FACTS, 0.3, 1)}
+    big = select_heads("kind:cross", FACTS, 0.5, 1)  # 72 > 48: every cross head, then 24 others
+    assert sum(k == "cross" for k, _, _ in big) == 48 and len(big) == 72
+    spared = select_heads("spare:cross", FACTS, 0.8, 1)  # 115 > 96 others: 19 cross heads
+    assert sum(k == "cross" for k, _, _ in spared) == 115 - 96
+    assert len(select_heads("kind:cross", FACTS, 0.3, 1)) == n
+
+
+def test_layer_strategies_follow_the_layer_orders():
+    heads = select_heads("layer:top", FACTS, 1 / 3, 0)  # 48 heads: 16 per kind = the top two layers
+    for kind in ("encoder", "decoder", "cross"):
+        assert {(l, h) for k, l, h in heads if k == kind} == {(l, h) for l in (4, 5) for h in range(8)}
+    bottom = select_heads("layer:bottom:encoder", FACTS, 0.2, 0)  # 29: layers 0-2 whole, 5 heads of layer 3
+    assert {k for k, _, _ in bottom} == {"encoder"}
+    assert Counter(l for _, l, _ in bottom) == {0: 8, 1: 8, 2: 8, 3: 5}
+    assert proportional_shares(UNEVEN, 10) == {"encoder": 2, "decoder": 4, "cross": 4}
+    assert sum(proportional_shares(UNEVEN, 7).values()) == 7
+
+
+def test_importance_strategy_takes_the_least_important():
+    importance = {k: np.ones(FACTS.shape(k)) for k in ("encoder", "decoder", "cross")}
+    importance["cross"][2, 3] = 0.1
+    importance["encoder"][5, 0] = 0.2
+    importance["decoder"][0, 7] = 0.05
+    heads = select_heads("importance", FACTS, 3 / 144, 0, importance=importance)
+    assert heads == [("encoder", 5, 0), ("decoder", 0, 7), ("cross", 2, 3)]
+
+
+def test_strategy_errors_are_one_line():
+    for name, message in [("nope", "unknown translation pruning strategy"), ("kind", "needs an argument"),
+                          ("kind:self", "kind 'self'"), ("random:x", "takes no argument"),
+                          ("layer:sideways", "order 'sideways'"), ("importance", "needs head importance")]:  # fmt: skip
+        with pytest.raises(HeadsieveError, match=message) as err:
+            select_heads(name, FACTS, 0.2, 0)
+        assert "\n" not in str(err.value)
+    with pytest.raises(HeadsieveError, match="outside"):
+        select_heads("random", FACTS, 1.0, 0)
+    with pytest.raises(HeadsieveError, match="cross head importance has shape"):
+        select_heads("importance", FACTS, 0.2, 0, importance={"encoder": np.ones((6, 8)), "decoder": np.ones((6, 8)),
+                                                              "cross": np.ones((2, 2))})  # fmt: skip
+
+
+def test_strategies_are_independent_across_names_fractions_and_seeds():
+    a = select_heads("random", FACTS, 0.3, 1)
+    assert a != select_heads("random", FACTS, 0.3, 2)
+    assert a != select_heads("spare:decoder", FACTS, 0.3, 1)
+    assert set(a) != set(select_heads("random", FACTS, 0.31, 1)[: len(a)])
+
+
+# -------------------------------------------------------------------------------------------- masks
+
+
+def test_masks_from_heads():
+    facts = Seq2SeqFacts((2, 4), (2, 4), (2, 4))
+    mask = mask_from_heads(facts, [("cross", 1, 2), ("encoder", 0, 0)])
+    assert mask["cross"][1, 2] == 0 and mask["encoder"][0, 0] == 0 and sum(m.sum() for m in mask.values()) == 22
+    with pytest.raises(HeadsieveError, match="out of range"):
+        mask_from_heads(facts, [("cross", 2, 0)])
+    with pytest.raises(HeadsieveError, match="only 0"):
+        check_mask(dict(mask, cross=np.full((2, 4), 0.5)), facts)
+
+
+# --------------------------------------------------------------------------------------------- models
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def small_pairs(en_de):
+    return [p for p in en_de if len(p.source) < 90][:10]
+
+
+def test_tiny_tokenizer_round_trip(tok):
+    ids = tok("The peaceful transition of power")["input_ids"]
+    assert ids[-1] == EOS and max(ids) < 320
+    assert tok.decode(ids, skip_special_tokens=True) == "The peaceful transition of power"
+
+
+def test_pair_batches_mask_padding_in_labels(tok, small_pairs):
+    batches = pair_batches(tok, small_pairs, batch_size=4)
+    assert [len(b["input_ids"]) for b in batches] == [4, 4, 2]
+    for b in batches:
+        assert (b["labels"] == tok.pad_token_id).sum() == 0
+        lengths = (b["labels"] != -100).sum(1)
+        assert all(b["labels"][i, n - 1] == EOS for i, n in enumerate(lengths.tolist()))
+
+
+@pytest.mark.parametrize("name", ["marian", "t5"])
+def test_importance_of_all_three_kinds(name, tok, small_pairs):
+    model = tiny_model(name)
+    model.train()
+    flags = [p.requires_grad for p in model.parameters()]
+    batches = pair_batches(tok, small_pairs, batch_size=5)
+    raw = head_importance(model, batches, normalise=False)
+    assert model.training and all(p.grad is None for p in model.parameters())
+    assert [p.requires_grad for p in model.parameters()] == flags
+    for kind in S.KINDS:
+        assert raw[kind].shape == (2, 4) and (raw[kind] > 0).all()
+    norm = head_importance(model, batches)
+    for kind in S.KINDS:
+        assert np.allclose(np.linalg.norm(norm[kind], axis=1), 1.0)
+    # by hand: mean over batches of |dL/dgate|, model in eval mode
+    model.eval()
+    gates = {k: g.requires_grad_(True) for k, g in S.make_gates(model).items()}
+    total = {k: 0 for k in S.KINDS}
+    with S.HeadGates(model, gates):
+        for batch in batches:
+            grads = torch.autograd.grad(model(**batch).loss, [gates[k] for k in S.KINDS])
+            for k, g in zip(S.KINDS, grads):
+                total[k] = total[k] + g.abs()
+    for kind in S.KINDS:
+        assert np.allclose(raw[kind], (total[kind] / len(batches)).numpy(), rtol=1e-5, atol=1e-8)
+    pruned = copy.deepcopy(model)
+    S.prune_heads(pruned, [("cross", 0, 0), ("cross", 0, 1), ("cross", 0, 2), ("cross", 0, 3), ("encoder", 1, 2)])
+    after = head_importance(pruned, batches, normalise=False)
+    assert (after["cross"][0] == 0).all() and after["encoder"][1, 2] == 0 and (after["decoder"] > 0).all()
+    with pytest.raises(HeadsieveError, match="at least one batch"):
+        head_importance(model, [])
+
+
+class CountingTokenizer:
+    """A tokenizer wrapper counting encode calls (the evaluator must tokenise the test set once)."""
+
+    def __init__(self, tok):
+        self.tok, self.calls = tok, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.tok(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+
+@pytest.mark.parametrize("name", ["marian", "bart", "t5"])
+def test_evaluator_many_masks_equal_pruned_models(name, small_pairs):
+    tok = tiny_tokenizer(bos=name == "bart")
+    model = tiny_model(name)
+    counting = CountingTokenizer(tok)
+    options = dict(batch_size=4, max_new_tokens=8, progress=False)
+    masks = {
+        "none": None,
+        "cross0": mask_from_heads(Seq2SeqFacts.from_model(model), [("cross", 0, h) for h in range(4)]),
+        "mixed": mask_from_heads(
+            Seq2SeqFacts.from_model(model), [("encoder", 1, 1), ("decoder", 0, 3), ("cross", 1, 0)]
+        ),
+    }
+    with TranslationEvaluator(model, counting, small_pairs, **options) as evaluator:
+        rows = evaluator.evaluate_many(masks, keep_translations=True)
+        assert counting.calls == 1  # tokenised once for every mask
+    assert [r["mask"] for r in rows] == ["none", "cross0", "mixed"]
+    assert [r["heads_pruned"] for r in rows] == [0, 4, 3] and rows[1]["heads_pruned_cross"] == 4
+    assert rows[0]["translations"] != rows[1]["translations"]
+    for row in rows:
+        assert row["n"] == 10 and len(row["translations"]) == 10
+        assert row["bleu"] == corpus_scores(row["translations"], [p.target for p in small_pairs])["bleu"]
+    # the hooks are gone: the model runs as without gates
+    assert not any(s.output._forward_pre_hooks for s in S.attention_sites(model))
+    # physical pruning gives the same translations as the mask
+    for key, heads in [("cross0", [("cross", 0, h) for h in range(4)]),
+                       ("mixed", [("encoder", 1, 1), ("decoder", 0, 3), ("cross", 1, 0)])]:  # fmt: skip
+        pruned = copy.deepcopy(model)
+        S.prune_heads(pruned, heads)
+        with TranslationEvaluator(pruned, tok, small_pairs, **options) as evaluator:
+            assert evaluator.translate() == next(r for r in rows if r["mask"] == key)["translations"]
+
+
+def test_evaluator_order_and_errors(tok, small_pairs):
+    model = tiny_model("marian")
+    with TranslationEvaluator(model, tok, small_pairs, batch_size=3, max_new_tokens=6, progress=False) as ev:
+        batched = ev.translate()
+    one = TranslationEvaluator(model, tok, small_pairs[:1], batch_size=1, max_new_tokens=6, progress=False)
+    assert one.translate()[0] == batched[0]
+    one.close()
+    with pytest.raises(HeadsieveError, match="was closed"):
+        one.translate()
+    with pytest.raises(HeadsieveError, match="no test sentence pairs"):
+        TranslationEvaluator(model, tok, [])
+    with pytest.raises(HeadsieveError, match="deterministic"):
+        TranslationEvaluator(model, tok, small_pairs, generate_options={"do_sample": True})
+
+
+# ---------------------------------------------------------------------------------------------- roles
+
+
+def test_bias_scores_match_the_sieve_definition():
+    from headsieve.roles.sieve import sieve_from_pairs
+    from headsieve.roles.targets import local_targets
+    from headsieve.translation.roles import bias_scores
+
+    rng = np.random.default_rng(0)
+    A = rng.random((6, 7, 7)).astype(np.float32)
+    A /= A.sum(-1, keepdims=True)
+    S_ = local_targets(7, 1)
+    S_[3] = False  # a query without targets is left out
+    score, share = bias_scores(A, S_)
+    q, k = np.nonzero(S_)
+    values = A[:, q, k].T  # [pairs, heads]
+    reference = (A.sum(-1) / 7).T[None]  # [1, queries, heads]
+    _, _, expected, _ = sieve_from_pairs(values, np.zeros(len(q), int), np.zeros(len(q), int), q, reference)
+    assert np.allclose(score, expected[0], rtol=1e-5)
+    assert np.allclose(share, (A * S_).sum(-1)[:, S_.any(1)].mean(1))
+
+
+def test_diagonal_targets():
+    from headsieve.tokens import REGULAR, SEP
+    from headsieve.translation.roles import diagonal_targets
+
+    special = np.array([REGULAR] * 5 + [SEP])
+    S0 = diagonal_targets(3, special, band=0)
+    assert [list(np.flatnonzero(row)) for row in S0] == [[0], [2], [4]]
+    S1 = diagonal_targets(2, special, band=1)
+    assert [list(np.flatnonzero(row)) for row in S1] == [[0, 1], [3, 4]]
+    assert not diagonal_targets(2, np.array([SEP]), band=1).any()
+
+
+def test_planted_roles():
+    """Head 0 attends only to </s>, head 1 uniformly, head 2 to the diagonal / neighbours."""
+    from headsieve.translation.roles import _add_batch, _summarise
+
+    model = tiny_model("marian")
+    tok = tiny_tokenizer()
+    n_src, n_tgt, heads = 6, 4, 4
+    ids = torch.tensor([[10, 11, 12, 13, 14, EOS]])
+    enc = torch.full((1, heads, n_src, n_src), 1 / n_src)
+    enc[0, 0] = 0
+    enc[0, 0, :, n_src - 1] = 1
+    enc[0, 2] = torch.eye(n_src)
+    cross = torch.full((1, heads, n_tgt, n_src), 1 / n_src)
+    cross[0, 0] = 0
+    cross[0, 0, :, n_src - 1] = 1
+    cross[0, 2] = 0
+    for t, j in enumerate([0, 1, 3, 4]):  # centres round(t * 4 / 3)
+        cross[0, 2, t, j] = 1
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([[20, 21, 22, EOS]])}
+    sums = {}
+    _add_batch(batch, [enc, enc], [cross, cross], tok, model, window=2, band=0, sums=sums)
+    frame = _summarise(sums, S.head_shapes(model)).set_index(["kind", "layer", "head", "role"])
+    assert frame.loc[("encoder", 0, 0, "eos"), "score"] == pytest.approx(n_src)
+    assert frame.loc[("encoder", 0, 1, "eos"), "score"] == pytest.approx(1)
+    assert frame.loc[("encoder", 0, 0, "eos"), "share"] == pytest.approx(1)
+    assert frame.loc[("cross", 1, 0, "delimiter"), "score"] == pytest.approx(n_src)
+    assert frame.loc[("cross", 0, 2, "diagonal"), "score"] == pytest.approx(n_src)
+    assert frame.loc[("cross", 0, 1, "diagonal"), "score"] == pytest.approx(1)
+    assert frame.loc[("encoder", 0, 2, "local"), "share"] == pytest.approx(1)
+
+
+@pytest.mark.parametrize("name", ["marian", "bart", "t5"])
+def test_head_roles_on_a_tiny_model(name, small_pairs):
+    from headsieve.translation.roles import head_roles
+
+    tok = tiny_tokenizer(bos=name == "bart")
+    model = tiny_model(name, attn="sdpa")
+    frame = head_roles(model, tok, small_pairs[:6], batch_size=4)
+    assert model.config._attn_implementation == "sdpa"  # switched to eager for the pass, then back
+    assert len(frame) == 2 * 4 * 3 * 2
+    assert set(frame["role"]) == {"local", "eos", "delimiter", "diagonal"}
+    assert frame["share"].between(0, 1 + 1e-6).all() and (frame["score"] > 0).all()
+    assert (frame["n_sentences"] == 6).all()
+    if name != "bart":  # no <s>: delimiter = </s>
+        enc = frame[frame.kind == "encoder"].set_index(["layer", "head", "role"])["score"]
+        assert np.allclose(enc.xs("eos", level="role"), enc.xs("delimiter", level="role"))
+    pruned = copy.deepcopy(model)
+    S.prune_heads(pruned, [("cross", 0, 0)])
+    with pytest.raises(HeadsieveError, match="unpruned"):
+        head_roles(pruned, tok, small_pairs[:2])
+
+
+# ------------------------------------------------------------------------------------------------ commands
+
+
+def test_commands_end_to_end(tmp_path, ud):
+    from headsieve.translation.cli import add_commands
+
+    folder = tmp_path / "model"
+    model = tiny_model("marian")
+    model.save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    spec = f'{{"source": "{folder}", "target_language": "de"}}'
+    files = ["--source", str(D.pud_file(ud, "en")), "--target", str(D.pud_file(ud, "de")),
+             "--pairs", '{"importance_pool": 6, "max_test": 5, "split_seed": 0}']  # fmt: skip
+
+    def run(*argv):
+        args = parser.parse_args(list(argv))
+        args.run(args)
+
+    run(
+        "translation-importance",
+        "--model-spec",
+        spec,
+        *files,
+        "--options",
+        '{"batch_size": 3}',
+        "--output",
+        str(tmp_path / "imp.parquet"),
+    )
+    importance = pd.read_parquet(tmp_path / "imp.parquet")
+    assert len(importance) == 24 and set(importance["kind"]) == set(S.KINDS)
+    strategies = '["random", "importance", "kind:cross", "spare:cross", "layer:top"]'
+    run(
+        "translation-select-masks",
+        "--model-spec",
+        spec,
+        "--strategies",
+        strategies,
+        "--fractions",
+        "[0.0, 0.25, 0.5]",
+        "--seed",
+        "1",
+        "--importance",
+        str(tmp_path / "imp.parquet"),
+        "--output",
+        str(tmp_path / "masks.parquet"),
+    )
+    masks = pd.read_parquet(tmp_path / "masks.parquet")
+    assert masks.groupby(["strategy", "fraction"]).size().to_dict()[("kind:cross", 0.25)] == 6
+    assert (masks[masks.fraction == 0.0]["layer"] == -1).all()
+    options = '{"batch_size": 4, "max_new_tokens": 6, "progress": false}'
+    run(
+        "translation-evaluate-masks",
+        "--model-spec",
+        spec,
+        *files,
+        "--masks",
+        str(tmp_path / "masks.parquet"),
+        "--options",
+        options,
+        "--output",
+        str(tmp_path / "scores.parquet"),
+        "--translations",
+        str(tmp_path / "tr.parquet"),
+    )
+    scores = pd.read_parquet(tmp_path / "scores.parquet")
+    assert len(scores) == 15 and (scores["n"] == 5).all() and scores["bleu"].between(0, 100).all()
+    assert set(scores.loc[scores.fraction == 0.0, "chrf"].round(9)) == {
+        scores.loc[scores.fraction == 0.0, "chrf"].iloc[0].round(9)
+    }
+    assert len(pd.read_parquet(tmp_path / "tr.parquet")) == 15 * 5
+    run(
+        "translation-collect",
+        "--inputs",
+        str(tmp_path / "scores.parquet"),
+        str(tmp_path / "scores.parquet"),
+        "--output",
+        str(tmp_path / "all.parquet"),
+    )
+    assert len(pd.read_parquet(tmp_path / "all.parquet")) == 30
+    run(
+        "translation-roles",
+        "--model-spec",
+        spec,
+        *files,
+        "--options",
+        '{"batch_size": 3}',
+        "--output",
+        str(tmp_path / "roles.parquet"),
+    )
+    assert len(pd.read_parquet(tmp_path / "roles.parquet")) == 48
+    with pytest.raises(HeadsieveError, match="unknown translation pruning strategy"):
+        run(
+            "translation-select-masks",
+            "--model-spec",
+            spec,
+            "--strategies",
+            '["nope"]',
+            "--fractions",
+            "[0.1]",
+            "--seed",
+            "1",
+            "--output",
+            str(tmp_path / "bad.parquet"),
+        )
+    assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_workflow_settings(tmp_path, data, ud):
+    import yaml
+    from conftest import REPO
+
+    from headsieve.translation.workflow import language_files, load_settings
+
+    shipped = REPO / "config" / "translation.yaml"
+    settings = load_settings(shipped)
+    assert settings["models"]["opus_en_de"]["source"] == "Helsinki-NLP/opus-mt-en-de"
+    files = language_files(settings, str(data), "opus_en_de")
+    assert files == {"source": str(D.pud_file(ud, "en")), "target": str(D.pud_file(ud, "de"))}
+    document = yaml.safe_load(shipped.read_text(encoding="utf-8"))
+    for change, message in [
+        (lambda t: t.update(strategies=["kind:self"]), "kind 'self'"),
+        (lambda t: t.update(fractions=[1.5]), "outside"),
+        (lambda t: t.pop("seeds"), "'translation.seeds' is missing"),
+        (lambda t: t["models"]["opus_en_de"].pop("target_language"), "opus_en_de.target_language' is missing"),
+    ]:
+        broken = copy.deepcopy(document)
+        change(broken["translation"])
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump(broken), encoding="utf-8")
+        with pytest.raises(HeadsieveError, match=message) as err:
+            load_settings(path)
+        assert "\n" not in str(err.value)
+    with pytest.raises(HeadsieveError, match="not found"):
+        load_settings(tmp_path / "missing.yaml")

@@ -1,0 +1,157 @@
+# Translation (issue #8): gate importance, head masks per strategy, masked BLEU/chrF evaluation (many masks
+# in one job per seed) and head roles of encoder-decoder models on the parallel UD PUD treebanks.
+#
+# Include from the Snakefile after common.smk:   include: "workflow/rules/translation.smk"
+# Settings come from config/translation.yaml (HEADSIEVE_TRANSLATION_CONFIG overrides the path), read and
+# checked by headsieve.translation.workflow rather than merged into `config`, whose schema allows no
+# translation section.  The target is `translation_all`; nothing here is added to `all`.
+import os
+
+from snakemake.exceptions import WorkflowError
+
+from headsieve.errors import HeadsieveError
+from headsieve.translation.workflow import as_json, language_files, load_settings
+
+try:
+    TR = load_settings(
+        os.environ.get("HEADSIEVE_TRANSLATION_CONFIG", "config/translation.yaml")
+    )
+except HeadsieveError as err:
+    raise WorkflowError(str(err))
+
+TR_DEVICE = TR.get("device", "auto")
+TR_GPUS = 1 if TR_DEVICE == "cuda" else 0
+
+
+wildcard_constraints:
+    mt=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+
+
+rule translation_importance:
+    input:
+        unpack(lambda w: language_files(TR, config.get("data_dir"), w.mt)),
+    output:
+        "results/translation/{mt}/importance.parquet",
+    log:
+        "logs/translation/{mt}/importance.log",
+    benchmark:
+        "benchmarks/translation/{mt}/importance.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=TR_GPUS,
+    params:
+        model=lambda w: as_json(TR["models"][w.mt]),
+        pairs=as_json(TR["pairs"]),
+        options=as_json(TR["importance"]),
+        device=TR_DEVICE,
+    shell:
+        "headsieve --log {log:q} translation-importance --model-spec {params.model:q} --source {input.source:q}"
+        " --target {input.target:q} --pairs {params.pairs:q} --options {params.options:q} --output {output:q}"
+        " --threads {threads} --device {params.device:q}"
+
+
+rule translation_masks:
+    input:
+        importance="results/translation/{mt}/importance.parquet",
+    output:
+        "results/translation/{mt}/seed{seed}/masks.parquet",
+    log:
+        "logs/translation/{mt}/seed{seed}/masks.log",
+    conda:
+        "../../envs/headsieve.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        model=lambda w: as_json(TR["models"][w.mt]),
+        strategies=as_json(TR["strategies"]),
+        fractions=as_json(TR["fractions"]),
+    shell:
+        "headsieve --log {log:q} translation-select-masks --model-spec {params.model:q}"
+        " --strategies {params.strategies:q} --fractions {params.fractions:q} --seed {wildcards.seed}"
+        " --importance {input.importance:q} --output {output:q}"
+
+
+rule translation_evaluate:
+    input:
+        unpack(lambda w: language_files(TR, config.get("data_dir"), w.mt)),
+        masks="results/translation/{mt}/seed{seed}/masks.parquet",
+    output:
+        scores="results/translation/{mt}/seed{seed}/scores.parquet",
+        translations="results/translation/{mt}/seed{seed}/translations.parquet",
+    log:
+        "logs/translation/{mt}/seed{seed}/evaluate.log",
+    benchmark:
+        "benchmarks/translation/{mt}/seed{seed}/evaluate.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=1440,
+        gpu=TR_GPUS,
+    params:
+        model=lambda w: as_json(TR["models"][w.mt]),
+        pairs=as_json(TR["pairs"]),
+        options=as_json(TR["generation"]),
+        device=TR_DEVICE,
+    shell:
+        "headsieve --log {log:q} translation-evaluate-masks --model-spec {params.model:q} --source {input.source:q}"
+        " --target {input.target:q} --pairs {params.pairs:q} --masks {input.masks:q} --options {params.options:q}"
+        " --output {output.scores:q} --translations {output.translations:q} --threads {threads}"
+        " --device {params.device:q}"
+
+
+rule translation_roles:
+    input:
+        unpack(lambda w: language_files(TR, config.get("data_dir"), w.mt)),
+    output:
+        "results/translation/{mt}/roles.parquet",
+    log:
+        "logs/translation/{mt}/roles.log",
+    conda:
+        "../../envs/headsieve.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=TR_GPUS,
+    params:
+        model=lambda w: as_json(TR["models"][w.mt]),
+        pairs=as_json(TR["pairs"]),
+        options=as_json(TR["roles"]),
+        device=TR_DEVICE,
+    shell:
+        "headsieve --log {log:q} translation-roles --model-spec {params.model:q} --source {input.source:q}"
+        " --target {input.target:q} --pairs {params.pairs:q} --options {params.options:q} --output {output:q}"
+        " --threads {threads} --device {params.device:q}"
+
+
+rule translation_collect:
+    input:
+        lambda w: expand(
+            "results/translation/{mt}/seed{seed}/scores.parquet",
+            mt=w.mt,
+            seed=TR["seeds"],
+        ),
+    output:
+        "results/translation/{mt}/scores.parquet",
+    log:
+        "logs/translation/{mt}/collect.log",
+    conda:
+        "../../envs/headsieve.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "headsieve --log {log:q} translation-collect --inputs {input:q} --output {output:q}"
+
+
+rule translation_all:
+    input:
+        expand("results/translation/{mt}/scores.parquet", mt=list(TR["models"])),
+        expand("results/translation/{mt}/roles.parquet", mt=list(TR["models"])),
