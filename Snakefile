@@ -13,6 +13,8 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/attention.smk"
 include: "workflow/rules/roles.smk"
 include: "workflow/rules/pruning.smk"
+include: "workflow/rules/multilingual.smk"
+include: "workflow/rules/translation.smk"
 
 
 rule all:

@@ -274,3 +274,20 @@ def test_label_table_errors():
         select_heads("prune_role:local", ModelFacts(3, 12), 0.1, 0, labels=labels)
     with pytest.raises(HeadsieveError, match=r"seed -1"):
         select_heads("random", facts, 0.1, -1)
+
+
+def test_layer_and_band_strategies_prune_whole_layers():
+    from headsieve.pruning.strategies import FIXED_SIZE, ModelFacts, band_layers, select_heads
+
+    facts = ModelFacts(12, 12)
+    assert {"layer", "band"} <= FIXED_SIZE
+    heads = select_heads("layer:4", facts, 0.0, seed=0)
+    assert heads == [(4, h) for h in range(12)]
+    assert band_layers("bottom", 12) == [0, 1, 2, 3] and band_layers("top", 12) == [8, 9, 10, 11]
+    assert band_layers("middle", 6) == [2, 3]
+    top = select_heads("band:top", facts, 0.0, seed=0)
+    assert {l for l, _ in top} == {8, 9, 10, 11} and len(top) == 48
+    with pytest.raises(HeadsieveError, match="band: 'upper' is not one of bottom, middle, top"):
+        select_heads("band:upper", facts, 0.0, seed=0)
+    with pytest.raises(HeadsieveError, match="layer: layer 12 out of range"):
+        select_heads("layer:12", facts, 0.0, seed=0)

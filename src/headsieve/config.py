@@ -7,6 +7,7 @@ Every problem is one line naming the config key, e.g.
 from __future__ import annotations
 
 import copy
+import glob
 import os
 from pathlib import Path
 
@@ -133,6 +134,26 @@ def _check_references(config: dict) -> None:
             raise HeadsieveError("config key 'pruning.role_labels': role strategies need the corpus of the role tests")
         if corpus not in corpora:
             raise HeadsieveError(f"config key 'pruning.role_labels': unknown corpus '{corpus}'")
+    block = config.get("multilingual") or {}
+    for i, key in enumerate(block.get("models", [])):
+        if key not in models:
+            raise HeadsieveError(f"config key 'multilingual.models[{i}]': unknown model '{key}'")
+    for language, corpus in (block.get("languages") or {}).items():
+        if corpus not in corpora or corpora[corpus]["format"] != "conllu":
+            raise HeadsieveError(f"config key 'multilingual.languages.{language}': '{corpus}' is not a conllu corpus")
+    prunability = block.get("prunability") or {}
+    for i, key in enumerate(prunability.get("models", [])):
+        if key not in models:
+            raise HeadsieveError(f"config key 'multilingual.prunability.models[{i}]': unknown model '{key}'")
+    for i, key in enumerate(prunability.get("tasks", [])):
+        if key not in tasks:
+            raise HeadsieveError(f"config key 'multilingual.prunability.tasks[{i}]': unknown task '{key}'")
+    for task, evals in (prunability.get("evaluations") or {}).items():
+        for language, corpus in evals.items():
+            if corpus not in corpora or corpora[corpus]["format"] == "conllu":
+                raise HeadsieveError(
+                    f"config key 'multilingual.prunability.evaluations.{task}.{language}': '{corpus}' is not a labelled corpus"
+                )
     for key, spec in corpora.items():
         if spec["format"] == "glue" and "task" not in spec:
             raise HeadsieveError(f"config key 'corpora.{key}.task': a glue corpus needs a task")
@@ -144,15 +165,20 @@ def _check_references(config: dict) -> None:
             raise HeadsieveError(f"config key 'corpora.{key}.sha256': a url needs its sha256")
 
 
-def corpus_local_path(config: dict, key: str) -> Path | None:
-    """The corpus file in the data mirror (``data_dir``/path), or None when it is not there."""
+def corpus_local_path(config: dict, key: str) -> list[Path] | None:
+    """The corpus file(s) in the data mirror (``data_dir``/path), or None when they are not there.
+
+    A path with wildcards (``glue/MNLI-kshot/*/train.tsv``) names every matching file, in sorted order."""
     spec = config["corpora"][key]
     if "path" not in spec:
         return None
     path = Path(os.path.expanduser(spec["path"]))
     if not path.is_absolute():
         path = Path(os.path.expanduser(config["data_dir"])) / path
-    return path if path.is_file() else None
+    if any(c in spec["path"] for c in "*?["):
+        matches = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
+        return matches or None
+    return [path] if path.is_file() else None
 
 
 def corpus_missing_message(config: dict, key: str) -> str:

@@ -54,11 +54,34 @@ def finetuned_model_folder(model):
     return f"results/{base}/{task}/seed{config['pruning']['seeds'][0]}/finetuned/model"
 
 
+MADE_MODELS = "resources/models/"  # model folders a rule makes (the converted multilingual encoder)
+
+
 def model_inputs(wildcards):
-    """The model's own files when a rule makes them (a fine-tuned model), else nothing."""
-    if FINETUNED in wildcards.model:
-        return [str(Path(finetuned_model_folder(wildcards.model)).parent)]
+    """The model's own files when a rule makes them (a fine-tuned or converted model), else nothing."""
+    model = wildcards.model
+    if FINETUNED in model:
+        return [str(Path(finetuned_model_folder(model)).parent)]
+    source = config["models"].get(model, {}).get("source", "")
+    if source.startswith(MADE_MODELS):
+        return [source.rstrip("/")]
     return []
+
+
+def language_evals(task):
+    """Language -> evaluation corpus of a multilingual task (a task's own eval split counts as English)."""
+    evals = config["multilingual"]["prunability"]["evaluations"].get(task)
+    return evals if evals else {"en": config["tasks"][task]["eval"]}
+
+
+def language_evals_json(task):
+    return json.dumps(
+        {
+            language: {"spec": config["corpora"][corpus], "paths": corpus_path(corpus)}
+            for language, corpus in sorted(language_evals(task).items())
+        },
+        sort_keys=True,
+    )
 
 
 def gpu_count(wildcards):
@@ -71,10 +94,10 @@ def spec_json(section, key):
 
 
 def corpus_path(corpus):
-    """The corpus file: the data mirror's copy, else the downloaded one under resources/."""
+    """The corpus file(s): the data mirror's copy, else the downloaded one under resources/."""
     local = corpus_local_path(config, corpus)
     if local is not None:
-        return str(local)
+        return [str(p) for p in local]
     spec = config["corpora"][corpus]
     if "url" not in spec:
         raise WorkflowError(corpus_missing_message(config, corpus))
@@ -211,6 +234,11 @@ def all_targets():
             targets.append(
                 f"results/{model}{FINETUNED}{task}/{corpus}/roles/summary.md"
             )
+    block = config["multilingual"]
+    for model in block["models"]:
+        targets.append(f"results/{model}/multilingual/similarity_by_fact.parquet")
+    for task in block["prunability"]["tasks"]:
+        targets.append(f"results/multilingual/{task}/relative_drops.parquet")
     for model in config["pruning"]["models"]:
         for task in config["pruning"]["tasks"]:
             targets.append(f"results/{model}/{task}/pruning/comparisons.parquet")

@@ -1,23 +1,21 @@
 # Translation (issue #8): gate importance, head masks per strategy, masked BLEU/chrF evaluation (many masks
 # in one job per seed) and head roles of encoder-decoder models on the parallel UD PUD treebanks.
-#
-# Include from the Snakefile after common.smk:   include: "workflow/rules/translation.smk"
-# Settings come from config/translation.yaml (HEADSIEVE_TRANSLATION_CONFIG overrides the path), read and
-# checked by headsieve.translation.workflow rather than merged into `config`, whose schema allows no
-# translation section.  The target is `translation_all`; nothing here is added to `all`.
-import os
+# Settings: the config's `translation` section (config/translation.yaml; checked here at parse time).
+# The target is `translation_all`; nothing here is added to `all`.
+from headsieve.translation.workflow import as_json, check_settings, language_files
 
-from snakemake.exceptions import WorkflowError
-
-from headsieve.errors import HeadsieveError
-from headsieve.translation.workflow import as_json, language_files, load_settings
-
-try:
-    TR = load_settings(
-        os.environ.get("HEADSIEVE_TRANSLATION_CONFIG", "config/translation.yaml")
-    )
-except HeadsieveError as err:
-    raise WorkflowError(str(err))
+TR = config["translation"]
+if TR:
+    try:
+        check_settings(TR, "config")
+    except HeadsieveError as err:
+        raise WorkflowError(str(err))
+else:  # no translation experiment configured: the rules exist, nothing asks for them
+    TR = {
+        section: {}
+        for section in ("models", "pairs", "importance", "generation", "roles")
+    }
+    TR.update(seeds=[], fractions=[], strategies=[], device="auto")
 
 TR_DEVICE = TR.get("device", "auto")
 TR_GPUS = 1 if TR_DEVICE == "cuda" else 0

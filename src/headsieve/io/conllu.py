@@ -53,13 +53,21 @@ def read_text(path: str | os.PathLike) -> str:
     return text
 
 
-def read_conllu(path: str | os.PathLike, max_sentences: int | None = None) -> list[Sentence]:
-    """Parse and check a CoNLL-U file; return its sentences in file order.
+def read_conllu(path, max_sentences: int | None = None) -> list[Sentence]:
+    """Parse and check a CoNLL-U file (or a list of files, read in order); return its sentences in order.
 
     Checks (each a one-line :class:`HeadsieveError` naming file and line): 10 tab-separated columns,
     well-formed IDs in sequence, HEAD in range, exactly one root, no cycle, multi-word ranges that
     cover existing words.  An empty file fails too.
     """
+    if isinstance(path, (list, tuple)):
+        sentences = []
+        for one in path:
+            left = None if max_sentences is None else max_sentences - len(sentences)
+            if left == 0:
+                break
+            sentences += read_conllu(one, left)
+        return sentences
     text = read_text(path)
     sentences: list[Sentence] = []
     block: list[tuple[int, str]] = []

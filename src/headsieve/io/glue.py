@@ -72,13 +72,25 @@ def task_spec(task: str, custom: dict | None = None) -> TaskSpec:
 
 
 def read_glue(
-    path: str | os.PathLike,
+    path,
     spec: TaskSpec,
     header: bool | None = None,
     language: str | None = None,
     max_examples: int | None = None,
 ) -> list[Example]:
-    """Read labelled examples; ``header=None`` detects a header line by the label column's name."""
+    """Read labelled examples; ``header=None`` detects a header line by the label column's name.
+
+    ``path`` may be a list of files (one split spread over several files): read in order, numbered on."""
+    if isinstance(path, (list, tuple)):
+        examples: list[Example] = []
+        for one in path:
+            left = None if max_examples is None else max_examples - len(examples)
+            if left == 0:
+                break
+            for ex in read_glue(one, spec, header, language, left):
+                ex.example_id = str(len(examples))
+                examples.append(ex)
+        return examples
     text = read_text(path)
     lines = text.split("\n")
     if lines and lines[-1] == "":

@@ -25,6 +25,8 @@ Strategies (``L`` layers of ``H`` heads, ``n`` heads to prune):
 * ``importance``: lowest importance first (ties broken at random).
 * ``keep_one:L`` (fixed-size): every head of layer L except the most important one (or a random one
   when no importance is given); ``fraction`` is validated but otherwise ignored.
+* ``layer:L`` (fixed-size): every head of layer L.  ``band:B`` (fixed-size): every head of the bottom,
+  middle or top third of the layers (B in bottom, middle, top).
 
 Role labels come from the role-test table (:func:`headsieve.roles.tests.role_tests`: columns layer,
 head, role, label, mean, ...), filtered to one model.  A head holds role R when any of its rows for R is
@@ -318,15 +320,38 @@ def keep_one(facts, fraction, rng, labels, importance, arg) -> Heads:
     return [(layer, h) for h in range(facts.n_heads) if h != keep]
 
 
-def parse_layer(arg: str, facts: ModelFacts) -> int:
+@register("layer", argument="layer", fixed_size=True)
+def whole_layer(facts, fraction, rng, labels, importance, arg) -> Heads:
+    """Every head of layer ``arg`` (layer-by-layer prunability)."""
+    layer = parse_layer(arg, facts, "layer")
+    return [(layer, h) for h in range(facts.n_heads)]
+
+
+BANDS = ("bottom", "middle", "top")
+
+
+def band_layers(band: str, n_layers: int) -> list[int]:
+    """The bottom, middle or top third of the layers (12 layers: 0-3, 4-7, 8-11)."""
+    return [layer for layer in range(n_layers) if BANDS[layer * 3 // n_layers] == band]
+
+
+@register("band", argument="band", fixed_size=True)
+def layer_band(facts, fraction, rng, labels, importance, arg) -> Heads:
+    """Every head of the bottom, middle or top third of the layers."""
+    if arg not in BANDS:
+        raise HeadsieveError(f"band: '{arg}' is not one of {', '.join(BANDS)} (e.g. band:top)")
+    return [(layer, h) for layer in band_layers(arg, facts.n_layers) for h in range(facts.n_heads)]
+
+
+def parse_layer(arg: str, facts: ModelFacts, strategy: str = "keep_one") -> int:
     """A layer index argument, checked to be in range."""
     try:
         layer = int(arg)
     except (TypeError, ValueError):
-        raise HeadsieveError(f"keep_one: layer '{arg}' is not an integer (e.g. keep_one:3)") from None
+        raise HeadsieveError(f"{strategy}: layer '{arg}' is not an integer (e.g. {strategy}:3)") from None
     if not 0 <= layer < facts.n_layers:
         raise HeadsieveError(
-            f"keep_one: layer {layer} out of range (the model has {facts.n_layers} layers, 0..{facts.n_layers - 1})"
+            f"{strategy}: layer {layer} out of range (the model has {facts.n_layers} layers, 0..{facts.n_layers - 1})"
         )
     return layer
 

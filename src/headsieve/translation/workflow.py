@@ -26,7 +26,7 @@ def load_settings(path: str | os.PathLike) -> dict:
             document = yaml.safe_load(handle)
     except FileNotFoundError:
         raise HeadsieveError(
-            f"{path}: translation settings file not found (set HEADSIEVE_TRANSLATION_CONFIG)"
+            f"{path}: translation settings file not found"
         ) from None
     except yaml.YAMLError as err:
         raise HeadsieveError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None

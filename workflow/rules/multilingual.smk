@@ -1,0 +1,131 @@
+# Multilingual: the offline multilingual encoder, head roles on the parallel PUD treebanks per language,
+# and prunability per language (each layer / band of layers masked, evaluated on every language).
+
+
+rule convert_e5:
+    output:
+        directory("resources/models/multilingual-e5-small"),
+    log:
+        "logs/convert_e5.log",
+    benchmark:
+        "benchmarks/convert_e5.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    shell:
+        "headsieve --log {log:q} convert-e5 --output {output:q}"
+
+
+rule evaluate_languages:
+    input:
+        finetuned="results/{model}/{task}/seed{seed}/finetuned",
+        evals=lambda w: [
+            f
+            for corpus in language_evals(w.task).values()
+            for f in corpus_path(corpus)
+        ],
+    output:
+        "results/{model}/{task}/seed{seed}/languages.parquet",
+    log:
+        "logs/{model}/{task}/seed{seed}/evaluate_languages.log",
+    benchmark:
+        "benchmarks/{model}/{task}/seed{seed}/evaluate_languages.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=gpu_count,
+        batch_size=config["pruning"]["eval_batch_size"],
+    params:
+        evals=lambda w: language_evals_json(w.task),
+        task=lambda w: spec_json("tasks", w.task),
+        device=config["device"],
+    shell:
+        "headsieve --log {log:q} evaluate-languages --finetuned {input.finetuned:q} --evals {params.evals:q}"
+        " --task-options {params.task:q} --model {wildcards.model:q} --task {wildcards.task:q}"
+        " --seed {wildcards.seed} --batch-size {resources.batch_size} --output {output:q}"
+        " --threads {threads} --device {params.device:q}"
+
+
+rule multilingual_roles:
+    input:
+        lambda w: [
+            f"results/{w.model}/{corpus}/roles/tests.parquet"
+            for corpus in config["multilingual"]["languages"].values()
+        ],
+    output:
+        by_language="results/{model}/multilingual/roles_by_language.parquet",
+        distribution="results/{model}/multilingual/layer_distribution.parquet",
+        similarity="results/{model}/multilingual/similarity.parquet",
+        by_fact="results/{model}/multilingual/similarity_by_fact.parquet",
+        fig_distribution=report(
+            "results/{model}/multilingual/figures/role_distribution.png",
+            caption="../report/role_distribution.rst",
+            category="Multilingual",
+            subcategory="{model}",
+        ),
+        fig_similarity=report(
+            "results/{model}/multilingual/figures/similarity.png",
+            caption="../report/similarity.rst",
+            category="Multilingual",
+            subcategory="{model}",
+        ),
+        pdfs=multiext(
+            "results/{model}/multilingual/figures/",
+            "role_distribution.pdf",
+            "similarity.pdf",
+        ),
+    log:
+        "logs/{model}/multilingual_roles.log",
+    benchmark:
+        "benchmarks/{model}/multilingual_roles.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        tests=lambda w: [
+            f"{language}=results/{w.model}/{corpus}/roles/tests.parquet"
+            for language, corpus in sorted(config["multilingual"]["languages"].items())
+        ],
+        title=lambda w: f"{w.model} on the parallel PUD treebanks",
+    shell:
+        "headsieve --log {log:q} multilingual-roles --tests {params.tests:q} --title {params.title:q}"
+        " --output results/{wildcards.model}/multilingual --figures results/{wildcards.model}/multilingual/figures"
+
+
+rule multilingual_pruning:
+    input:
+        lambda w: [
+            f"results/{model}/{w.task}/seed{seed}/languages.parquet"
+            for model in config["multilingual"]["prunability"]["models"]
+            for seed in config["multilingual"]["prunability"]["seeds"]
+        ],
+    output:
+        drops="results/multilingual/{task}/relative_drops.parquet",
+        figure=report(
+            "results/multilingual/{task}/relative_drops.png",
+            caption="../report/relative_drops.rst",
+            category="Multilingual",
+            subcategory="prunability",
+        ),
+        pdf="results/multilingual/{task}/relative_drops.pdf",
+    log:
+        "logs/multilingual/{task}/multilingual_pruning.log",
+    benchmark:
+        "benchmarks/multilingual/{task}/multilingual_pruning.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        title=lambda w: f"task {w.task}",
+    shell:
+        "headsieve --log {log:q} multilingual-pruning --evaluations {input:q} --output {output.drops:q}"
+        " --figure results/multilingual/{wildcards.task}/relative_drops --title {params.title:q}"
