@@ -41,20 +41,9 @@ def length_batches(lengths: Iterable[int], batch_tokens: int, max_batch: int = 2
 
 def pad_batch(rows: list[dict], use_type_ids: bool, pad_id: int, device) -> dict[str, torch.Tensor]:
     """Right-padded model inputs for token rows (each with input_ids and token_type_ids)."""
-    longest = max(len(r["input_ids"]) for r in rows)
-    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), longest), dtype=torch.long)
-    types = torch.zeros((len(rows), longest), dtype=torch.long)
-    for b, r in enumerate(rows):
-        t = len(r["input_ids"])
-        ids[b, :t] = torch.as_tensor(r["input_ids"], dtype=torch.long)
-        mask[b, :t] = 1
-        if use_type_ids and r.get("token_type_ids") is not None:
-            types[b, :t] = torch.as_tensor(r["token_type_ids"], dtype=torch.long)
-    batch = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-    if use_type_ids:
-        batch["token_type_ids"] = types.to(device)
-    return batch
+    from headsieve.pruning.data import collate
+
+    return {k: v.to(device) for k, v in collate(rows, pad_id, use_type_ids).items()}
 
 
 def uses_token_types(model) -> bool:

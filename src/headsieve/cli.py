@@ -31,14 +31,19 @@ def command(name, help):
     return register
 
 
-def _json(text: str) -> dict:
+def parse_json(text: str, kind: type = dict):
+    """A JSON command-line argument of the given kind (object or list); one-line error otherwise."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
         raise HeadsieveError(f"bad JSON argument: {err}") from None
-    if not isinstance(value, dict):
-        raise HeadsieveError("JSON argument must be an object")
+    if not isinstance(value, kind):
+        raise HeadsieveError(f"JSON argument must be {'an object' if kind is dict else 'a list'}")
     return value
+
+
+def _json(text: str) -> dict:
+    return parse_json(text, dict)
 
 
 def _setup_torch(threads: int, seed: int = 0) -> None:

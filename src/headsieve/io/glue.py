@@ -7,7 +7,6 @@ Files are split on tabs only (GLUE files contain quote characters that are text,
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from headsieve.errors import HeadsieveError

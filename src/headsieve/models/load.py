@@ -114,7 +114,6 @@ def load_encoder(key: str, spec: dict, *, task_labels: int | None = None, device
 
     The model is checked to return attention probabilities of the expected shape.
     """
-    import torch
     from transformers import AutoModel, AutoModelForSequenceClassification
 
     source = resolve_source(key, spec)

@@ -51,7 +51,7 @@ def encode_examples(tokenizer, examples: list[Example], max_length: int) -> list
 
 
 def collate(rows: list[dict], pad_id: int, use_token_types: bool) -> dict[str, torch.Tensor]:
-    """Right-padded tensors: input_ids, attention_mask, (token_type_ids), labels."""
+    """Right-padded tensors: input_ids, attention_mask, (token_type_ids), and labels when the rows have them."""
     longest = max(len(r["input_ids"]) for r in rows)
     ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), longest), dtype=torch.long)
@@ -61,7 +61,9 @@ def collate(rows: list[dict], pad_id: int, use_token_types: bool) -> dict[str, t
         ids[b, :n] = torch.as_tensor(r["input_ids"])
         mask[b, :n] = 1
         types[b, :n] = torch.as_tensor(r["token_type_ids"])
-    batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.as_tensor([r["label"] for r in rows])}
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if all(isinstance(r.get("label"), int) for r in rows):  # class ids (token rows carry label strings)
+        batch["labels"] = torch.as_tensor([r["label"] for r in rows])
     if use_token_types:
         batch["token_type_ids"] = types
     return batch

@@ -270,9 +270,10 @@ def _piece_scores(batch: Batch, roles: list[str], opts: dict):
     if opts["block_weighting"] == "entropy" and "block" in roles:
         block = roles.index("block")
 
-        def weight(qb, qrole, qq):  # the reference code's variant: block ratio x row entropy
+        def entropy_weight(qb, qrole, qq):  # the reference code's variant: block ratio x row entropy
             return np.where((qrole == block)[:, None], batch.entropy[qb, qq], 1.0)
 
+        weight = entropy_weight
     return sieve_from_pairs(batch.A[b, q, k], b, r, q, batch.abar, weight)
 
 

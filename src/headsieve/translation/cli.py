@@ -12,29 +12,19 @@ are written atomically, user errors are one-line :class:`HeadsieveError` (``main
 from __future__ import annotations
 
 import argparse
-import json
 
-from headsieve.errors import HeadsieveError
 
 
 def _json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise HeadsieveError(f"bad JSON argument: {err}") from None
-    if not isinstance(value, dict):
-        raise HeadsieveError("JSON argument must be an object")
-    return value
+    from headsieve.cli import parse_json
+
+    return parse_json(text, dict)
 
 
 def _json_list(text: str) -> list:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise HeadsieveError(f"bad JSON argument: {err}") from None
-    if not isinstance(value, list):
-        raise HeadsieveError("JSON argument must be a list")
-    return value
+    from headsieve.cli import parse_json
+
+    return parse_json(text, list)
 
 
 def _setup(args) -> str:
