@@ -1,0 +1,85 @@
+"""Benchmark the role stage against the dump it reads, for a 12-layer x 12-head model on UD sentences.
+
+Run:  python bench/bench_roles.py [--sentences 2000] [--threads 2] [--model e5|minilm]
+
+On the same sentences in one run: the time of the tokenize + dump step, then of everything the role stage
+does with that dump (all roles' sieve scores and the Clark-style head statistics in one pass, then the t tests
+with correction), as sentences/s and as a share of the dump's time.  The default model is the 12 x 12
+multilingual encoder the ``convert_e5`` rule builds (converted here into a temporary folder when
+resources/models/multilingual-e5-small is absent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("HEADSIEVE_DATA_DIR", REPO.parent / "shared" / "data"))
+EWT = [DATA / "ud/UD_English-EWT/en_ewt-ud-dev.conllu", DATA / "ud/UD_English-EWT/en_ewt-ud-test.conllu"]
+
+
+def model_spec(name: str, tmp: Path) -> dict:
+    if name == "minilm":
+        return {"source": "minilm"}
+    folder = REPO / "resources/models/multilingual-e5-small"
+    if not folder.is_dir():
+        from headsieve.models.convert_e5 import convert_e5
+
+        folder = convert_e5(tmp / "e5")
+    return {"source": str(folder)}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sentences", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default="e5", choices=["e5", "minilm"])
+    args = parser.parse_args()
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    import torch
+
+    from headsieve.attention import dump_attention
+    from headsieve.io.atomic import write_table
+    from headsieve.io.conllu import read_conllu
+    from headsieve.models.load import load_encoder, load_tokenizer, model_shape
+    from headsieve.roles.score import score_dump
+    from headsieve.roles.tests import role_tests
+    from headsieve.tokens import encode_sentences, records_table
+
+    torch.set_num_threads(args.threads)
+    sentences = (read_conllu(EWT[0]) + read_conllu(EWT[1]))[: args.sentences]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        spec = model_spec(args.model, tmp)
+        tokenizer = load_tokenizer(args.model, spec)
+        model = load_encoder(args.model, spec)
+        L, H = model_shape(model)
+        start = time.perf_counter()
+        rows, _ = encode_sentences(tokenizer, sentences, 128)
+        write_table(records_table([dict(r) for r in rows], args.model, "ewt"), tmp / "tokens.parquet")
+        dump_attention(model, rows, tmp / "dump", args.model, "ewt", progress=False)
+        t_dump = time.perf_counter() - start
+        start = time.perf_counter()
+        scores, stats = score_dump(tmp / "tokens.parquet", tmp / "dump", args.model, "ewt", progress=False)
+        t_score = time.perf_counter() - start
+        start = time.perf_counter()
+        tests = role_tests(scores.to_pandas())
+        t_tests = time.perf_counter() - start
+    n = len(sentences)
+    total = t_score + t_tests
+    print(f"{args.model} ({L} layers x {H} heads), {n} UD EWT sentences, {args.threads} threads, one run")
+    print("| step | seconds | sentences/s | share of the dump's time |")
+    print("|---|---:|---:|---:|")
+    print(f"| tokenize + dump | {t_dump:.1f} | {n / t_dump:.0f} | 100% |")
+    print(f"| scores (every role) + head statistics | {t_score:.1f} | {n / t_score:.0f} | {t_score / t_dump:.0%} |")
+    print(f"| t tests + correction ({len(tests)} tests) | {t_tests:.1f} | {n / t_tests:.0f} | {t_tests / t_dump:.0%} |")
+    print(f"| role stage together | {total:.1f} | {n / total:.0f} | {total / t_dump:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
