@@ -116,6 +116,12 @@ def task_file(task, split):
     return corpus_path(config["tasks"][task][split])
 
 
+def task_json(task):
+    """A task's entry as JSON, without its fine-tuning changes (those are the finetune rule's own param)."""
+    entry = {k: v for k, v in config["tasks"][task].items() if k != "finetune"}
+    return json.dumps(entry, sort_keys=True)
+
+
 def task_corpus_json(task, split):
     return spec_json("corpora", config["tasks"][task][split])
 

@@ -42,7 +42,7 @@ rule evaluate_languages:
         batch_size=config["pruning"]["eval_batch_size"],
     params:
         evals=lambda w: language_evals_json(w.task),
-        task=lambda w: spec_json("tasks", w.task),
+        task=lambda w: task_json(w.task),
         device=config["device"],
     shell:
         "headsieve --log {log:q} evaluate-languages --finetuned {input.finetuned:q} --evals {params.evals:q}"

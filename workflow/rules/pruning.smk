@@ -24,8 +24,11 @@ rule finetune:
         model_spec=lambda w: model_spec_json(w.model),
         train_spec=lambda w: task_corpus_json(w.task, "train"),
         eval_spec=lambda w: task_corpus_json(w.task, "eval"),
-        task=lambda w: spec_json("tasks", w.task),
-        options=json.dumps(config["pruning"]["finetune"], sort_keys=True),
+        task=lambda w: task_json(w.task),
+        options=lambda w: json.dumps(
+            {**config["pruning"]["finetune"], **config["tasks"][w.task]["finetune"]},
+            sort_keys=True,
+        ),
         device=config["device"],
     shell:
         "headsieve --log {log:q} finetune --model {wildcards.model:q} --model-spec {params.model_spec:q}"
@@ -54,7 +57,7 @@ rule importance:
         gpu=gpu_count,
     params:
         train_spec=lambda w: task_corpus_json(w.task, "train"),
-        task=lambda w: spec_json("tasks", w.task),
+        task=lambda w: task_json(w.task),
         examples=config["pruning"]["importance_examples"],
         device=config["device"],
     shell:
@@ -109,7 +112,7 @@ rule evaluate_masks:
         batch_size=config["pruning"]["eval_batch_size"],
     params:
         eval_spec=lambda w: task_corpus_json(w.task, "eval"),
-        task=lambda w: spec_json("tasks", w.task),
+        task=lambda w: task_json(w.task),
         device=config["device"],
     shell:
         "headsieve --log {log:q} evaluate-masks --finetuned {input.finetuned:q} --masks {input.masks:q}"
@@ -141,7 +144,7 @@ rule retrain:
         masks=lambda w, input: input.masks if input.masks else "",
         train_spec=lambda w: task_corpus_json(w.task, "train"),
         eval_spec=lambda w: task_corpus_json(w.task, "eval"),
-        task=lambda w: spec_json("tasks", w.task),
+        task=lambda w: task_json(w.task),
         options=json.dumps(config["pruning"]["retrain"]["finetune"], sort_keys=True),
         device=config["device"],
     shell:
@@ -178,7 +181,7 @@ rule compensation:
             for s, f, d in retrained_items(w, pruned_only=True)
         ],
         train_spec=lambda w: task_corpus_json(w.task, "train"),
-        task=lambda w: spec_json("tasks", w.task),
+        task=lambda w: task_json(w.task),
         examples=config["pruning"]["compensation_examples"],
         device=config["device"],
     shell:
