@@ -6,7 +6,7 @@ On the same sentences in one run: the time of the tokenize + dump step, then of 
 does with that dump (all roles' sieve scores and the Clark-style head statistics in one pass, then the t tests
 with correction), as sentences/s and as a share of the dump's time.  The default model is the 12 x 12
 multilingual encoder the ``convert_e5`` rule builds (converted here into a temporary folder when
-resources/models/multilingual-e5-small is absent).
+resources/models/multilingual-e5-small is absent); ``bert-base-shape`` is a random model of BERT-base's shapes.
 """
 
 from __future__ import annotations
@@ -25,6 +25,24 @@ EWT = [DATA / "ud/UD_English-EWT/en_ewt-ud-dev.conllu", DATA / "ud/UD_English-EW
 def model_spec(name: str, tmp: Path) -> dict:
     if name == "minilm":
         return {"source": "minilm"}
+    if name == "bert-base-shape":
+        # BERT-base's shapes (12 x 12, hidden 768, uncased vocabulary), random weights: the cost of the
+        # dump and of the role stage depends on the shapes only
+        import shutil
+
+        import torch
+        from transformers import BertConfig, BertModel
+
+        from headsieve.models.load import PRESETS
+
+        folder = tmp / "bert-base-shape"
+        folder.mkdir()
+        minilm = Path(PRESETS["minilm"]())
+        for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            shutil.copy(minilm / f, folder / f)
+        torch.manual_seed(0)
+        BertModel(BertConfig()).save_pretrained(folder)
+        return {"source": str(folder)}
     folder = REPO / "resources/models/multilingual-e5-small"
     if not folder.is_dir():
         from headsieve.models.convert_e5 import convert_e5
@@ -37,7 +55,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sentences", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--model", default="e5", choices=["e5", "minilm"])
+    parser.add_argument("--model", default="e5", choices=["e5", "minilm", "bert-base-shape"])
     args = parser.parse_args()
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(args.threads)

@@ -241,3 +241,22 @@ def test_head_stats_match_reference():
         ]
         best = max(sum(h == d + off for d, h in deps) for off in OFFSETS) / len(deps)
         assert group.baseline.iloc[0] == pytest.approx(best)
+
+
+def test_accuracy_ties_go_to_the_first_candidate():
+    """Uniform attention ties every word: the prediction is the first candidate word (as argmax takes it)."""
+    rng = np.random.default_rng(5)
+    rows = [sentence_row(rng, 7, max_pieces=1, mwt=False, lost=False, index=k) for k in range(6)]
+    arrays = [np.full((L, H, r["n_pieces"], r["n_pieces"]), 1.0 / r["n_pieces"], dtype=np.float32) for r in rows]
+    stats = HeadStats(L, H)
+    stats.add_batch(batch_of(rows, arrays), rows)
+    frame = stats.frame("m", "c")
+    want = ref_head_stats(rows, arrays)
+    for r in frame[frame.stat == "accuracy"].itertuples():
+        assert r.value == pytest.approx(want[(r.layer, r.head, "accuracy", r.relation)])
+    # with every word tied, the first candidate wins: word 0, or word 1 for the dependent at word 0
+    deps = [(d, h - 1) for row in rows for d, h in enumerate(row["word_head"]) if h]
+    expected = sum(h == (1 if d == 0 else 0) for d, h in deps) / len(deps)
+    got = frame[frame.stat == "accuracy"]
+    correct = (got["value"] * got["n"]).groupby([got["layer"], got["head"]]).sum() / len(deps)
+    assert np.allclose(correct, expected)

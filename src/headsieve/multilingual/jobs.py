@@ -40,7 +40,6 @@ def evaluate_languages(finetuned, evals: dict, task_opts: dict, batch_size: int,
     rows = []
     for language, entry in sorted(evals.items()):
         data = read_task(entry["spec"], entry["paths"], tokenizer, task_opts["max_length"], task_opts.get("max_eval"), 0)
-        data.examples.sort(key=lambda e: len(e["input_ids"]))
         log.info("%s: %d examples, %d masks", language, len(data.examples), len(masks))
         with MaskEvaluator(model, data, batch_size, device=device) as evaluator:
             results = evaluator.evaluate_many(masks)

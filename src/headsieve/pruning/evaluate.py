@@ -62,9 +62,11 @@ class MaskEvaluator:
         self.device = model_device(model) if device is None else torch.device(device)
         self.progress = progress
         pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+        # batches of similar length (less padding); logits are put back in the data's order
+        self.order = np.argsort([len(e["input_ids"]) for e in data.examples], kind="stable")
         self.batches = [  # labels left out: the gold labels are in self.gold, and no loss is needed
             to_device({k: v for k, v in batch.items() if k != "labels"}, self.device)
-            for batch in iter_batches(data.examples, batch_size, pad_id, uses_token_types(model))
+            for batch in iter_batches(data.examples, batch_size, pad_id, uses_token_types(model), order=self.order)
         ]
         self.gold = np.asarray([example["label"] for example in data.examples])
         self.gates = torch.ones(self.facts.n_layers, self.facts.n_heads, device=self.device)
@@ -84,7 +86,9 @@ class MaskEvaluator:
         finally:
             for module, mode in modes.items():
                 module.training = mode
-        return torch.cat(out).numpy()
+        logits = np.empty((len(self.order), out[0].shape[-1]), dtype=np.float32)
+        logits[self.order] = torch.cat(out).numpy()
+        return logits
 
     def predict(self, mask) -> np.ndarray:
         """Predicted class ids under ``mask``."""

@@ -151,7 +151,6 @@ def evaluate_masks(finetuned, masks_path, eval_spec, eval_path, task_opts, batch
 
     model, tokenizer = _load_finetuned(finetuned, device)
     test = read_task(eval_spec, eval_path, tokenizer, task_opts["max_length"], task_opts.get("max_eval"), 0)
-    test.examples.sort(key=lambda e: len(e["input_ids"]))  # less padding; metrics do not depend on order
     masks = pd.read_parquet(masks_path)
     facts = ModelFacts.from_model(model)
     named = {}

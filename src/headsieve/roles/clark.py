@@ -94,10 +94,15 @@ class HeadStats:
         b, dep, head, rel = (np.concatenate(x) for x in (b_idx, deps, heads, rels))
         if len(dep) == 0:
             return
-        rows_ = batch.word_sum[b, dep]  # [D, X, W]
+        rows_ = batch.word_sum[b, dep]  # [D, W, X]
         candidate = has_pieces[b] & (np.arange(W)[None, :] != dep[:, None])  # [D, W]
-        rows_ = np.where(candidate[:, None, :], rows_, -np.inf)
-        hit = rows_.argmax(-1) == head[:, None]  # [D, X]
+        rows_ = np.where(candidate[:, :, None], rows_, -np.inf)
+        # "the head is the argmax" (first index on ties), without numpy's slow strided argmax: the head's
+        # value is the maximum, and no candidate before it reaches that maximum
+        best = rows_.max(1)  # [D, X]
+        at_head = rows_[np.arange(len(dep)), head]  # [D, X]
+        before = np.where((np.arange(W)[None, :] < head[:, None])[:, :, None], rows_, -np.inf).max(1)
+        hit = (at_head == best) & (before < best)
         for r in np.unique(rel):
             sel = rel == r
             self.correct[r] += hit[sel].sum(0)

@@ -90,7 +90,7 @@ def _checked(dump_dir, tokens_path, tokens, stream):
 
 
 def score_dump(
-    tokens_path, dump_dir, model: str, corpus: str, options: dict | None = None, progress: bool = True, budget=1 << 19
+    tokens_path, dump_dir, model: str, corpus: str, options: dict | None = None, progress: bool = True, budget=1 << 15
 ):
     """(scores DataFrame, head statistics DataFrame) for a dump and its tokens."""
     opts = dict(DEFAULT_OPTIONS, **(options or {}))

@@ -171,19 +171,21 @@ class Batch:
 
     @cached_property
     def word_sum(self) -> np.ndarray:
-        """[B, W, X, W]: mean over the pieces of word ``a`` of the sum over the pieces of word ``b``."""
+        """[B, W, W, X]: mean over the pieces of word ``a`` (axis 1) of the sum over the pieces of word ``b``
+        (axis 2), for every head (axis 3)."""
         B, N, _, X = self.A.shape
-        M = torch.from_numpy(self.membership)
+        M = torch.from_numpy(self.membership)  # [B, W, N]
         W = M.shape[1]
-        to_words = torch.matmul(self.T.transpose(2, 3).reshape(B, N * X, N), M.transpose(1, 2))  # [B, N*X, W]
-        out = torch.matmul(torch.from_numpy(self._from_mean), to_words.reshape(B, N, X * W))
-        return out.reshape(B, W, X, W).numpy()
+        to_words = torch.matmul(M.unsqueeze(1), self.T)  # [B, N(query pieces), W, X]: sums over key pieces
+        out = torch.matmul(torch.from_numpy(self._from_mean), to_words.reshape(B, N, W * X))
+        return out.reshape(B, W, W, X).numpy()
 
-    @cached_property
-    def word_mean(self) -> np.ndarray:
-        """[B, W, X, W]: mean over the pieces of word ``a`` of the mean over the pieces of word ``b``."""
-        counts = self.piece_counts
-        return self.word_sum / np.where(counts > 0, counts, 1)[:, None, None, :]
+    def word_values(self, b, q, t, aggregation: str = "mean") -> np.ndarray:
+        """Word attention of word pairs (input ``b``, query word ``q``, target word ``t``): [P, X]."""
+        values = self.word_sum[b, q, t]
+        if aggregation == "mean":
+            values = values / self.piece_counts[b, t][:, None]
+        return values
 
     @cached_property
     def word_abar(self) -> np.ndarray:
@@ -288,8 +290,7 @@ def _syntactic_scores(batch: Batch, roles: list[str], opts: dict):
     b, r, q, t = _pairs(masks)
     if len(b) == 0:
         return [], [], [], []
-    words = batch.word_mean if opts["aggregation"] == "mean" else batch.word_sum
-    return sieve_from_pairs(words[b, q, :, t], b, r, q, batch.word_abar)
+    return sieve_from_pairs(batch.word_values(b, q, t, opts["aggregation"]), b, r, q, batch.word_abar)
 
 
 def score_batch(batch: Batch, options: dict | None = None):

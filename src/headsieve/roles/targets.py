@@ -88,7 +88,7 @@ def syntactic_targets(
     position = {r: k for k, r in enumerate(roles)}
     arcs = [(np.array([position.get(f"dep:{r}", -1) for r in rel], dtype=int), np.ones(len(dep), bool))]
     if "syntactic" in position:
-        arcs.append((np.full(len(dep), position["syntactic"]), np.isin(rel, list(union))))
+        arcs.append((np.full(len(dep), position["syntactic"]), np.fromiter((r in union for r in rel), bool, len(rel))))
     for k, member in arcs:
         sel = member & (k >= 0)
         if direction in ("dep2head", "both"):
