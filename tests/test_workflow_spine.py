@@ -71,3 +71,23 @@ def test_bad_config_fails_before_any_job(tmp_path, data, edit, expected):
     assert proc.returncode != 0
     assert expected in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_corpus_missing_locally_is_downloaded_and_verified(tmp_path, data):
+    """A corpus absent from data_dir is fetched from its url into resources/, sha256-checked; a wrong
+    checksum stops the run with one line and leaves no file."""
+    source = data / "ud/UD_English-EWT/en_ewt-ud-dev.conllu"
+    config = sample_config(tmp_path / "no-mirror", n=10)
+    config["corpora"]["ewt"].update(
+        url=source.as_uri(), sha256="531a54ff90d6ab12201c5a50c3e78e6ddac4de69abc4bce5d275d3cd29efe2b6"
+    )
+    proc = snakemake(tmp_path, "results/minilm/ewt/tokens.parquet", config=write_config(tmp_path, config))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fetched = tmp_path / "resources/corpora/ewt/en_ewt-ud-dev.conllu"
+    assert fetched.read_bytes() == source.read_bytes()
+    bad = tmp_path / "bad"
+    config["corpora"]["ewt"]["sha256"] = "0" * 64
+    proc = snakemake(bad, "results/minilm/ewt/tokens.parquet", config=write_config(bad, config))
+    assert proc.returncode != 0
+    assert "sha256 mismatch" in (proc.stdout + proc.stderr)
+    assert not (bad / "resources/corpora/ewt/en_ewt-ud-dev.conllu").exists()

@@ -104,7 +104,7 @@ def corpus_path(corpus):
     name = Path(
         spec.get("member") or spec.get("path") or spec["url"].split("?")[0]
     ).name
-    return f"resources/corpora/{corpus}/{name}"
+    return [f"resources/corpora/{corpus}/{name}"]
 
 
 def corpus_file(wildcards):

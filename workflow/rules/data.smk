@@ -19,4 +19,4 @@ rule fetch_corpus:
         member=lambda w: config["corpora"][w.corpus].get("member", ""),
     shell:
         "headsieve --log {log:q} fetch --url {params.url:q} --sha256 {params.sha256:q}"
-        " --member {params.member:q} --output {output:q}"
+        " --member={params.member:q} --output {output:q}"
