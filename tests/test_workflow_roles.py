@@ -75,3 +75,15 @@ def test_figures_and_summary(roles_run):
     colocation = pd.read_parquet(roles_run / "colocation.parquet")
     diag = colocation[colocation.role_a == colocation.role_b]
     assert (diag.both == diag.either).all()
+
+
+def test_report_has_every_figure_captioned(roles_run, data, tmp_path):
+    workdir = roles_run.parents[3]
+    config = workdir / "config.yaml"
+    report = tmp_path / "report.html"
+    proc = snakemake(workdir, "--report", str(report), config=config)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    html = report.read_text(errors="replace")
+    for name in ("role_map", "relation_map", "heads_per_layer", "pvalues", "colocation", "summary.md"):
+        assert name in html, name
+    assert "Mean sieve score" in html and "tau 3" in html  # captions say what and from which config
