@@ -24,6 +24,8 @@ def snakemake(workdir: Path, *args: str, config: Path | None = None, cores: int 
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["HF_HUB_OFFLINE"] = "1"
+    if config is not None:  # test configs set data_dir themselves; CI's data mirror must not override it
+        env.pop("HEADSIEVE_DATA_DIR", None)
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "-c", str(cores)]
     cmd += list(args)
     if config is not None:  # last: --configfile takes every following word as a file

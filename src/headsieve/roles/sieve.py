@@ -151,8 +151,11 @@ class Batch:
 
     @cached_property
     def entropy(self) -> np.ndarray:
-        """Row entropy (nats) per input, query piece and head: [B, N, X] (0 log 0 = 0)."""
-        return (-(self.T.clamp_min(1e-30).log_().mul_(self.T)).sum(2)).numpy()
+        """Row entropy (nats) per input, query piece and head: [B, N, X] (0 log 0 = 0).
+
+        numpy, one thread: torch's threaded log splits the array where its thread count says, and the
+        vector and scalar paths round the last bit differently, so the bytes depended on the machine."""
+        return row_entropy(self.A)
 
     @cached_property
     def membership(self) -> np.ndarray:
