@@ -118,3 +118,37 @@ def roberta_tokenizer(tiny_roberta):
     from headsieve.models.load import load_tokenizer
 
     return load_tokenizer("tiny_roberta", {"source": str(tiny_roberta)})
+
+
+# ------------------------------------------------------------------------------------------ shared helpers
+
+
+def glue_task(data: Path, tokenizer, task: str, rel: str, n: int, max_length: int = 48):
+    """The first ``n`` examples of a GLUE-form file under the data mirror, encoded as a TaskData."""
+    from headsieve.io.glue import TASKS, read_glue
+    from headsieve.pruning import data as D
+
+    spec = TASKS[task]
+    examples = read_glue(data / rel, spec, max_examples=n)
+    return D.TaskData(task, spec.labels, spec.metric, D.encode_examples(tokenizer, examples, max_length))
+
+
+def tiny_classifier(tiny_bert: Path, seed: int = 0, labels: int = 2):
+    """The tiny BERT with a classifier head, torch seeded first (the head is initialised at load)."""
+    import torch
+
+    from headsieve.models.load import load_encoder
+
+    torch.manual_seed(seed)
+    return load_encoder("tiny", {"source": str(tiny_bert)}, task_labels=labels)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run far faster on one thread (and do not fight other jobs for the cores)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

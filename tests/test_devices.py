@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import glue_task, tiny_classifier
 
 from headsieve.attention import dump_attention
 from headsieve.cli import pick_device
 from headsieve.errors import HeadsieveError
 from headsieve.io.conllu import read_conllu
-from headsieve.io.glue import TASKS, read_glue
 from headsieve.io.shards import iter_dump
 from headsieve.models.load import load_encoder
 from headsieve.pruning import data as D
@@ -38,14 +38,11 @@ def test_auto_picks_cuda_only_where_there_is_one():
 
 @pytest.fixture(scope="module")
 def sst2(data, bert_tokenizer) -> D.TaskData:
-    spec = TASKS["sst2"]
-    examples = read_glue(data / "glue/SST-2/train.tsv", spec, max_examples=96)
-    return D.TaskData("sst2", spec.labels, spec.metric, D.encode_examples(bert_tokenizer, examples, 48))
+    return glue_task(data, bert_tokenizer, "sst2", "glue/SST-2/train.tsv", 96)
 
 
 def _classifier(tiny_bert, device: str, dropout: bool = True):
-    torch.manual_seed(0)  # the classifier head is initialised at load: the same on both devices
-    model = load_encoder("tiny", {"source": str(tiny_bert)}, task_labels=2)
+    model = tiny_classifier(tiny_bert)  # seeded: the same classifier head on both devices
     if not dropout:
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):

@@ -17,11 +17,11 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
+from conftest import glue_task, tiny_classifier
 
 from headsieve.errors import HeadsieveError
-from headsieve.io.glue import TASKS, read_glue
 from headsieve.models import heads as H
-from headsieve.models.load import load_encoder, load_tokenizer
+from headsieve.models.load import load_tokenizer
 from headsieve.pruning import data as D
 from headsieve.pruning import finetune as F
 from headsieve.pruning.metrics import compute_metrics
@@ -32,10 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def task_data(data: Path, tokenizer, task: str, rel: str, n: int, max_length: int = 48) -> D.TaskData:
-    spec = TASKS[task]
-    examples = read_glue(data / rel, spec, max_examples=n)
-    return D.TaskData(task, spec.labels, spec.metric, D.encode_examples(tokenizer, examples, max_length))
+task_data = glue_task
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +40,7 @@ def sst2(data, bert_tokenizer) -> D.TaskData:
     return task_data(data, bert_tokenizer, "sst2", "glue/SST-2/train.tsv", 256)
 
 
-def classifier(tiny_bert, seed: int = 0, labels: int = 2):
-    """The tiny BERT with a classifier head, torch seeded first (the head is initialised at load)."""
-    torch.manual_seed(seed)
-    return load_encoder("tiny", {"source": str(tiny_bert)}, task_labels=labels)
+classifier = tiny_classifier
 
 
 def config(**kw) -> F.FinetuneConfig:

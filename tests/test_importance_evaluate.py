@@ -7,26 +7,23 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import glue_task, tiny_classifier
 
 from headsieve.errors import HeadsieveError
 from headsieve.models import heads as H
-from headsieve.models.load import load_encoder
 from headsieve.pruning import data as D
-from headsieve.pruning.data import TaskData, encode_examples, iter_batches
+from headsieve.pruning.data import TaskData, iter_batches
 from headsieve.pruning.evaluate import MaskEvaluator, mask_from_heads
 from headsieve.pruning.importance import head_importance
 from headsieve.pruning.metrics import compute_metrics
 from headsieve.pruning.strategies import ModelFacts, select_heads
-from headsieve.io.glue import read_glue, task_spec
 
 BATCH = 16
 
 
 def sst2(data, tokenizer, split: str, n: int) -> TaskData:
     """The first ``n`` examples of an SST-2 split, encoded."""
-    spec = task_spec("sst2")
-    examples = read_glue(data / "glue" / "SST-2" / f"{split}.tsv", spec, max_examples=n)
-    return TaskData("sst2", spec.labels, spec.metric, encode_examples(tokenizer, examples, max_length=48))
+    return glue_task(data, tokenizer, "sst2", f"glue/SST-2/{split}.tsv", n)
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +39,7 @@ def dev(data, bert_tokenizer) -> TaskData:
 @pytest.fixture()
 def classifier(tiny_bert):
     """The tiny random BERT as a 2-class classifier; weights re-drawn (seeded) large enough that heads matter."""
-    torch.manual_seed(0)
-    model = load_encoder("tiny", {"source": str(tiny_bert)}, task_labels=2)
+    model = tiny_classifier(tiny_bert)
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, param in model.named_parameters():

@@ -12,7 +12,7 @@ import pytest
 from headsieve.config import validate_config
 from headsieve.errors import HeadsieveError
 from headsieve.io.fetch import fetch
-from headsieve.models.load import _hub_kwargs
+from headsieve.models.load import hub_kwargs
 
 from test_cli import one_error_line, run_cli, tokenize_args
 from test_readers import GOOD
@@ -40,6 +40,7 @@ def config_error(config) -> str:
         (lambda c: c.update(pruning={"seeds": -2}), "config key 'pruning.seeds': -2 is not of type 'array'"),
         (lambda c: c.update(pruning={"fractions": [0.125]}), "config key 'pruning.fractions[0]': 0.125 has more than 2 decimals"),
         (lambda c: c.update(pruning={"strategies": ["prune_role:local"]}), "config key 'pruning.role_labels'"),
+        (lambda c: c.update(pruning={"retrain": {"strategies": ["random", "keep_one:2"]}}), "config key 'pruning.retrain.strategies[1]': 'keep_one:2' prunes a fixed set of heads"),
         (lambda c: c["corpora"].update({"x; rm -rf ~": c["corpora"]["ewt"]}), "name 'x; rm -rf ~' is not allowed"),
         (lambda c: c["corpora"]["ewt"].update(url="https://example.org/x"), "config key 'corpora.ewt.sha256': a url needs its sha256"),
         (lambda c: c["roles"].update(correction="bonferroni"), "config key 'roles.correction': 'bonferroni' is not one of"),
@@ -68,8 +69,8 @@ def test_downloads_are_verified_before_use(tmp_path):
 
 
 def test_trust_remote_code_is_off_unless_configured():
-    assert _hub_kwargs({"source": "x"})["trust_remote_code"] is False
-    assert _hub_kwargs({"source": "x", "trust_remote_code": True})["trust_remote_code"] is True
+    assert hub_kwargs({"source": "x"})["trust_remote_code"] is False
+    assert hub_kwargs({"source": "x", "trust_remote_code": True})["trust_remote_code"] is True
 
 
 def test_no_unsafe_loading_in_the_code():

@@ -23,12 +23,8 @@ PAD, EOS, UNK, BOS = 0, 1, 2, 3
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run far faster on one thread (and do not fight other jobs for the cores)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread(one_thread):
+    """Every test here on one thread (conftest.one_thread)."""
 
 
 # ------------------------------------------------------------------------------------------------ builders

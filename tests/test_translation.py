@@ -24,12 +24,8 @@ from headsieve.translation.strategies import Seq2SeqFacts, proportional_shares, 
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run far faster on one thread (and do not fight other jobs for the cores)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread(one_thread):
+    """Every test here on one thread (conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")
@@ -583,3 +579,27 @@ def test_workflow_settings(tmp_path, data, ud):
         assert "\n" not in str(err.value)
     with pytest.raises(HeadsieveError, match="not found"):
         load_settings(tmp_path / "missing.yaml")
+
+
+def test_translation_rules_through_snakemake_dry_run(tmp_path, data):
+    """config/translation.yaml builds its DAG: one importance and roles job per model, masks and evaluation
+    per seed, every job with its log and benchmark (the files a cluster run leaves behind)."""
+    import yaml
+    from conftest import REPO
+    from workflow_utils import job_counts, snakemake
+
+    settings = yaml.safe_load((REPO / "config" / "translation.yaml").read_text(encoding="utf-8"))["translation"]
+    models, seeds = len(settings["models"]), len(settings["seeds"])
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"data_dir": str(data), "translation": settings}), encoding="utf-8")
+    proc = snakemake(tmp_path, "-n", "translation_all", config=config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert job_counts(proc.stdout) == {
+        "translation_importance": models, "translation_roles": models, "translation_masks": models * seeds,
+        "translation_evaluate": models * seeds, "translation_collect": models, "translation_all": 1,
+        "total": 3 * models + 2 * models * seeds + 1,
+    }  # fmt: skip
+    jobs = [block for block in proc.stdout.split("\nrule ")[1:] if not block.startswith("translation_all")]
+    assert len(jobs) == 3 * models + 2 * models * seeds
+    for block in jobs:
+        assert "    log: logs/translation/" in block and "    benchmark: benchmarks/translation/" in block, block

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_utils import sample_config, snakemake, write_config
+from workflow_utils import job_counts, run_and_kill, sample_config, snakemake, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -100,13 +100,6 @@ def test_compensation_and_report(pruning_run):
             assert (pruning_run / f"results/minilm/sst2/pruning/figures/{name}.{ext}").stat().st_size > 3000
 
 
-def job_counts(stdout: str) -> dict[str, int]:
-    """The 'Job stats' table of a snakemake dry run."""
-    table = stdout.split("Job stats:")[1].split("\n\n")[0]
-    rows = [line.split() for line in table.splitlines()]
-    return {r[0]: int(r[1]) for r in rows if len(r) == 2 and r[1].isdigit()}
-
-
 def test_adding_a_seed_runs_only_new_jobs(pruning_run, data):
     config = write_config(pruning_run, pruning_config(data, seeds=(1, 2, 3)))
     proc = snakemake(pruning_run, "-n", config=config)
@@ -130,10 +123,18 @@ def test_adding_a_fraction_runs_only_new_jobs(pruning_run, data):
     assert "masks/0.25.parquet" in proc.stdout and "masks/0.50.parquet" not in proc.stdout
 
 
+def test_evaluation_batch_size_reruns_nothing(pruning_run, data):
+    """pruning.eval_batch_size is a speed setting (a resource, not a param): changing it reruns no job."""
+    config = pruning_config(data)
+    config["pruning"]["eval_batch_size"] = 7
+    proc = snakemake(pruning_run, "-n", config=write_config(pruning_run, config))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert job_counts(proc.stdout) == {} and "Nothing to be done" in proc.stdout + proc.stderr
+
+
 def test_killed_finetuning_resumes_to_identical_outputs(pruning_run, tmp_path, data):
     """SIGKILL the workflow while the first fine-tuning has written a checkpoint; the rerun resumes from it
     and every pruning table, and the fine-tuned weights, equal those of the uninterrupted run."""
-    from test_workflow_reruns import run_and_kill
 
     config = write_config(tmp_path, pruning_config(data))
     checkpoint = tmp_path / "results/minilm/sst2/seed1/finetuned.work/checkpoint/state.json"

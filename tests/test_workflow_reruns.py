@@ -3,16 +3,12 @@ and runs killed with SIGKILL mid-rule that resume and end byte-identical to an u
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from workflow_utils import REPO, sample_config, snakemake, write_config
+from workflow_utils import job_counts, run_and_kill, sample_config, snakemake, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -25,14 +21,6 @@ def roles_config(data, **changes):
         section, name = key.split(".")
         config[section][name] = value
     return config
-
-
-def job_counts(stdout: str) -> dict[str, int]:
-    if "Job stats:" not in stdout:
-        return {}
-    table = stdout.split("Job stats:")[1].split("\n\n")[0]
-    rows = [line.split() for line in table.splitlines()]
-    return {r[0]: int(r[1]) for r in rows if len(r) == 2 and r[1].isdigit()}
 
 
 def outputs(workdir: Path) -> dict[str, bytes]:
@@ -90,24 +78,6 @@ def test_corpus_change_reruns_what_depends_on_it(baseline, data):
     config["corpora"]["ewt"]["max_sentences"] = N - 10
     counts = job_counts(snakemake(baseline, "-n", config=write_config(baseline, config)).stdout)
     assert counts["tokenize"] == 1 and counts["dump_attention"] == 1 and counts["total"] == 6
-
-
-def run_and_kill(workdir: Path, config: Path, started, timeout: float = 600) -> None:
-    """Start snakemake, SIGKILL its whole process group once ``started(workdir)`` is true."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "-c", "2",
-           "--configfile", str(config)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    try:
-        while not started(workdir):
-            assert proc.poll() is None, "the run ended before the moment to kill it"
-            assert time.monotonic() < deadline, "timed out waiting for the moment to kill"
-            time.sleep(0.05)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def log_says(rule_log: str, text: str):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -19,8 +21,8 @@ def write_config(workdir: Path, config: dict) -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args: str, config: Path | None = None, cores: int = 2, timeout: int = 1500):
-    """Run snakemake with the repository's Snakefile in ``workdir``; return the CompletedProcess."""
+def snakemake_command(workdir: Path, *args: str, config: Path | None = None, cores: int = 2):
+    """(command, environment) that run snakemake with the repository's Snakefile in ``workdir``."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["HF_HUB_OFFLINE"] = "1"
@@ -30,7 +32,37 @@ def snakemake(workdir: Path, *args: str, config: Path | None = None, cores: int 
     cmd += list(args)
     if config is not None:  # last: --configfile takes every following word as a file
         cmd += ["--configfile", str(config)]
+    return cmd, env
+
+
+def snakemake(workdir: Path, *args: str, config: Path | None = None, cores: int = 2, timeout: int = 1500):
+    """Run snakemake with the repository's Snakefile in ``workdir``; return the CompletedProcess."""
+    cmd, env = snakemake_command(workdir, *args, config=config, cores=cores)
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def run_and_kill(workdir: Path, config: Path, started, timeout: float = 600) -> None:
+    """Start snakemake, SIGKILL its whole process group once ``started(workdir)`` is true."""
+    cmd, env = snakemake_command(workdir, config=config)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not started(workdir):
+            assert proc.poll() is None, "the run ended before the moment to kill it"
+            assert time.monotonic() < deadline, "timed out waiting for the moment to kill"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    """The 'Job stats' table of a snakemake (dry) run; empty when it ran nothing."""
+    if "Job stats:" not in stdout:
+        return {}
+    table = stdout.split("Job stats:")[1].split("\n\n")[0]
+    rows = [line.split() for line in table.splitlines()]
+    return {r[0]: int(r[1]) for r in rows if len(r) == 2 and r[1].isdigit()}
 
 
 def sample_config(data: Path, n: int = 40, **sections) -> dict:

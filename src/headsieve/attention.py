@@ -7,9 +7,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import torch
-from headsieve.progress import progress_bar
 
 from headsieve.io.shards import ShardWriter
+from headsieve.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,15 @@ def pad_batch(rows: list[dict], use_type_ids: bool, pad_id: int, device) -> dict
 
 
 def uses_token_types(model) -> bool:
-    """Whether the model has segment (token type) embeddings worth feeding."""
-    return getattr(model.config, "type_vocab_size", 0) > 1
+    """Whether the model has segment (token type) embeddings worth feeding (DistilBERT takes none)."""
+    config = model.config
+    return getattr(config, "model_type", "") != "distilbert" and int(getattr(config, "type_vocab_size", 0) or 0) > 1
+
+
+def batch_options(model) -> tuple[int, bool]:
+    """(pad id, whether to pass token_type_ids) for batches fed to ``model``: one rule for every stage."""
+    pad = getattr(model.config, "pad_token_id", None)
+    return (int(pad) if pad is not None else 0), uses_token_types(model)
 
 
 @torch.inference_mode()
@@ -70,8 +77,7 @@ def iter_attention(
     model, rows: list[dict], batch_tokens: int, device="cpu", progress: bool = True
 ) -> Iterator[tuple[dict, np.ndarray]]:
     """Yield (row, attention) for every token row, in length-batched order."""
-    use_types = uses_token_types(model)
-    pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    pad_id, use_types = batch_options(model)
     batches = length_batches([r["n_pieces"] for r in rows], batch_tokens)
     bar = progress_bar(total=len(rows), desc="attention", unit="sent", enabled=progress)
     for idx in batches:

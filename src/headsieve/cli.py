@@ -46,6 +46,10 @@ def _json(text: str) -> dict:
     return parse_json(text, dict)
 
 
+def _json_list(text: str) -> list:
+    return parse_json(text, list)
+
+
 def _setup_torch(threads: int, seed: int = 0) -> None:
     import torch
 
@@ -355,7 +359,7 @@ def cmd_importance(sub):
 @command("select-masks", "heads each strategy prunes at each fraction, for one seed")
 def cmd_select_masks(sub):
     sub.add_argument("--finetuned", required=True)
-    sub.add_argument("--strategies", type=json.loads, required=True)
+    sub.add_argument("--strategies", type=_json_list, required=True)
     sub.add_argument("--fraction", required=True, help="share of heads, or 'fixed' for fixed-size strategies")
     sub.add_argument("--seed", type=int, required=True)
     sub.add_argument("--labels", default="", help="role tests table (for prune_role/spare_role)")

@@ -127,8 +127,16 @@ def _check_references(config: dict) -> None:
         for i, value in enumerate(values):
             if abs(round(value, 2) - value) > 1e-9:
                 raise HeadsieveError(f"config key '{key}[{i}]': {value} has more than 2 decimals (fractions are 0.00 to 0.99)")
-    strategies = list(pruning.get("strategies", [])) + list((pruning.get("retrain") or {}).get("strategies", []))
-    if any(s.split(":")[0] in ("prune_role", "spare_role") for s in strategies):
+    from headsieve.pruning.strategies import FIXED_SIZE, needs_role_labels
+
+    for i, name in enumerate(retrain.get("strategies", [])):
+        if str(name).split(":")[0] in FIXED_SIZE:
+            raise HeadsieveError(
+                f"config key 'pruning.retrain.strategies[{i}]': '{name}' prunes a fixed set of heads, not a share; "
+                "retraining takes strategies that prune a fraction (pruning.retrain.fractions)"
+            )
+    strategies = list(pruning.get("strategies", [])) + list(retrain.get("strategies", []))
+    if needs_role_labels(strategies):
         corpus = pruning.get("role_labels")
         if not corpus:
             raise HeadsieveError("config key 'pruning.role_labels': role strategies need the corpus of the role tests")

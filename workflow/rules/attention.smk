@@ -13,6 +13,7 @@ rule tokenize:
         "benchmarks/{model}/{corpus}/tokenize.tsv"
     conda:
         "../../envs/headsieve.yaml"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=30,

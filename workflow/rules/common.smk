@@ -12,7 +12,7 @@ try:
         validate_config,
     )
     from headsieve.errors import HeadsieveError
-    from headsieve.pruning.strategies import FIXED_SIZE
+    from headsieve.pruning.strategies import FIXED_SIZE, needs_role_labels
 except ImportError as err:
     raise WorkflowError(
         f"the headsieve package is not importable ({err}); run the setup in README.md "
@@ -37,6 +37,16 @@ wildcard_constraints:
     seed=r"[0-9]+",
     fraction=r"0\.[0-9][0-9]|fixed",
     strategy=r"[a-z_]+(\+[A-Za-z0-9_+]+)?",
+
+
+def folder_of(name):
+    """A params function: the folder of output ``name`` (so that a rule spells each path once)."""
+    return lambda wildcards, output: str(Path(output[name]).parent)
+
+
+def stem_of(name):
+    """A params function: output ``name`` without its suffix (figures are written as .png and .pdf)."""
+    return lambda wildcards, output: str(Path(output[name]).with_suffix(""))
 
 
 FINETUNED = "--"  # a model key "<model>--<task>" names the model fine-tuned on the task (first seed)
@@ -189,9 +199,7 @@ def retrained_dirs(wildcards, seed=None, pruned_only=False):
 def role_labels_input(wildcards):
     """The pre-trained model's role tests, when a role strategy needs them."""
     corpus = config["pruning"]["role_labels"]
-    if corpus and any(
-        s.split(":")[0] in ("prune_role", "spare_role") for s in all_strategies()
-    ):
+    if corpus and needs_role_labels(all_strategies()):
         return [f"results/{wildcards.model}/{corpus}/roles/tests.parquet"]
     return []
 
@@ -249,3 +257,10 @@ def all_targets():
         for task in config["pruning"]["tasks"]:
             targets.append(f"results/{model}/{task}/pruning/comparisons.parquet")
     return targets
+
+
+def translation_files(wildcards):
+    """The translation model's source and target test files (TR: the settings translation.smk reads)."""
+    from headsieve.translation.workflow import language_files
+
+    return language_files(TR, config.get("data_dir"), wildcards.mt)

@@ -10,6 +10,7 @@ rule fetch_corpus:
         "benchmarks/fetch/{corpus}/{filename}.tsv"
     conda:
         "../../envs/headsieve.yaml"
+    threads: 1
     resources:
         mem_mb=1000,
         runtime=30,

@@ -11,6 +11,7 @@ rule convert_e5:
         "benchmarks/convert_e5.tsv"
     conda:
         "../../envs/headsieve.yaml"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
@@ -85,6 +86,7 @@ rule multilingual_roles:
         "benchmarks/{model}/multilingual_roles.tsv"
     conda:
         "../../envs/headsieve.yaml"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
@@ -94,9 +96,11 @@ rule multilingual_roles:
             for language, corpus in sorted(config["multilingual"]["languages"].items())
         ],
         title=lambda w: f"{w.model} on the parallel PUD treebanks",
+        tables=folder_of("by_language"),
+        figures=folder_of("fig_distribution"),
     shell:
         "headsieve --log {log:q} multilingual-roles --tests {params.tests:q} --title {params.title:q}"
-        " --output results/{wildcards.model}/multilingual --figures results/{wildcards.model}/multilingual/figures"
+        " --output {params.tables:q} --figures {params.figures:q}"
 
 
 rule multilingual_pruning:
@@ -121,11 +125,13 @@ rule multilingual_pruning:
         "benchmarks/multilingual/{task}/multilingual_pruning.tsv"
     conda:
         "../../envs/headsieve.yaml"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
     params:
         title=lambda w: f"task {w.task}",
+        figure=stem_of("pdf"),
     shell:
         "headsieve --log {log:q} multilingual-pruning --evaluations {input:q} --output {output.drops:q}"
-        " --figure results/multilingual/{wildcards.task}/relative_drops --title {params.title:q}"
+        " --figure {params.figure:q} --title {params.title:q}"

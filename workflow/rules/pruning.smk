@@ -79,6 +79,7 @@ rule select_masks:
         "benchmarks/{model}/{task}/seed{seed}/select_masks_{fraction}.tsv"
     conda:
         "../../envs/headsieve.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
@@ -212,6 +213,7 @@ rule collect_pruning:
         "benchmarks/{model}/{task}/collect_pruning.tsv"
     conda:
         "../../envs/headsieve.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
@@ -251,13 +253,15 @@ rule report_pruning:
         "benchmarks/{model}/{task}/report_pruning.tsv"
     conda:
         "../../envs/headsieve.yaml"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
     params:
         title=lambda w: f"{w.model} on {w.task}",
+        figures=folder_of("fig_metric_by_fraction"),
     shell:
         "headsieve --log {log:q} pruning-report --evaluations {input.evaluations:q}"
         " --compensation {input.compensation:q} --compensation-summary {input.summary:q}"
         " --comparisons {output.comparisons:q} --title {params.title:q}"
-        " --figures results/{wildcards.model}/{wildcards.task}/pruning/figures"
+        " --figures {params.figures:q}"

@@ -37,6 +37,7 @@ rule test_roles:
         "benchmarks/{model}/{corpus}/test_roles.tsv"
     conda:
         "../../envs/headsieve.yaml"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
@@ -81,19 +82,22 @@ rule report_roles:
         "benchmarks/{model}/{corpus}/report_roles.tsv"
     conda:
         "../../envs/headsieve.yaml"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
+    params:
+        figures=folder_of("fig_role_map"),
+        tables=folder_of("colocation"),
     shell:
-        "headsieve --log {log:q} roles-report --tests {input:q}"
-        " --figures results/{wildcards.model}/{wildcards.corpus}/roles/figures"
-        " --tables results/{wildcards.model}/{wildcards.corpus}/roles --summary {output.summary:q}"
+        "headsieve --log {log:q} roles-report --tests {input:q} --figures {params.figures:q}"
+        " --tables {params.tables:q} --summary {output.summary:q}"
 
 
 rule compare_finetuned_roles:
     input:
         before="results/{model}/{corpus}/roles/tests.parquet",
-        after="results/{model}--{task}/{corpus}/roles/tests.parquet",
+        after=f"results/{{model}}{FINETUNED}{{task}}/{{corpus}}/roles/tests.parquet",
     output:
         change="results/{model}/{corpus}/roles/finetuned-{task}/change.parquet",
         by_layer="results/{model}/{corpus}/roles/finetuned-{task}/change_by_layer.parquet",
@@ -110,12 +114,14 @@ rule compare_finetuned_roles:
         "benchmarks/{model}/{corpus}/compare_finetuned_roles_{task}.tsv"
     conda:
         "../../envs/headsieve.yaml"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
     params:
         title=lambda w: f"{w.model} on {w.corpus}, fine-tuned on {w.task}",
+        figure=stem_of("pdf"),
     shell:
         "headsieve --log {log:q} roles-compare --before {input.before:q} --after {input.after:q}"
         " --output {output.change:q} --by-layer {output.by_layer:q} --title {params.title:q}"
-        " --figure results/{wildcards.model}/{wildcards.corpus}/roles/finetuned-{wildcards.task}/change"
+        " --figure {params.figure:q}"

@@ -27,7 +27,7 @@ wildcard_constraints:
 
 rule translation_importance:
     input:
-        unpack(lambda w: language_files(TR, config.get("data_dir"), w.mt)),
+        unpack(translation_files),
     output:
         "results/translation/{mt}/importance.parquet",
     log:
@@ -59,8 +59,11 @@ rule translation_masks:
         "results/translation/{mt}/seed{seed}/masks.parquet",
     log:
         "logs/translation/{mt}/seed{seed}/masks.log",
+    benchmark:
+        "benchmarks/translation/{mt}/seed{seed}/masks.tsv"
     conda:
         "../../envs/headsieve.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
@@ -76,7 +79,7 @@ rule translation_masks:
 
 rule translation_evaluate:
     input:
-        unpack(lambda w: language_files(TR, config.get("data_dir"), w.mt)),
+        unpack(translation_files),
         masks="results/translation/{mt}/seed{seed}/masks.parquet",
     output:
         scores="results/translation/{mt}/seed{seed}/scores.parquet",
@@ -106,11 +109,13 @@ rule translation_evaluate:
 
 rule translation_roles:
     input:
-        unpack(lambda w: language_files(TR, config.get("data_dir"), w.mt)),
+        unpack(translation_files),
     output:
         "results/translation/{mt}/roles.parquet",
     log:
         "logs/translation/{mt}/roles.log",
+    benchmark:
+        "benchmarks/translation/{mt}/roles.tsv"
     conda:
         "../../envs/headsieve.yaml"
     threads: 2
@@ -140,8 +145,11 @@ rule translation_collect:
         "results/translation/{mt}/scores.parquet",
     log:
         "logs/translation/{mt}/collect.log",
+    benchmark:
+        "benchmarks/translation/{mt}/collect.tsv"
     conda:
         "../../envs/headsieve.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,

@@ -6,6 +6,7 @@ A killed or failing step never leaves a half-written artifact under the final na
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -77,3 +78,8 @@ def write_frame(frame, path: str | os.PathLike, schema: pa.Schema | None = None)
 def write_text(text: str, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(obj, path: str | os.PathLike) -> None:
+    """Write JSON atomically, keys sorted (the same bytes for the same object)."""
+    write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)

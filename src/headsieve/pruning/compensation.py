@@ -24,6 +24,7 @@ import torch
 from scipy import stats
 
 from headsieve.models.heads import attention_sites, head_shape, remaining_heads
+from headsieve.pruning.importance import model_device, to_device
 
 
 def _jsd_rows(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -37,12 +38,15 @@ def _jsd_rows(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def head_activity(model, batches) -> dict[str, np.ndarray | list]:
+def head_activity(model, batches, device=None) -> dict[str, np.ndarray | list]:
     """Per original (layer, head): attention of every input and the mean norm of the head's output.
+
+    ``device``: where batches are moved (default: the model's device; the model itself is not moved).
 
     Returns ``attentions``: one [layers, heads, T, T] float32 array per input (NaN for pruned heads,
     padding removed) and ``norm``: [layers, heads] mean L2 norm of the head's context slice (NaN if pruned).
     """
+    device = model_device(model) if device is None else torch.device(device)
     L, H = head_shape(model)
     keep = remaining_heads(model)
     sites = attention_sites(model)
@@ -61,7 +65,7 @@ def head_activity(model, batches) -> dict[str, np.ndarray | list]:
     try:
         model.eval()
         for batch in batches:
-            batch = {k: v for k, v in batch.items() if k != "labels"}
+            batch = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
             out = model(**batch, output_attentions=True)
             mask = batch["attention_mask"].bool()
             lengths = mask.sum(1).tolist()
@@ -71,13 +75,13 @@ def head_activity(model, batches) -> dict[str, np.ndarray | list]:
                     continue
                 context = captured[layer].reshape(*captured[layer].shape[:2], len(heads), site.head_dim)
                 n = context.norm(dim=-1)  # [B, T, heads]
-                norms[layer, heads] += (n * mask[..., None]).sum((0, 1)).double().numpy()
+                norms[layer, heads] += (n * mask[..., None]).sum((0, 1)).double().cpu().numpy()
                 counts[layer, heads] += mask.sum().item()
             for b, t in enumerate(lengths):
                 full = np.full((L, H, t, t), np.nan, dtype=np.float32)
                 for layer in range(L):
                     if keep[layer]:
-                        full[layer, keep[layer]] = out.attentions[layer][b, :, :t, :t].float().numpy()
+                        full[layer, keep[layer]] = out.attentions[layer][b, :, :t, :t].float().cpu().numpy()
                 attentions.append(full)
     finally:
         for h in handles:

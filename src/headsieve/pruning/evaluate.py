@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from headsieve.progress import progress_bar
 
-from headsieve.attention import uses_token_types
+from headsieve.attention import batch_options
 from headsieve.errors import HeadsieveError
 from headsieve.models.heads import HeadGates
+from headsieve.progress import progress_bar
 from headsieve.pruning.data import TaskData, iter_batches
 from headsieve.pruning.importance import model_device, to_device
 from headsieve.pruning.metrics import compute_metrics
@@ -61,12 +61,12 @@ class MaskEvaluator:
         self.facts = ModelFacts.from_model(model)
         self.device = model_device(model) if device is None else torch.device(device)
         self.progress = progress
-        pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+        pad_id, types = batch_options(model)
         # batches of similar length (less padding); logits are put back in the data's order
         self.order = np.argsort([len(e["input_ids"]) for e in data.examples], kind="stable")
         self.batches = [  # labels left out: the gold labels are in self.gold, and no loss is needed
             to_device({k: v for k, v in batch.items() if k != "labels"}, self.device)
-            for batch in iter_batches(data.examples, batch_size, pad_id, uses_token_types(model), order=self.order)
+            for batch in iter_batches(data.examples, batch_size, pad_id, types, order=self.order)
         ]
         self.gold = np.asarray([example["label"] for example in data.examples])
         self.gates = torch.ones(self.facts.n_layers, self.facts.n_heads, device=self.device)

@@ -59,9 +59,11 @@ import numpy as np
 import torch
 
 from headsieve.errors import HeadsieveError
-from headsieve.io.atomic import atomic_dir, write_text
+from headsieve.io.atomic import atomic_dir, write_json
 from headsieve.models import heads as H
+from headsieve.attention import batch_options
 from headsieve.pruning import data as D
+from headsieve.pruning.importance import model_device, to_device
 from headsieve.pruning.metrics import METRICS, compute_metrics, primary_metric
 
 log = logging.getLogger(__name__)
@@ -164,25 +166,9 @@ def set_seed(seed: int) -> None:
 # ------------------------------------------------------------------------------------------ model plumbing
 
 
-def _device_of(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-def batch_options(model) -> tuple[int, bool]:
-    """(pad id, whether to pass token_type_ids) for batches fed to ``model``."""
-    config = model.config
-    pad = getattr(config, "pad_token_id", None)
-    types = getattr(config, "model_type", "") != "distilbert" and int(getattr(config, "type_vocab_size", 0) or 0) > 1
-    return (int(pad) if pad is not None else 0), types
-
-
-def _to(batch: dict, device) -> dict:
-    return {k: v.to(device) for k, v in batch.items()}
-
-
 def predict(model, data: D.TaskData, batch_size: int, device=None) -> np.ndarray:
     """Class ids (argmax of the logits) for every example of ``data``, in order; model in eval mode, no grad."""
-    device = torch.device(device) if device is not None else _device_of(model)
+    device = torch.device(device) if device is not None else model_device(model)
     pad, types = batch_options(model)
     was_training = model.training
     model.eval()
@@ -191,7 +177,7 @@ def predict(model, data: D.TaskData, batch_size: int, device=None) -> np.ndarray
         with torch.no_grad():
             for batch in D.iter_batches(data.examples, batch_size, pad, types):
                 batch.pop("labels")
-                logits = model(**_to(batch, device)).logits
+                logits = model(**to_device(batch, device)).logits
                 out.append(logits.argmax(-1).cpu().numpy())
     finally:
         model.train(was_training)
@@ -321,10 +307,6 @@ def _quiet_saves():
     finally:
         if enabled:
             hf_logging.enable_progress_bar()
-
-
-def _write_json(obj, path: Path) -> None:
-    path.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -512,7 +494,7 @@ def finetune(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device) if device is not None else _device_of(model)
+    device = torch.device(device) if device is not None else model_device(model)
     model.to(device)
 
     n_labels = int(getattr(model.config, "num_labels", 0) or 0)
@@ -614,7 +596,7 @@ def finetune(
             if run.best_state is not None:
                 best = {k: v.cpu().contiguous() for k, v in run.best_state.items()}
                 save_file(best, str(folder / "best.safetensors"))
-            _write_json(state, folder / "state.json")  # last: its presence marks a complete write
+            write_json(state, folder / "state.json")  # last: its presence marks a complete write
 
         _replace_checkpoint(out, write)
         log.debug("checkpoint at step %d written to %s", run.step, out / CHECKPOINT)
@@ -649,7 +631,7 @@ def finetune(
             epoch, start = divmod(run.step, steps_per_epoch)
             order = D.epoch_order(n, config.seed, epoch)
             for batch in D.iter_batches(examples, config.batch_size, pad, types, order, start=start):
-                loss = model(**_to(batch, device)).loss
+                loss = model(**to_device(batch, device)).loss
                 loss.backward()
                 if config.max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -701,13 +683,13 @@ def finetune(
     if held_idx is not None:
         held_record = {"fraction": config.held_out_share, "seed": config.seed, "n": len(train.examples),
                        "indices": [int(i) for i in held_idx]}
-        write_text(json.dumps(held_record) + "\n", out / "held_out.json")
+        write_json(held_record, out / "held_out.json")
     with atomic_dir(out / "model") as tmp:
         with _quiet_saves():
             H.save_pruned(model, str(tmp))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
-    write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n", out / "train_metrics.json")
+    write_json(metrics, out / "train_metrics.json")
     _remove_checkpoint(out)
     log.info("fine-tuned %d steps in %.1f s: loss %.4f -> %.4f%s; model in %s", run.step, run.seconds,
              metrics["initial_loss"] or float("nan"), metrics["final_loss"] or float("nan"),

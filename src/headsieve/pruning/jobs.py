@@ -7,17 +7,16 @@ importance, early stopping and the compensation inputs come from the training sp
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
+from headsieve.attention import batch_options
 from headsieve.errors import HeadsieveError
-from headsieve.io.atomic import atomic_dir, write_frame, write_text
+from headsieve.io.atomic import atomic_dir, write_frame, write_json
 from headsieve.io.glue import read_glue, task_spec
 from headsieve.models import heads as H
 from headsieve.models.load import load_encoder, load_tokenizer
@@ -36,10 +35,6 @@ def read_task(corpus_spec: dict, path, tokenizer, max_length: int, limit: int | 
         keep = np.sort(np.random.default_rng([seed, 104729]).choice(len(examples), size=limit, replace=False))
         examples = [examples[k] for k in keep]
     return D.TaskData(task, spec.labels, spec.metric, D.encode_examples(tokenizer, examples, max_length))
-
-
-def _write_json(obj, path) -> None:
-    write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
 
 
 def _load_finetuned(folder, device):
@@ -71,7 +66,7 @@ def finetune_base(
     log.info("eval split: %s", metrics["eval"])
     with atomic_dir(output) as tmp:
         shutil.copytree(Path(work) / "model", tmp / "model")
-        _write_json(metrics, tmp / "metrics.json")
+        write_json(metrics, tmp / "metrics.json")
     shutil.rmtree(work, ignore_errors=True)
     return metrics
 
@@ -86,7 +81,7 @@ def importance(finetuned, train_spec, train_path, task_opts, n_examples, batch_s
     model, tokenizer = _load_finetuned(finetuned, device)
     train = read_task(train_spec, train_path, tokenizer, task_opts["max_length"], task_opts.get("max_train"), 0)
     pick = np.random.default_rng([seed, 31337]).permutation(len(train.examples))[:n_examples]
-    pad, types = _batch_options(model)
+    pad, types = batch_options(model)
     batches = list(D.iter_batches(train.examples, batch_size, pad, types, order=np.sort(pick)))
     scores = head_importance(model, batches, device=device)
     L, Hh = scores.shape
@@ -95,18 +90,17 @@ def importance(finetuned, train_spec, train_path, task_opts, n_examples, batch_s
     write_frame(frame.astype({"layer": "int16", "head": "int16", "seed": "int32"}), output)
 
 
-def _batch_options(model) -> tuple[int, bool]:
-    from headsieve.attention import uses_token_types
-
-    pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-    return int(pad), uses_token_types(model)
-
-
-def read_importance(path) -> np.ndarray:
+def read_importance(path, shape: tuple[int, int]) -> np.ndarray:
+    """``[layers, heads]`` from an importance table of a model of that shape; every head must be in it."""
     frame = pd.read_parquet(path)
-    L, Hh = int(frame["layer"].max()) + 1, int(frame["head"].max()) + 1
-    out = np.zeros((L, Hh))
-    out[frame["layer"].to_numpy(), frame["head"].to_numpy()] = frame["importance"].to_numpy()
+    layer, head = frame["layer"].to_numpy(), frame["head"].to_numpy()
+    if len(frame) and not ((0 <= layer) & (layer < shape[0]) & (0 <= head) & (head < shape[1])).all():
+        raise HeadsieveError(f"{path}: heads outside the model's {shape[0]} x {shape[1]} (importance of another model?)")
+    out = np.full(shape, np.nan)
+    out[layer, head] = frame["importance"].to_numpy()
+    if np.isnan(out).any():
+        missing = np.argwhere(np.isnan(out))[0]
+        raise HeadsieveError(f"{path}: no importance for layer {missing[0]} head {missing[1]} (incomplete table)")
     return out
 
 
@@ -120,7 +114,7 @@ def select_masks(model_shape, strategies, fractions, seed, labels_path, importan
 
     facts = ModelFacts(*model_shape)
     labels = pd.read_parquet(labels_path) if labels_path else None
-    scores = read_importance(importance_path) if importance_path else None
+    scores = read_importance(importance_path, (facts.n_layers, facts.n_heads)) if importance_path else None
     rows = []
     for strategy in strategies:
         if parse_strategy(strategy)[0] in FIXED_SIZE:  # its size is its own: one mask, at its own fraction
@@ -200,7 +194,7 @@ def retrain(
     rows = _metric_rows(result, test, strategy, fraction, seed, finetuned=True)
     with atomic_dir(output) as tmp:
         shutil.copytree(Path(work) / "model", tmp / "model")
-        _write_json({"train": train_metrics, "eval": result, "heads": heads}, tmp / "metrics.json")
+        write_json({"train": train_metrics, "eval": result, "heads": heads}, tmp / "metrics.json")
         write_frame(pd.DataFrame(rows), tmp / "evaluation.parquet")
     shutil.rmtree(work, ignore_errors=True)
     return result
@@ -237,18 +231,18 @@ def compensation(
     reference, tokenizer = _load_finetuned(reference_dir, device)
     train = read_task(train_spec, train_path, tokenizer, task_opts["max_length"], task_opts.get("max_train"), 0)
     pick = np.sort(np.random.default_rng([seed, 4242]).permutation(len(train.examples))[:n_examples])
-    pad, types = _batch_options(reference)
+    pad, types = batch_options(reference)
     batches = list(D.iter_batches(train.examples, 16, pad, types, order=pick))
-    ref_activity = head_activity(reference, batches)
+    ref_activity = head_activity(reference, batches, device)
     ref_importance = head_importance(reference, batches, device=device)
     frames, summaries = [], []
     for (strategy, fraction), folder in sorted(pruned_dirs.items()):
         model, _ = _load_finetuned(folder, device)
-        activity = head_activity(model, batches)
+        activity = head_activity(model, batches, device)
         heads = compare_heads(ref_activity, activity, ref_importance, head_importance(model, batches, device=device))
         before, _ = _load_finetuned(finetuned_dir, device)
         H.prune_heads(before, H.pruned_heads(model))
-        retraining = compare_heads(head_activity(before, batches), activity)
+        retraining = compare_heads(head_activity(before, batches, device), activity)
         heads["jsd_retraining"] = retraining["jsd"].to_numpy()
         heads["norm_change_retraining"] = retraining["norm_change"].to_numpy()
         heads.insert(0, "fraction", float(fraction))
@@ -262,8 +256,3 @@ def compensation(
     write_frame(pd.concat(frames, ignore_index=True), output)
     write_frame(pd.DataFrame(summaries), summary)
 
-
-def pick_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name

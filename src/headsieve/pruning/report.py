@@ -1,4 +1,4 @@
-"""Tables built on the pruning evaluations: curves over seeds and paired strategy comparisons."""
+"""Tables built on the pruning evaluations: paired strategy comparisons (and the curves' unpruned start)."""
 
 from __future__ import annotations
 
@@ -13,16 +13,6 @@ PAIRS = (("consecutive", "spread"), ("top", "bottom"), ("top_bottom", "middle"))
 def primary(evaluations: pd.DataFrame) -> pd.DataFrame:
     """Rows of the task's primary metric only."""
     return evaluations[evaluations["primary"]].copy()
-
-
-def curves(evaluations: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sd, min and max over seeds of the primary metric per task, finetuned, strategy, fraction.
-
-    Fraction 0 is the unpruned model: it is shared by every strategy."""
-    frame = primary(evaluations)
-    group = frame.groupby(["task", "finetuned", "strategy", "fraction", "metric"], observed=True)["value"]
-    out = group.agg(mean="mean", sd="std", low="min", high="max", seeds="count").reset_index()
-    return out
 
 
 def _with_unpruned(frame: pd.DataFrame) -> pd.DataFrame:

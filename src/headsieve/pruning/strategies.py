@@ -88,6 +88,15 @@ ARGUMENTS: dict[str, str] = {}
 FIXED_SIZE: set[str] = set()
 
 
+#: strategies that read the role labels (the pre-trained model's role tests)
+ROLE_STRATEGIES = ("prune_role", "spare_role")
+
+
+def needs_role_labels(strategies) -> bool:
+    """Whether any of these strategy names (``name[:argument]``) reads the role labels."""
+    return any(str(s).split(":")[0] in ROLE_STRATEGIES for s in strategies)
+
+
 def register(name: str, argument: str | None = None, fixed_size: bool = False):
     """Decorator adding a strategy to :data:`STRATEGIES` (with its argument's meaning, if it takes one)."""
 

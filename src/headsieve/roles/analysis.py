@@ -11,6 +11,8 @@ import itertools
 import numpy as np
 import pandas as pd
 
+from headsieve.pruning.strategies import BANDS
+
 PIECE_ORDER = ("local", "cls", "sep", "delimiter", "block", "syntactic")
 
 
@@ -24,7 +26,7 @@ def role_order(roles) -> list[str]:
 def layer_band(layer: np.ndarray, n_layers: int) -> np.ndarray:
     """bottom / middle / top third of the layers (for 12 layers: 0-3, 4-7, 8-11)."""
     third = np.asarray(layer) * 3 // n_layers
-    return np.array(["bottom", "middle", "top"])[third]
+    return np.array(BANDS)[third]  # the same bands the band:<name> pruning strategy removes
 
 
 def heads_per_layer(tests: pd.DataFrame) -> pd.DataFrame:

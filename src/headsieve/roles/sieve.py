@@ -85,13 +85,6 @@ class SentenceFacts:
         """[W, N] membership: word ``a`` owns piece ``i`` (the pieces of its surface token)."""
         return self.word_token[:, None] == self.piece_token[None, :]
 
-    def word_spans(self) -> tuple[np.ndarray, np.ndarray]:
-        """(first piece, number of pieces) of every word; a surface token's pieces are contiguous."""
-        M = self.word_piece_matrix()
-        count = M.sum(1)
-        start = np.where(count > 0, M.argmax(1), 0)
-        return start.astype(np.int64), count.astype(np.int64)
-
     def usable_pairs(self) -> np.ndarray:
         """[W, W]: both words kept with pieces, and not inside one surface token."""
         ok = self.word_kept & (self.word_piece_matrix().sum(1) > 0)

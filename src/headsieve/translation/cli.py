@@ -16,15 +16,15 @@ import argparse
 
 
 def _json_object(text: str) -> dict:
-    from headsieve.cli import parse_json
+    from headsieve.cli import _json
 
-    return parse_json(text, dict)
+    return _json(text)
 
 
 def _json_list(text: str) -> list:
-    from headsieve.cli import parse_json
+    from headsieve.cli import _json_list
 
-    return parse_json(text, list)
+    return _json_list(text)
 
 
 def _setup(args) -> str:

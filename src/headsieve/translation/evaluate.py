@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from headsieve.errors import HeadsieveError
 from headsieve.models.seq2seq_heads import KINDS, HeadGates
+from headsieve.progress import progress_bar
 from headsieve.pruning.importance import model_device
 from headsieve.translation.bleu import corpus_scores
 from headsieve.translation.data import SentencePair
@@ -170,7 +170,7 @@ class TranslationEvaluator:
     def evaluate_many(self, masks: dict, *, keep_translations: bool = False) -> list[dict]:
         """One row per named mask (``{"mask": name, **evaluate(mask)}``), in the dict's order."""
         rows = []
-        for name, mask in tqdm(masks.items(), desc="masks", unit="mask", disable=not self.progress, mininterval=2.0):
+        for name, mask in progress_bar(masks.items(), desc="masks", unit="mask", enabled=self.progress):
             rows.append({"mask": name, **self.evaluate(mask, keep_translations=keep_translations)})
         return rows
 

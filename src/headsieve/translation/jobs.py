@@ -28,19 +28,13 @@ import pandas as pd
 from headsieve.errors import HeadsieveError
 from headsieve.io.atomic import write_frame
 from headsieve.models import seq2seq_heads as S
+from headsieve.models.load import hub_kwargs, load_error
 from headsieve.translation.data import read_parallel, split_pairs
 
 log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------ loading
-
-
-def _hub_kwargs(spec: dict) -> dict:
-    kwargs = {"trust_remote_code": bool(spec.get("trust_remote_code", False))}
-    if spec.get("revision"):
-        kwargs["revision"] = spec["revision"]
-    return kwargs
 
 
 def _source(spec: dict) -> str:
@@ -53,8 +47,7 @@ def _source(spec: dict) -> str:
 
 
 def _load_error(source: str, err: Exception) -> HeadsieveError:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return HeadsieveError(f"cannot load translation model '{source}': {text}")
+    return load_error("translation model", source, err, "translation.models.<key>.source")
 
 
 def load_config(spec: dict):
@@ -63,7 +56,7 @@ def load_config(spec: dict):
 
     source = _source(spec)
     try:
-        config = AutoConfig.from_pretrained(source, **_hub_kwargs(spec))
+        config = AutoConfig.from_pretrained(source, **hub_kwargs(spec))
     except Exception as err:
         raise _load_error(source, err) from None
     S.model_family(SimpleNamespace(config=config))
@@ -85,8 +78,8 @@ def load_model(spec: dict, device: str = "cpu"):
         if getattr(config, S.PRUNED_KEY, None):
             model = S.load_pruned(source, AutoModelForSeq2SeqLM, device=device)
         else:
-            model = AutoModelForSeq2SeqLM.from_pretrained(source, attn_implementation="eager", **_hub_kwargs(spec))
-        tokenizer = AutoTokenizer.from_pretrained(source, **_hub_kwargs(spec))
+            model = AutoModelForSeq2SeqLM.from_pretrained(source, attn_implementation="eager", **hub_kwargs(spec))
+        tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs(spec))
     except HeadsieveError:
         raise
     except Exception as err:  # transformers raises OSError/ValueError/ImportError (e.g. sentencepiece missing)
@@ -204,7 +197,9 @@ def evaluate_masks(
             named[(strategy, float(fraction))] = mask_from_heads(evaluator.facts, heads_of(masks, strategy, fraction))
         unique = {mask_key(m): m for m in named.values()}  # e.g. every strategy at fraction 0: generated once
         log.info("translating %d test pairs under %d masks (%d distinct)", len(test), len(named), len(unique))
-        found = {key: evaluator.evaluate(mask, keep_translations=True) for key, mask in unique.items()}
+        found = {
+            row.pop("mask"): row for row in evaluator.evaluate_many(unique, keep_translations=True)
+        }  # with a progress bar over the masks
     seed = int(masks["seed"].iloc[0])
     rows, texts = [], []
     for (strategy, fraction), mask in named.items():
