@@ -16,15 +16,15 @@ import argparse
 
 
 def _json_object(text: str) -> dict:
-    from headsieve.cli import _json
+    from headsieve.cli import parse_json
 
-    return _json(text)
+    return parse_json(text, dict)
 
 
 def _json_list(text: str) -> list:
-    from headsieve.cli import _json_list
+    from headsieve.cli import parse_json
 
-    return _json_list(text)
+    return parse_json(text, list)
 
 
 def _setup(args) -> str:
