@@ -70,7 +70,8 @@ def flops(model, batch) -> int:
 
 
 def throughput(args):
-    from headsieve.models.heads import count_parameters, prune_heads
+    from headsieve.models.heads import prune_heads
+    from headsieve.models.surgery import count_parameters
     from headsieve.pruning.strategies import ModelFacts, select_heads
 
     base, data = load(args.examples)

@@ -13,6 +13,7 @@ import transformers
 
 from headsieve.errors import HeadsieveError
 from headsieve.models import heads as H
+from headsieve.models.surgery import count_parameters
 
 N_LAYERS, N_HEADS, HIDDEN = 3, 4, 32
 TOL = 1e-5
@@ -338,14 +339,14 @@ def test_cumulative_pruning_equals_union(arch):
 
 def test_pruning_reduces_parameter_count():
     model = tiny_model("bert")
-    before = H.count_parameters(model)
+    before = count_parameters(model)
     H.prune_heads(model, {0: [0, 1]})
     d = HIDDEN // N_HEADS
     # two heads: q, k, v rows (weights + biases) and output-projection columns
-    assert before - H.count_parameters(model) == 2 * (3 * (HIDDEN * d + d) + HIDDEN * d)
+    assert before - count_parameters(model) == 2 * (3 * (HIDDEN * d + d) + HIDDEN * d)
     for p in model.bert.encoder.layer[1].parameters():
         p.requires_grad_(False)
-    assert H.count_parameters(model, trainable_only=True) < H.count_parameters(model)
+    assert count_parameters(model, trainable_only=True) < count_parameters(model)
 
 
 # -------------------------------------------------------------------------------------- save and load

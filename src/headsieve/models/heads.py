@@ -21,15 +21,16 @@ Gates always have the model's original shape; on a pruned model the entries of p
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from headsieve.errors import HeadsieveError
+from headsieve.models.gating import GateHooks, gate_hook
 from headsieve.models.load import ENCODER_TYPES, model_shape
+from headsieve.models.surgery import build_unpruned, check_widths, load_weights, save_safetensors, slice_heads
+from headsieve.models.surgery import weight_files
 
 #: model types whose attention we can gate and prune: the encoders headsieve loads
 SUPPORTED_TYPES = ENCODER_TYPES
@@ -139,18 +140,8 @@ def _check_record(model, sites: list[AttentionSite]) -> list[list[int]]:
     """Remaining heads per layer, checked against the actual projection shapes."""
     remaining = remaining_heads(model)
     for site, heads in zip(sites, remaining):
-        widths = {site.query.out_features, site.key.out_features, site.value.out_features, site.output.in_features}
-        if widths != {len(heads) * site.head_dim}:
-            raise HeadsieveError(
-                f"layer {site.layer}: projection widths {sorted(widths)} do not match the {len(heads)} heads "
-                f"recorded in config.{PRUNED_KEY} (load pruned models with load_pruned)"
-            )
+        check_widths(f"layer {site.layer}", site, heads, PRUNED_KEY)
     return remaining
-
-
-def count_parameters(model, trainable_only: bool = False) -> int:
-    """Number of (distinct) parameters, optionally only those that require grad."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 # --------------------------------------------------------------------------------------------------- gates
@@ -174,28 +165,7 @@ def _check_gates(model, gates) -> None:
         raise HeadsieveError(f"head gates have shape {list(gates.shape)}; the model needs {list(shape)} (layers, heads)")
 
 
-def _gate_hook(site: AttentionSite, heads: list[int], gates: torch.Tensor, n_heads: int):
-    """A forward pre-hook multiplying each head's slice of the output projection's input by its gate."""
-    index = torch.tensor(heads, dtype=torch.long)
-    width = len(heads) * site.head_dim
-
-    def hook(module, args):
-        context = args[0]
-        if context.shape[-1] != width:
-            raise HeadsieveError(
-                f"layer {site.layer}: attention context has width {context.shape[-1]}, the gates expect {width} "
-                f"(model pruned after the gates were applied? apply them again)"
-            )
-        row = gates[site.layer]
-        if len(heads) != n_heads:
-            row = row.index_select(0, index.to(row.device))
-        scale = row.to(device=context.device, dtype=context.dtype).repeat_interleave(site.head_dim)
-        return (context * scale,) + tuple(args[1:])
-
-    return hook
-
-
-class HeadGates:
+class HeadGates(GateHooks):
     """Per-head gates applied through forward pre-hooks on the attention output projections.
 
     Use as a context manager (``with HeadGates(model, gates): ...``) or call :meth:`attach` and
@@ -203,35 +173,17 @@ class HeadGates:
     every forward pass, so it may be changed in place or require grad.
     """
 
-    def __init__(self, model, gates: torch.Tensor):
-        _check_gates(model, gates)
-        self.model = model
-        self.gates = gates
-        self.handles: list = []
+    check = staticmethod(_check_gates)
 
-    def attach(self) -> "HeadGates":
-        """Register the hooks (once); returns self."""
-        if self.handles:
-            return self
+    def hooks(self):
         sites = attention_sites(self.model)
         remaining = _check_record(self.model, sites)
         n_heads = head_shape(self.model)[1]
+        hooks = []
         for site, heads in zip(sites, remaining):
-            hook = _gate_hook(site, heads, self.gates, n_heads)
-            self.handles.append(site.output.register_forward_pre_hook(hook))
-        return self
-
-    def remove(self) -> None:
-        """Remove the hooks; the model behaves as without gates again."""
-        for handle in self.handles:
-            handle.remove()
-        self.handles = []
-
-    def __enter__(self) -> "HeadGates":
-        return self.attach()
-
-    def __exit__(self, *exc) -> None:
-        self.remove()
+            row = lambda layer=site.layer: self.gates[layer]  # noqa: E731 - read at every forward pass
+            hooks.append((site.output, gate_hook(f"layer {site.layer}", heads, site.head_dim, n_heads, row)))
+        return hooks
 
 
 def apply_head_gates(model, gates: torch.Tensor) -> HeadGates:
@@ -258,30 +210,6 @@ def normalise_heads(model, heads) -> dict[int, list[int]]:
             raise HeadsieveError(f"head index {head} (layer {layer}) out of range (the model has {n_heads} heads)")
         result.setdefault(layer, set()).add(head)
     return {layer: sorted(hs) for layer, hs in sorted(result.items())}
-
-
-def _width_index(positions: list[int], head_dim: int, device) -> torch.Tensor:
-    """Indices of the features (rows/columns) that belong to heads at ``positions`` (current indexing)."""
-    index = [p * head_dim + d for p in positions for d in range(head_dim)]
-    return torch.tensor(index, dtype=torch.long, device=device)
-
-
-def _keep_rows(linear: nn.Linear, index: torch.Tensor) -> None:
-    """Keep only the output features ``index`` of ``linear`` (weight rows and bias), in place."""
-    requires_grad = linear.weight.requires_grad
-    with torch.no_grad():
-        linear.weight = nn.Parameter(linear.weight.index_select(0, index).clone(), requires_grad=requires_grad)
-        if linear.bias is not None:
-            linear.bias = nn.Parameter(linear.bias.index_select(0, index).clone(), requires_grad=requires_grad)
-    linear.out_features = int(index.numel())
-
-
-def _keep_columns(linear: nn.Linear, index: torch.Tensor) -> None:
-    """Keep only the input features ``index`` of ``linear`` (weight columns), in place."""
-    requires_grad = linear.weight.requires_grad
-    with torch.no_grad():
-        linear.weight = nn.Parameter(linear.weight.index_select(1, index).clone(), requires_grad=requires_grad)
-    linear.in_features = int(index.numel())
 
 
 def _headless_bert_forward(self, hidden_states, attention_mask=None, *args, **kwargs):
@@ -332,11 +260,7 @@ def _set_head_count(site: AttentionSite, n_heads: int) -> None:
 
 def _prune_site(site: AttentionSite, current: list[int], drop: list[int]) -> list[int]:
     """Remove the heads ``drop`` (original indices) from one layer with heads ``current``; returns those left."""
-    keep = [h for h in current if h not in drop]
-    index = _width_index([current.index(h) for h in keep], site.head_dim, site.query.weight.device)
-    for linear in (site.query, site.key, site.value):
-        _keep_rows(linear, index)
-    _keep_columns(site.output, index)
+    keep = slice_heads(site, current, drop)
     _set_head_count(site, len(keep))
     if not keep:
         _make_headless(site)
@@ -372,52 +296,7 @@ def save_pruned(model, folder: str) -> None:
     """Save with ``save_pretrained`` (safetensors only); the config carries the pruned-heads record."""
     _check_record(model, attention_sites(model))
     _set_pruned_heads(model, pruned_heads(model))  # normalise the record's form before it is written
-    model.save_pretrained(folder)  # transformers 5 writes safetensors only
-    leftovers = [f for f in os.listdir(folder) if f.endswith((".bin", ".pt", ".pth", ".pkl"))]
-    if leftovers:
-        raise HeadsieveError(f"'{folder}' holds pickle weight files {leftovers}; use an empty folder")
-
-
-def _weight_files(folder: str) -> list[str]:
-    """The safetensors files of a saved model (one file, or the shards named in the index)."""
-    single = os.path.join(folder, "model.safetensors")
-    if os.path.isfile(single):
-        return [single]
-    index = os.path.join(folder, "model.safetensors.index.json")
-    if os.path.isfile(index):
-        with open(index, encoding="utf-8") as handle:
-            shards = sorted(set(json.load(handle)["weight_map"].values()))
-        return [os.path.join(folder, shard) for shard in shards]
-    raise HeadsieveError(f"'{folder}' has no model.safetensors (save pruned models with save_pruned)")
-
-
-def _load_weights(model, files: list[str]) -> None:
-    """Load safetensors files into ``model``; only keys tied to loaded parameters may be missing."""
-    from safetensors.torch import load_file
-
-    state = {}
-    for path in files:
-        state.update(load_file(path))
-    result = model.load_state_dict(state, strict=False)
-    if result.unexpected_keys:
-        raise HeadsieveError(f"saved weights have keys the model lacks: {', '.join(result.unexpected_keys[:5])}")
-    params = model.state_dict(keep_vars=True)
-    loaded = {params[k].data_ptr() for k in state if k in params and params[k].numel()}
-    untied = [k for k in result.missing_keys if params[k].numel() and params[k].data_ptr() not in loaded]
-    if untied:
-        raise HeadsieveError(f"saved weights lack the model's keys: {', '.join(untied[:5])}")
-
-
-def _model_class(config, model_class):
-    """The class to build: the one given, else the config's first architecture, else ``AutoModel``."""
-    import transformers
-
-    if model_class is not None:
-        return model_class
-    for name in getattr(config, "architectures", None) or []:
-        if hasattr(transformers, name):
-            return getattr(transformers, name)
-    return transformers.AutoModel
+    save_safetensors(model, folder)
 
 
 def load_pruned(folder: str, model_class=None, *, attn_implementation: str = "eager", device="cpu"):
@@ -426,16 +305,7 @@ def load_pruned(folder: str, model_class=None, *, attn_implementation: str = "ea
     ``model_class`` is a transformers model class or auto class; by default the config's architecture.
     The model is returned in eval mode.
     """
-    from transformers import AutoConfig
-
-    if not os.path.isfile(os.path.join(folder, "config.json")):
-        raise HeadsieveError(f"'{folder}' has no config.json (not a saved model folder)")
-    config = AutoConfig.from_pretrained(folder)
-    record = getattr(config, PRUNED_KEY, None) or {}
-    setattr(config, PRUNED_KEY, {})
-    cls = _model_class(config, model_class)
-    build = cls.from_config if hasattr(cls, "_model_mapping") else cls._from_config
-    model = build(config, attn_implementation=attn_implementation)
+    model, record = build_unpruned(folder, PRUNED_KEY, model_class, attn_implementation)
     prune_heads(model, record)
-    _load_weights(model, _weight_files(folder))
+    load_weights(model, weight_files(folder))
     return model.to(device).eval()

@@ -39,14 +39,15 @@ Masking and pruning give the same outputs (tested in ``tests/test_seq2seq_heads.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from headsieve.errors import HeadsieveError
-from headsieve.models.heads import _keep_columns, _keep_rows, _model_class, _weight_files, _width_index
+from headsieve.models.gating import GateHooks, gate_hook
+from headsieve.models.surgery import build_unpruned, check_widths, load_weights, save_safetensors, slice_heads
+from headsieve.models.surgery import weight_files
 
 #: the three kinds of attention of an encoder-decoder model
 KINDS = ("encoder", "decoder", "cross")
@@ -210,13 +211,7 @@ def _check_record(model, sites: list[Site]) -> dict[Key, list[int]]:
     """Remaining heads per site, checked against the actual projection shapes."""
     remaining = remaining_heads(model)
     for site in sites:
-        heads = remaining[site.site]
-        widths = {site.query.out_features, site.key.out_features, site.value.out_features, site.output.in_features}
-        if widths != {len(heads) * site.head_dim}:
-            raise HeadsieveError(
-                f"{site.kind} layer {site.layer}: projection widths {sorted(widths)} do not match the {len(heads)} "
-                f"heads recorded in config.{PRUNED_KEY} (load pruned models with load_pruned)"
-            )
+        check_widths(f"{site.kind} layer {site.layer}", site, remaining[site.site], PRUNED_KEY)
     return remaining
 
 
@@ -254,11 +249,6 @@ def normalise_heads(model, heads) -> Pruned:
     return {site: sorted(hs) for site, hs in sorted(result.items(), key=lambda i: (KINDS.index(i[0][0]), i[0][1]))}
 
 
-def count_parameters(model, trainable_only: bool = False) -> int:
-    """Number of (distinct) parameters, optionally only those that require grad."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
 # --------------------------------------------------------------------------------------------------- gates
 
 
@@ -291,28 +281,7 @@ def check_gates(model, gates) -> None:
             raise HeadsieveError(f"{kind} head gates have shape {list(value.shape)}; the model needs {list(shape)}")
 
 
-def _gate_hook(site: Site, heads: list[int], gates: dict, n_heads: int):
-    """A forward pre-hook multiplying each head's slice of the output projection's input by its gate."""
-    index = torch.tensor(heads, dtype=torch.long)
-    width = len(heads) * site.head_dim
-
-    def hook(module, args):
-        context = args[0]
-        if context.shape[-1] != width:
-            raise HeadsieveError(
-                f"{site.kind} layer {site.layer}: attention context has width {context.shape[-1]}, the gates expect "
-                f"{width} (model pruned after the gates were applied? apply them again)"
-            )
-        row = gates[site.kind][site.layer]
-        if len(heads) != n_heads:
-            row = row.index_select(0, index.to(row.device))
-        scale = row.to(device=context.device, dtype=context.dtype).repeat_interleave(site.head_dim)
-        return (context * scale,) + tuple(args[1:])
-
-    return hook
-
-
-class HeadGates:
+class HeadGates(GateHooks):
     """Per-head gates of all three kinds, applied through forward pre-hooks on the output projections.
 
     ``with HeadGates(model, gates): ...`` or :meth:`attach` / :meth:`remove`.  ``gates`` is
@@ -320,35 +289,18 @@ class HeadGates:
     forward pass, so the tensors may be changed in place (or replaced in the dict) and may require grad.
     """
 
-    def __init__(self, model, gates: dict[str, torch.Tensor]):
-        check_gates(model, gates)
-        self.model = model
-        self.gates = gates
-        self.handles: list = []
+    check = staticmethod(check_gates)
 
-    def attach(self) -> "HeadGates":
-        """Register the hooks (once); returns self."""
-        if self.handles:
-            return self
+    def hooks(self):
         sites = attention_sites(self.model)
         remaining = _check_record(self.model, sites)
         shapes = head_shapes(self.model)
+        hooks = []
         for site in sites:
-            hook = _gate_hook(site, remaining[site.site], self.gates, shapes[site.kind][1])
-            self.handles.append(site.output.register_forward_pre_hook(hook))
-        return self
-
-    def remove(self) -> None:
-        """Remove the hooks; the model behaves as without gates again."""
-        for handle in self.handles:
-            handle.remove()
-        self.handles = []
-
-    def __enter__(self) -> "HeadGates":
-        return self.attach()
-
-    def __exit__(self, *exc) -> None:
-        self.remove()
+            row = lambda kind=site.kind, layer=site.layer: self.gates[kind][layer]  # noqa: E731
+            label = f"{site.kind} layer {site.layer}"
+            hooks.append((site.output, gate_hook(label, remaining[site.site], site.head_dim, shapes[site.kind][1], row)))
+        return hooks
 
 
 def apply_head_gates(model, gates: dict[str, torch.Tensor]) -> HeadGates:
@@ -484,11 +436,7 @@ def _set_head_count(site: Site, n_heads: int) -> None:
 
 def _prune_site(site: Site, current: list[int], drop: list[int]) -> list[int]:
     """Remove the heads ``drop`` (original indices) from a block with heads ``current``; returns those left."""
-    keep = [h for h in current if h not in drop]
-    index = _width_index([current.index(h) for h in keep], site.head_dim, site.query.weight.device)
-    for linear in (site.query, site.key, site.value):
-        _keep_rows(linear, index)
-    _keep_columns(site.output, index)
+    keep = slice_heads(site, current, drop)
     _set_head_count(site, len(keep))
     return keep
 
@@ -558,10 +506,7 @@ def save_pruned(model, folder: str) -> None:
     """Save with ``save_pretrained`` (safetensors only); the config carries the pruned-heads record."""
     _check_record(model, attention_sites(model))
     _set_pruned_heads(model, pruned_heads(model))
-    model.save_pretrained(folder)
-    leftovers = [f for f in os.listdir(folder) if f.endswith((".bin", ".pt", ".pth", ".pkl"))]
-    if leftovers:
-        raise HeadsieveError(f"'{folder}' holds pickle weight files {leftovers}; use an empty folder")
+    save_safetensors(model, folder)
 
 
 def _not_saved(model, key: str) -> bool:
@@ -574,43 +519,14 @@ def _not_saved(model, key: str) -> bool:
     return key in ignored or any(re.search(p, key) for p in patterns)
 
 
-def _load_weights(model, files: list[str]) -> None:
-    """Load safetensors files into ``model``; only tied keys and keys never saved may be missing."""
-    from safetensors.torch import load_file
-
-    state = {}
-    for path in files:
-        state.update(load_file(path))
-    result = model.load_state_dict(state, strict=False)
-    if result.unexpected_keys:
-        raise HeadsieveError(f"saved weights have keys the model lacks: {', '.join(result.unexpected_keys[:5])}")
-    params = model.state_dict(keep_vars=True)
-    loaded = {params[k].data_ptr() for k in state if k in params and params[k].numel()}
-    missing = [
-        k for k in result.missing_keys
-        if params[k].numel() and params[k].data_ptr() not in loaded and not _not_saved(model, k)
-    ]  # fmt: skip
-    if missing:
-        raise HeadsieveError(f"saved weights lack the model's keys: {', '.join(missing[:5])}")
-
-
 def load_pruned(folder: str, model_class=None, *, attn_implementation: str = "eager", device="cpu"):
     """Load a model saved by :func:`save_pruned` (or any saved encoder-decoder): build it from its config,
     prune the recorded heads, load the safetensors weights.  Returned in eval mode.
 
     ``model_class``: a transformers class or auto class; by default the config's architecture.
     """
-    from transformers import AutoConfig
-
-    if not os.path.isfile(os.path.join(folder, "config.json")):
-        raise HeadsieveError(f"'{folder}' has no config.json (not a saved model folder)")
-    config = AutoConfig.from_pretrained(folder)
-    record = getattr(config, PRUNED_KEY, None) or {}
-    setattr(config, PRUNED_KEY, {})
-    cls = _model_class(config, model_class)
-    build = cls.from_config if hasattr(cls, "_model_mapping") else cls._from_config
-    model = build(config, attn_implementation=attn_implementation)
+    model, record = build_unpruned(folder, PRUNED_KEY, model_class, attn_implementation)
     model_family(model)
     prune_heads(model, record)
-    _load_weights(model, _weight_files(folder))
+    load_weights(model, weight_files(folder), lambda key: _not_saved(model, key))
     return model.to(device).eval()

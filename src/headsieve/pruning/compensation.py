@@ -24,7 +24,7 @@ import torch
 from scipy import stats
 
 from headsieve.models.heads import attention_sites, head_shape, remaining_heads
-from headsieve.pruning.importance import model_device, to_device
+from headsieve.models.runtime import eval_mode, model_device, to_device
 
 
 def _jsd_rows(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -62,30 +62,30 @@ def head_activity(model, batches, device=None) -> dict[str, np.ndarray | list]:
 
     handles = [site.output.register_forward_pre_hook(hook(site.layer)) for site in sites]
     attentions: list[np.ndarray] = []
-    try:
-        model.eval()
-        for batch in batches:
-            batch = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
-            out = model(**batch, output_attentions=True)
-            mask = batch["attention_mask"].bool()
-            lengths = mask.sum(1).tolist()
-            for layer, site in enumerate(sites):
-                heads = keep[layer]
-                if not heads:
-                    continue
-                context = captured[layer].reshape(*captured[layer].shape[:2], len(heads), site.head_dim)
-                n = context.norm(dim=-1)  # [B, T, heads]
-                norms[layer, heads] += (n * mask[..., None]).sum((0, 1)).double().cpu().numpy()
-                counts[layer, heads] += mask.sum().item()
-            for b, t in enumerate(lengths):
-                full = np.full((L, H, t, t), np.nan, dtype=np.float32)
-                for layer in range(L):
-                    if keep[layer]:
-                        full[layer, keep[layer]] = out.attentions[layer][b, :, :t, :t].float().cpu().numpy()
-                attentions.append(full)
-    finally:
-        for h in handles:
-            h.remove()
+    with eval_mode(model):
+        try:
+            for batch in batches:
+                batch = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
+                out = model(**batch, output_attentions=True)
+                mask = batch["attention_mask"].bool()
+                lengths = mask.sum(1).tolist()
+                for layer, site in enumerate(sites):
+                    heads = keep[layer]
+                    if not heads:
+                        continue
+                    context = captured[layer].reshape(*captured[layer].shape[:2], len(heads), site.head_dim)
+                    n = context.norm(dim=-1)  # [B, T, heads]
+                    norms[layer, heads] += (n * mask[..., None]).sum((0, 1)).double().cpu().numpy()
+                    counts[layer, heads] += mask.sum().item()
+                for b, t in enumerate(lengths):
+                    full = np.full((L, H, t, t), np.nan, dtype=np.float32)
+                    for layer in range(L):
+                        if keep[layer]:
+                            full[layer, keep[layer]] = out.attentions[layer][b, :, :t, :t].float().cpu().numpy()
+                    attentions.append(full)
+        finally:
+            for h in handles:
+                h.remove()
     with np.errstate(invalid="ignore"):
         norm = np.where(counts > 0, norms / np.maximum(counts, 1), np.nan)
     return {"attentions": attentions, "norm": norm}

@@ -17,7 +17,7 @@ from headsieve.errors import HeadsieveError
 from headsieve.models.heads import HeadGates
 from headsieve.progress import progress_bar
 from headsieve.pruning.data import TaskData, iter_batches
-from headsieve.pruning.importance import model_device, to_device
+from headsieve.models.runtime import eval_mode, model_device, to_device
 from headsieve.pruning.metrics import compute_metrics
 from headsieve.pruning.strategies import ModelFacts
 
@@ -78,14 +78,8 @@ class MaskEvaluator:
             raise HeadsieveError("mask evaluator was closed; create a new one")
         values = check_mask(mask, self.facts)
         self.gates.copy_(torch.from_numpy(values))  # in place: the hooks read this tensor
-        modes = {module: module.training for module in self.model.modules()}
-        try:
-            self.model.eval()
-            with torch.inference_mode():
-                out = [self.model(**batch).logits.float().cpu() for batch in self.batches]
-        finally:
-            for module, mode in modes.items():
-                module.training = mode
+        with eval_mode(self.model), torch.inference_mode():
+            out = [self.model(**batch).logits.float().cpu() for batch in self.batches]
         logits = np.empty((len(self.order), out[0].shape[-1]), dtype=np.float32)
         logits[self.order] = torch.cat(out).numpy()
         return logits

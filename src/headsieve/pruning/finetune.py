@@ -63,7 +63,7 @@ from headsieve.io.atomic import atomic_dir, write_json
 from headsieve.models import heads as H
 from headsieve.attention import batch_options
 from headsieve.pruning import data as D
-from headsieve.pruning.importance import model_device, to_device
+from headsieve.models.runtime import eval_mode, model_device, to_device
 from headsieve.pruning.metrics import METRICS, compute_metrics, primary_metric
 
 log = logging.getLogger(__name__)
@@ -170,17 +170,12 @@ def predict(model, data: D.TaskData, batch_size: int, device=None) -> np.ndarray
     """Class ids (argmax of the logits) for every example of ``data``, in order; model in eval mode, no grad."""
     device = torch.device(device) if device is not None else model_device(model)
     pad, types = batch_options(model)
-    was_training = model.training
-    model.eval()
     out: list[np.ndarray] = []
-    try:
-        with torch.no_grad():
-            for batch in D.iter_batches(data.examples, batch_size, pad, types):
-                batch.pop("labels")
-                logits = model(**to_device(batch, device)).logits
-                out.append(logits.argmax(-1).cpu().numpy())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        for batch in D.iter_batches(data.examples, batch_size, pad, types):
+            batch.pop("labels")
+            logits = model(**to_device(batch, device)).logits
+            out.append(logits.argmax(-1).cpu().numpy())
     return np.concatenate(out).astype(np.int64) if out else np.zeros(0, dtype=np.int64)
 
 

@@ -28,16 +28,7 @@ import torch
 
 from headsieve.errors import HeadsieveError
 from headsieve.models.heads import HeadGates, head_shape
-
-
-def model_device(model) -> torch.device:
-    """The device of the model's first parameter."""
-    return next(model.parameters()).device
-
-
-def to_device(batch: dict, device) -> dict:
-    """The batch with every tensor moved to ``device``."""
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+from headsieve.models.runtime import eval_mode, model_device, to_device
 
 
 def normalise_by_layer(importance: np.ndarray) -> np.ndarray:
@@ -63,31 +54,30 @@ def head_importance(
     written to its parameters.  Heads removed by physical pruning get importance 0.
     """
     device = model_device(model) if device is None else torch.device(device)
-    n_layers, n_heads = head_shape(model)
-    gates = torch.ones(n_layers, n_heads, device=device, requires_grad=True)
-    total = torch.zeros(n_layers, n_heads, dtype=torch.float64, device=device)
-    modes = {module: module.training for module in model.modules()}
-    flags = {param: param.requires_grad for param in model.parameters()}
-    count = 0
-    try:
-        model.eval()
-        for param in flags:  # only the gates need gradients: cheaper, and nothing lands in param.grad
-            param.requires_grad_(False)
-        with torch.enable_grad(), HeadGates(model, gates):
-            for batch in batches:
-                loss = model(**to_device(batch, device)).loss
-                if loss is None:
-                    raise HeadsieveError("head importance needs batches with labels (the model returned no loss)")
-                (grad,) = torch.autograd.grad(loss, gates, allow_unused=True)
-                if grad is not None:  # None only when every head is pruned
-                    total += grad.detach().abs().to(torch.float64)
-                count += 1
-    finally:
-        for param, flag in flags.items():
-            param.requires_grad_(flag)
-        for module, mode in modes.items():
-            module.training = mode
-    if count == 0:
-        raise HeadsieveError("head importance needs at least one batch of training data (got none)")
-    importance = (total / count).cpu().numpy()
+    gates = torch.ones(*head_shape(model), device=device, requires_grad=True)
+    (importance,) = mean_gate_gradients(model, [gates], HeadGates(model, gates), batches, device, "training data")
     return normalise_by_layer(importance) if normalise else importance
+
+
+def mean_gate_gradients(model, gates: list[torch.Tensor], hooks, batches: Iterable[dict], device, data: str):
+    """``mean over batches of |dL_b/dgate|`` (float64 arrays) for each tensor of ``gates``.
+
+    ``hooks``: the gate hooks (:class:`headsieve.models.heads.HeadGates` or its seq2seq counterpart) that
+    apply ``gates`` to ``model``, attached for the loop and removed after.  ``L_b`` is ``model(**batch).loss``
+    with the model in eval mode and its parameters frozen (both restored after; no gradient lands in
+    ``param.grad``).  ``data`` names the batches in the error raised when there are none.
+    """
+    total = [torch.zeros(g.shape, dtype=torch.float64, device=device) for g in gates]
+    count = 0
+    with eval_mode(model, freeze=True), torch.enable_grad(), hooks:
+        for batch in batches:
+            loss = model(**to_device(batch, device)).loss
+            if loss is None:
+                raise HeadsieveError("head importance needs batches with labels (the model returned no loss)")
+            for sum_, grad in zip(total, torch.autograd.grad(loss, gates, allow_unused=True)):
+                if grad is not None:  # None only when every head (of a kind) is pruned
+                    sum_ += grad.detach().abs().to(torch.float64)
+            count += 1
+    if count == 0:
+        raise HeadsieveError(f"head importance needs at least one batch of {data} (got none)")
+    return [(sum_ / count).cpu().numpy() for sum_ in total]

@@ -124,17 +124,23 @@ def _unflatten(flat, facts: ModelFacts) -> Heads:
     return sorted((int(i) // facts.n_heads, int(i) % facts.n_heads) for i in flat)
 
 
-def _fill_layers(order, n: int, facts: ModelFacts, rng: np.random.Generator) -> Heads:
-    """``n`` heads taken from the layers in ``order``: whole layers, then random heads of the next one."""
-    heads: Heads = []
+def fill_layers(order, n: int, n_heads: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """``n`` (layer, head) pairs taken from the layers in ``order``, each of ``n_heads`` heads: whole layers,
+    then random heads of the next one (in that order)."""
+    heads: list[tuple[int, int]] = []
     for layer in order:
         if n <= 0:
             break
-        take = min(n, facts.n_heads)
-        chosen = range(facts.n_heads) if take == facts.n_heads else rng.choice(facts.n_heads, take, replace=False)
+        take = min(n, n_heads)
+        chosen = range(n_heads) if take == n_heads else rng.choice(n_heads, take, replace=False)
         heads += [(int(layer), int(h)) for h in chosen]
         n -= take
-    return sorted(heads)
+    return heads
+
+
+def _fill_layers(order, n: int, facts: ModelFacts, rng: np.random.Generator) -> Heads:
+    """``n`` heads taken from the layers in ``order`` (:func:`fill_layers`), sorted."""
+    return sorted(fill_layers(order, n, facts.n_heads, rng))
 
 
 def _random_from(candidates: list[int], n: int, rng: np.random.Generator) -> list[int]:
@@ -368,19 +374,25 @@ def parse_layer(arg: str, facts: ModelFacts, strategy: str = "keep_one") -> int:
 # ----------------------------------------------------------------------------------------------- selection
 
 
-def parse_strategy(name: str) -> tuple[str, str | None]:
-    """``'prune_role:dep:nsubj'`` -> ``('prune_role', 'dep:nsubj')``, checked against the registry."""
+def split_strategy(name: str, known: dict, arguments: dict[str, str], what: str = "pruning strategy"):
+    """``'base:arg'`` -> ``(base, arg or None)``, checked: ``base`` in ``known``, an argument exactly when
+    ``arguments`` names one for ``base``.  ``what`` names the strategy kind in errors."""
     base, sep, arg = str(name).strip().partition(":")
-    if base not in STRATEGIES:
-        raise HeadsieveError(f"unknown pruning strategy '{name}' (known: {', '.join(sorted(STRATEGIES))})")
-    if base in ARGUMENTS:
+    if base not in known:
+        raise HeadsieveError(f"unknown {what} '{name}' (known: {', '.join(sorted(known))})")
+    if base in arguments:
         if not arg.strip():
-            what = ARGUMENTS[base]
-            raise HeadsieveError(f"pruning strategy '{base}' needs a {what} argument (e.g. {base}:<{what}>)")
+            need = arguments[base]
+            raise HeadsieveError(f"{what} '{base}' needs a {need} argument (e.g. {base}:<{need}>)")
         return base, arg.strip()
     if sep:
-        raise HeadsieveError(f"pruning strategy '{base}' takes no argument (got '{name}')")
+        raise HeadsieveError(f"{what} '{base}' takes no argument (got '{name}')")
     return base, None
+
+
+def parse_strategy(name: str) -> tuple[str, str | None]:
+    """``'prune_role:dep:nsubj'`` -> ``('prune_role', 'dep:nsubj')``, checked against the registry."""
+    return split_strategy(name, STRATEGIES, ARGUMENTS)
 
 
 def check_fraction(fraction) -> float:

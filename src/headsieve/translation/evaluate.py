@@ -19,7 +19,7 @@ import torch
 from headsieve.errors import HeadsieveError
 from headsieve.models.seq2seq_heads import KINDS, HeadGates
 from headsieve.progress import progress_bar
-from headsieve.pruning.importance import model_device
+from headsieve.models.runtime import eval_mode, model_device
 from headsieve.translation.bleu import corpus_scores
 from headsieve.translation.data import SentencePair
 from headsieve.translation.strategies import Seq2SeqFacts
@@ -137,17 +137,11 @@ class TranslationEvaluator:
         if not self.hooks.handles:
             raise HeadsieveError("translation evaluator was closed; create a new one")
         self._set_mask(mask)
-        modes = {module: module.training for module in self.model.modules()}
         texts: list[str] = []
-        try:
-            self.model.eval()
-            with torch.inference_mode():
-                for batch in self.batches:
-                    out = self.model.generate(**batch, **self.generate_options)
-                    texts += [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
-        finally:
-            for module, mode in modes.items():
-                module.training = mode
+        with eval_mode(self.model), torch.inference_mode():
+            for batch in self.batches:
+                out = self.model.generate(**batch, **self.generate_options)
+                texts += [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
         result = [""] * len(texts)
         for position, index in enumerate(self.order):
             result[index] = texts[position]

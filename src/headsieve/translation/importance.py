@@ -19,7 +19,8 @@ import torch
 
 from headsieve.errors import HeadsieveError
 from headsieve.models.seq2seq_heads import KINDS, HeadGates, make_gates
-from headsieve.pruning.importance import model_device, normalise_by_layer, to_device
+from headsieve.models.runtime import model_device
+from headsieve.pruning.importance import mean_gate_gradients, normalise_by_layer
 from headsieve.translation.data import SentencePair
 
 
@@ -53,30 +54,8 @@ def head_importance(model, batches: Iterable[dict], device=None, normalise: bool
     """
     device = model_device(model) if device is None else torch.device(device)
     gates = {kind: g.to(device).requires_grad_(True) for kind, g in make_gates(model).items()}
-    total = {kind: torch.zeros(g.shape, dtype=torch.float64, device=device) for kind, g in gates.items()}
-    modes = {module: module.training for module in model.modules()}
-    flags = {param: param.requires_grad for param in model.parameters()}
-    count = 0
-    try:
-        model.eval()
-        for param in flags:
-            param.requires_grad_(False)
-        with torch.enable_grad(), HeadGates(model, gates):
-            for batch in batches:
-                loss = model(**to_device(batch, device)).loss
-                if loss is None:
-                    raise HeadsieveError("head importance needs batches with labels (the model returned no loss)")
-                grads = torch.autograd.grad(loss, [gates[kind] for kind in KINDS], allow_unused=True)
-                for kind, grad in zip(KINDS, grads):
-                    if grad is not None:  # None only when every head of a kind is pruned
-                        total[kind] += grad.detach().abs().to(torch.float64)
-                count += 1
-    finally:
-        for param, flag in flags.items():
-            param.requires_grad_(flag)
-        for module, mode in modes.items():
-            module.training = mode
-    if count == 0:
-        raise HeadsieveError("head importance needs at least one batch of sentence pairs (got none)")
-    result = {kind: (total[kind] / count).cpu().numpy() for kind in KINDS}
+    means = mean_gate_gradients(
+        model, [gates[kind] for kind in KINDS], HeadGates(model, gates), batches, device, "sentence pairs"
+    )
+    result = dict(zip(KINDS, means))
     return {kind: normalise_by_layer(v) for kind, v in result.items()} if normalise else result

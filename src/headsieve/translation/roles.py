@@ -32,7 +32,7 @@ import torch
 
 from headsieve.errors import HeadsieveError
 from headsieve.models.seq2seq_heads import head_shapes, pruned_heads
-from headsieve.pruning.importance import model_device, to_device
+from headsieve.models.runtime import eval_mode, model_device, to_device
 from headsieve.roles.targets import delimiter_targets, local_targets, sep_targets
 from headsieve.tokens import CLS, OTHER_SPECIAL, REGULAR, SEP
 from headsieve.translation.data import SentencePair
@@ -137,16 +137,10 @@ def head_roles(
     device = model_device(model) if device is None else torch.device(device)
     shapes = head_shapes(model)
     sums: dict[tuple[str, str], list] = {}
-    modes = {module: module.training for module in model.modules()}
-    try:
-        model.eval()
-        with torch.inference_mode():
-            for batch in pair_batches(tokenizer, pairs, batch_size, max_length, source_prefix):
-                enc_att, cross_att = _attention_forward(model, to_device(batch, device))
-                _add_batch(batch, enc_att, cross_att, tokenizer, model, window, band, sums)
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
+    with eval_mode(model), torch.inference_mode():
+        for batch in pair_batches(tokenizer, pairs, batch_size, max_length, source_prefix):
+            enc_att, cross_att = _attention_forward(model, to_device(batch, device))
+            _add_batch(batch, enc_att, cross_att, tokenizer, model, window, band, sums)
     return _summarise(sums, shapes)
 
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from headsieve.errors import HeadsieveError
 from headsieve.models.seq2seq_heads import KINDS, all_heads, head_shapes
-from headsieve.pruning.strategies import check_fraction, layer_order, strategy_rng
+from headsieve.pruning.strategies import check_fraction, fill_layers, layer_order, split_strategy, strategy_rng
 
 Head = tuple[str, int, int]
 LAYER_ORDERS = ("top", "bottom", "middle", "top_bottom")
@@ -128,16 +128,7 @@ def _first_then_others(first: list[Head], n: int, facts: Seq2SeqFacts, rng: np.r
 
 def _fill_layers(kind: str, order: list[int], n: int, facts: Seq2SeqFacts, rng: np.random.Generator) -> list[Head]:
     """``n`` heads of ``kind``: whole layers in ``order``, then random heads of the next layer."""
-    n_heads = facts.shape(kind)[1]
-    heads: list[Head] = []
-    for layer in order:
-        if n <= 0:
-            break
-        take = min(n, n_heads)
-        chosen = range(n_heads) if take == n_heads else rng.choice(n_heads, take, replace=False)
-        heads += [(kind, int(layer), int(h)) for h in chosen]
-        n -= take
-    return heads
+    return [(kind, layer, head) for layer, head in fill_layers(order, n, facts.shape(kind)[1], rng)]
 
 
 def proportional_shares(facts: Seq2SeqFacts, n: int) -> dict[str, int]:
@@ -214,16 +205,7 @@ def by_layer(facts, fraction, rng, importance, arg) -> list[Head]:
 
 def parse_strategy(name: str) -> tuple[str, str | None]:
     """``'layer:top:cross'`` -> ``('layer', 'top:cross')``, checked against the registry."""
-    base, sep, arg = str(name).strip().partition(":")
-    if base not in STRATEGIES:
-        raise HeadsieveError(f"unknown translation pruning strategy '{name}' (known: {', '.join(sorted(STRATEGIES))})")
-    if base in ARGUMENTS:
-        if not arg.strip():
-            raise HeadsieveError(f"pruning strategy '{base}' needs an argument ({base}:<{ARGUMENTS[base]}>)")
-        return base, arg.strip()
-    if sep:
-        raise HeadsieveError(f"pruning strategy '{base}' takes no argument (got '{name}')")
-    return base, None
+    return split_strategy(name, STRATEGIES, ARGUMENTS, "translation pruning strategy")
 
 
 def check_importance(importance, facts: Seq2SeqFacts) -> dict[str, np.ndarray]:

@@ -1,0 +1,146 @@
+"""Physical head pruning and saving pruned models: the part shared by encoders
+(:mod:`headsieve.models.heads`) and encoder-decoders (:mod:`headsieve.models.seq2seq_heads`).
+
+A *site* here is anything with ``query``, ``key``, ``value`` (linear layers whose output features are the
+heads' concatenated slices), ``output`` (the projection whose input features are) and ``head_dim``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable
+
+import torch
+from torch import nn
+
+from headsieve.errors import HeadsieveError
+
+#: file endings of pickle-based weight files, which a saved pruned model must not hold
+PICKLE_ENDINGS = (".bin", ".pt", ".pth", ".pkl")
+
+
+def count_parameters(model, trainable_only: bool = False) -> int:
+    """Number of (distinct) parameters, optionally only those that require grad."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def width_index(positions: list[int], head_dim: int, device) -> torch.Tensor:
+    """Indices of the features (rows/columns) that belong to heads at ``positions`` (current indexing)."""
+    index = [p * head_dim + d for p in positions for d in range(head_dim)]
+    return torch.tensor(index, dtype=torch.long, device=device)
+
+
+def keep_rows(linear: nn.Linear, index: torch.Tensor) -> None:
+    """Keep only the output features ``index`` of ``linear`` (weight rows and bias), in place."""
+    requires_grad = linear.weight.requires_grad
+    with torch.no_grad():
+        linear.weight = nn.Parameter(linear.weight.index_select(0, index).clone(), requires_grad=requires_grad)
+        if linear.bias is not None:
+            linear.bias = nn.Parameter(linear.bias.index_select(0, index).clone(), requires_grad=requires_grad)
+    linear.out_features = int(index.numel())
+
+
+def keep_columns(linear: nn.Linear, index: torch.Tensor) -> None:
+    """Keep only the input features ``index`` of ``linear`` (weight columns), in place."""
+    requires_grad = linear.weight.requires_grad
+    with torch.no_grad():
+        linear.weight = nn.Parameter(linear.weight.index_select(1, index).clone(), requires_grad=requires_grad)
+    linear.in_features = int(index.numel())
+
+
+def slice_heads(site, current: list[int], drop: list[int]) -> list[int]:
+    """Remove the heads ``drop`` (original indices) from the projections of a site whose heads are
+    ``current``: their rows of query/key/value, their columns of the output.  Returns the heads left; the
+    caller updates the attention module's head-count attributes."""
+    keep = [h for h in current if h not in drop]
+    index = width_index([current.index(h) for h in keep], site.head_dim, site.query.weight.device)
+    for linear in (site.query, site.key, site.value):
+        keep_rows(linear, index)
+    keep_columns(site.output, index)
+    return keep
+
+
+def check_widths(label: str, site, heads: list[int], key: str) -> None:
+    """Fail with one line unless the site's projections are as wide as ``heads`` say."""
+    widths = {site.query.out_features, site.key.out_features, site.value.out_features, site.output.in_features}
+    if widths != {len(heads) * site.head_dim}:
+        raise HeadsieveError(
+            f"{label}: projection widths {sorted(widths)} do not match the {len(heads)} heads recorded in "
+            f"config.{key} (load pruned models with load_pruned)"
+        )
+
+
+# ------------------------------------------------------------------------------------------- save and load
+
+
+def save_safetensors(model, folder: str) -> None:
+    """``save_pretrained`` (transformers 5 writes safetensors only), checked: no pickle weight file in ``folder``."""
+    model.save_pretrained(folder)
+    leftovers = [f for f in os.listdir(folder) if f.endswith(PICKLE_ENDINGS)]
+    if leftovers:
+        raise HeadsieveError(f"'{folder}' holds pickle weight files {leftovers}; use an empty folder")
+
+
+def weight_files(folder: str) -> list[str]:
+    """The safetensors files of a saved model (one file, or the shards named in the index)."""
+    single = os.path.join(folder, "model.safetensors")
+    if os.path.isfile(single):
+        return [single]
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8") as handle:
+            shards = sorted(set(json.load(handle)["weight_map"].values()))
+        return [os.path.join(folder, shard) for shard in shards]
+    raise HeadsieveError(f"'{folder}' has no model.safetensors (save pruned models with save_pruned)")
+
+
+def load_weights(model, files: list[str], never_saved: Callable[[str], bool] = lambda key: False) -> None:
+    """Load safetensors files into ``model``; only keys tied to loaded parameters, and keys for which
+    ``never_saved(key)`` is true, may be missing."""
+    from safetensors.torch import load_file
+
+    state = {}
+    for path in files:
+        state.update(load_file(path))
+    result = model.load_state_dict(state, strict=False)
+    if result.unexpected_keys:
+        raise HeadsieveError(f"saved weights have keys the model lacks: {', '.join(result.unexpected_keys[:5])}")
+    params = model.state_dict(keep_vars=True)
+    loaded = {params[k].data_ptr() for k in state if k in params and params[k].numel()}
+    missing = [
+        k for k in result.missing_keys
+        if params[k].numel() and params[k].data_ptr() not in loaded and not never_saved(k)
+    ]  # fmt: skip
+    if missing:
+        raise HeadsieveError(f"saved weights lack the model's keys: {', '.join(missing[:5])}")
+
+
+def model_class(config, given=None):
+    """The class to build: the one ``given``, else the config's first architecture, else ``AutoModel``."""
+    import transformers
+
+    if given is not None:
+        return given
+    for name in getattr(config, "architectures", None) or []:
+        if hasattr(transformers, name):
+            return getattr(transformers, name)
+    return transformers.AutoModel
+
+
+def build_unpruned(folder: str, key: str, given_class=None, attn_implementation: str = "eager"):
+    """Build the model saved in ``folder`` from its config, with no weights loaded and no heads pruned.
+
+    Returns ``(model, record)``: the pruned-heads record read from ``config.<key>`` (now emptied in the
+    model's config, for the caller to prune the model and load the weights).
+    """
+    from transformers import AutoConfig
+
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise HeadsieveError(f"'{folder}' has no config.json (not a saved model folder)")
+    config = AutoConfig.from_pretrained(folder)
+    record = getattr(config, key, None) or {}
+    setattr(config, key, {})
+    cls = model_class(config, given_class)
+    build = cls.from_config if hasattr(cls, "_model_mapping") else cls._from_config
+    return build(config, attn_implementation=attn_implementation), record
