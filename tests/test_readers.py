@@ -8,24 +8,7 @@ from headsieve.errors import HeadsieveError
 from headsieve.io.conllu import read_conllu
 from headsieve.io.glue import TASKS, read_glue, task_spec
 
-GOOD = """# sent_id = a1
-# text = They didn't go.
-1\tThey\tthey\tPRON\tPRP\t_\t4\tnsubj\t_\t_
-2-3\tdidn't\t_\t_\t_\t_\t_\t_\t_\t_
-2\tdid\tdo\tAUX\tVBD\t_\t4\taux\t_\t_
-3\tn't\tnot\tPART\tRB\t_\t4\tadvmod\t_\t_
-3.1\tgo\tgo\tVERB\tVB\t_\t_\t_\t4:conj\t_
-4\tgo\tgo\tVERB\tVB\t_\t0\troot\t_\tSpaceAfter=No
-5\t.\t.\tPUNCT\t.\t_\t4\tpunct\t_\t_
-
-"""
-
-
-def write(tmp_path, text, name="x.conllu"):
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
+from corpora import GOOD, write
 
 def test_multiword_tokens_and_empty_nodes(tmp_path):
     (sent,) = read_conllu(write(tmp_path, GOOD))

@@ -14,8 +14,8 @@ from headsieve.errors import HeadsieveError
 from headsieve.io.fetch import fetch
 from headsieve.models.load import hub_kwargs
 
-from test_cli import one_error_line, run_cli, tokenize_args
-from test_readers import GOOD
+from cli_utils import one_error_line, run_cli, tokenize_args
+from corpora import GOOD
 from workflow_utils import REPO, sample_config
 
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"

@@ -10,7 +10,7 @@ from headsieve.io.conllu import Sentence, read_conllu
 from headsieve.io.glue import Example
 from headsieve.tokens import CLS, REGULAR, SEP, encode_examples, encode_sentences, records_table
 
-from test_readers import GOOD, write
+from corpora import GOOD, write
 
 
 def sentence(tokens, heads=None, deprels=None, word_token=None, words=None):

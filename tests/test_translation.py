@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_seq2seq_heads import EOS, tiny_model, tiny_tokenizer
+from seq2seq_models import EOS, tiny_model, tiny_tokenizer
 
 from headsieve.errors import HeadsieveError
 from headsieve.models import seq2seq_heads as S
@@ -201,7 +201,7 @@ def test_importance_strategy_takes_the_least_important():
 
 
 def test_strategy_errors_are_one_line():
-    for name, message in [("nope", "unknown translation pruning strategy"), ("kind", "needs an argument"),
+    for name, message in [("nope", "unknown translation pruning strategy"), ("kind", "needs a kind argument"),
                           ("kind:self", "kind 'self'"), ("random:x", "takes no argument"),
                           ("layer:sideways", "order 'sideways'"), ("importance", "needs head importance")]:  # fmt: skip
         with pytest.raises(HeadsieveError, match=message) as err:
