@@ -582,8 +582,8 @@ def test_workflow_settings(tmp_path, data, ud):
 
 
 def test_translation_rules_through_snakemake_dry_run(tmp_path, data):
-    """config/translation.yaml builds its DAG: one importance and roles job per model, masks and evaluation
-    per seed, every job with its log and benchmark (the files a cluster run leaves behind)."""
+    """config/translation.yaml builds its DAG: one importance, roles and report job per model, masks and
+    evaluation per seed, every job with its log and benchmark (the files a cluster run leaves behind)."""
     import yaml
     from conftest import REPO
     from workflow_utils import job_counts, snakemake
@@ -596,10 +596,90 @@ def test_translation_rules_through_snakemake_dry_run(tmp_path, data):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert job_counts(proc.stdout) == {
         "translation_importance": models, "translation_roles": models, "translation_masks": models * seeds,
-        "translation_evaluate": models * seeds, "translation_collect": models, "translation_all": 1,
-        "total": 3 * models + 2 * models * seeds + 1,
+        "translation_evaluate": models * seeds, "translation_collect": models, "translation_report": models,
+        "translation_all": 1, "total": 4 * models + 2 * models * seeds + 1,
     }  # fmt: skip
     jobs = [block for block in proc.stdout.split("\nrule ")[1:] if not block.startswith("translation_all")]
-    assert len(jobs) == 3 * models + 2 * models * seeds
+    assert len(jobs) == 4 * models + 2 * models * seeds
     for block in jobs:
         assert "    log: logs/translation/" in block and "    benchmark: benchmarks/translation/" in block, block
+
+
+# ------------------------------------------------------------------------------------------ report, workflow
+
+
+def planted_scores(gain: float, seeds=(1, 2, 3, 4, 5, 6), fractions=(0.0, 0.2, 0.4)) -> pd.DataFrame:
+    """BLEU/chrF of random and of strategies around it: ``spare:cross`` keeps ``gain`` more BLEU (and twice as
+    much chrF) than random at every fraction > 0; ``layer:top`` and ``layer:bottom`` are random plus noise."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in seeds:
+        for fraction in fractions:
+            base = 30 - 40 * fraction + rng.normal(0, 2)  # random's score varies by seed
+            for strategy, shift in (("random", 0.0), ("spare:cross", gain), ("layer:top", 0.0), ("layer:bottom", 0.0)):
+                shift = shift if fraction > 0 else 0.0
+                noise = 0.0 if strategy == "random" or fraction == 0 else rng.normal(0, 0.3)
+                bleu = base + shift + noise
+                rows.append({"strategy": strategy, "fraction": fraction, "seed": seed, "bleu": bleu,
+                             "chrf": 2 * bleu, "n": 100})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_comparisons_find_a_planted_gain_and_no_gain_where_none_is():
+    from headsieve.translation.report import comparisons
+
+    table = comparisons(planted_scores(gain=3.0), "m")
+    assert list(table.columns[:5]) == ["model", "metric", "fraction", "strategy", "against"]
+    assert set(table["metric"]) == {"bleu", "chrf"} and (table["model"] == "m").all()
+    assert set(table["fraction"]) == {0.2, 0.4} and (table["seeds"] == 6).all()
+    spare = table[(table.strategy == "spare:cross") & (table.against == "random")].set_index("metric")
+    assert np.allclose(spare.loc["bleu", "mean_diff"], 3.0, atol=0.5) and (spare["p"] < 1e-4).all()
+    assert np.allclose(spare.loc["chrf", "mean_diff"], 6.0, atol=1.0)
+    top = table[(table.strategy == "layer:top") & (table.against == "layer:bottom")]
+    assert len(top) == 4 and (top["mean_diff"].abs() < 0.5).all()  # the location pair: nothing planted
+    assert not table.duplicated(["metric", "fraction", "strategy", "against"]).any()
+
+
+def test_report_needs_the_score_columns():
+    from headsieve.translation.report import comparisons
+
+    with pytest.raises(HeadsieveError, match=r"lacks columns \['chrf'\]") as err:
+        comparisons(planted_scores(1.0).drop(columns=["chrf"]), "m")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.e2e
+def test_translation_pipeline_through_snakemake(tmp_path, data):
+    """translation_all for real on a tiny random Marian saved in a folder: every table, every figure as PNG and
+    PDF, and the report with the translation figures captioned."""
+    import yaml
+    from conftest import REPO
+    from workflow_utils import snakemake
+
+    folder = tmp_path / "tiny-marian"
+    tiny_model("marian").save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    settings = yaml.safe_load((REPO / "config" / "translation.yaml").read_text(encoding="utf-8"))["translation"]
+    settings["models"] = {"tiny": {"source": str(folder), "source_language": "en", "target_language": "de"}}
+    settings["pairs"].update(importance_pool=8, max_test=6)
+    settings["generation"].update(max_new_tokens=8, batch_size=4)
+    settings.update(seeds=[1, 2], fractions=[0.0, 0.25, 0.5], strategies=["random", "importance", "kind:cross",
+                                                                           "layer:top", "layer:bottom"])  # fmt: skip
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"data_dir": str(data), "translation": settings}), encoding="utf-8")
+    proc = snakemake(tmp_path, "translation_all", config=config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "results/translation/tiny"
+    scores = pd.read_parquet(out / "scores.parquet")
+    assert len(scores) == 5 * 3 * 2 and set(scores["seed"]) == {1, 2}
+    table = pd.read_parquet(out / "comparisons.parquet")
+    assert set(table["metric"]) == {"bleu", "chrf"} and set(table["fraction"]) == {0.25, 0.5}
+    assert {("layer:top", "layer:bottom"), ("importance", "random")} <= set(zip(table.strategy, table.against))
+    for name in ("bleu_by_fraction", "chrf_by_fraction", "bleu_comparisons", "chrf_comparisons", "importance", "roles"):
+        for ext in ("png", "pdf"):
+            assert (out / "figures" / f"{name}.{ext}").stat().st_size > 5000, (name, ext)
+    report = tmp_path / "report.html"
+    proc = snakemake(tmp_path, "translation_all", "--report", str(report), config=config)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    html = report.read_text(errors="replace")
+    assert "Translation" in html and "Paired comparisons of chrF" in html and "Gate importance of every head" in html

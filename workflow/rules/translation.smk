@@ -1,8 +1,13 @@
 # Translation (issue #8): gate importance, head masks per strategy, masked BLEU/chrF evaluation (many masks
 # in one job per seed) and head roles of encoder-decoder models on the parallel UD PUD treebanks.
 # Settings: the config's `translation` section (config/translation.yaml; checked here at parse time).
-# The target is `translation_all`; nothing here is added to `all`.
-from headsieve.translation.workflow import as_json, check_settings, language_files
+# The target is `translation_all` (tables, figures and the report entries); nothing here is added to `all`.
+from headsieve.translation.workflow import (
+    as_json,
+    check_settings,
+    language_files,
+    translation_title,
+)
 
 TR = config["translation"]
 if TR:
@@ -157,7 +162,57 @@ rule translation_collect:
         "headsieve --log {log:q} translation-collect --inputs {input:q} --output {output:q}"
 
 
+TRANSLATION_FIGURES = (
+    "bleu_by_fraction",
+    "chrf_by_fraction",
+    "bleu_comparisons",
+    "chrf_comparisons",
+    "importance",
+    "roles",
+)
+
+
+rule translation_report:
+    input:
+        scores="results/translation/{mt}/scores.parquet",
+        importance="results/translation/{mt}/importance.parquet",
+        roles="results/translation/{mt}/roles.parquet",
+    output:
+        **{
+            f"fig_{name}": report(
+                f"results/translation/{{mt}}/figures/{name}.png",
+                caption=f"../report/translation_{name}.rst",
+                category="Translation",
+                subcategory="{mt}",
+            )
+            for name in TRANSLATION_FIGURES
+        },
+        comparisons="results/translation/{mt}/comparisons.parquet",
+        pdfs=multiext(
+            "results/translation/{mt}/figures/",
+            *[f"{n}.pdf" for n in TRANSLATION_FIGURES],
+        ),
+    log:
+        "logs/translation/{mt}/report.log",
+    benchmark:
+        "benchmarks/translation/{mt}/report.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        title=lambda w: translation_title(TR, w.mt),
+        figures=folder_of("fig_importance"),
+    shell:
+        "headsieve --log {log:q} translation-report --scores {input.scores:q} --importance {input.importance:q}"
+        " --roles {input.roles:q} --model {wildcards.mt:q} --comparisons {output.comparisons:q}"
+        " --figures {params.figures:q} --title {params.title:q}"
+
+
 rule translation_all:
     input:
         expand("results/translation/{mt}/scores.parquet", mt=list(TR["models"])),
         expand("results/translation/{mt}/roles.parquet", mt=list(TR["models"])),
+        expand("results/translation/{mt}/comparisons.parquet", mt=list(TR["models"])),

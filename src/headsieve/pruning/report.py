@@ -28,8 +28,8 @@ def _with_unpruned(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def paired_comparisons(evaluations: pd.DataFrame, baseline: str = "random") -> pd.DataFrame:
-    """Paired tests over seeds at each fraction: every strategy against ``baseline`` and the study's pairs.
+def paired_comparisons(evaluations: pd.DataFrame, baseline: str = "random", pairs=PAIRS) -> pd.DataFrame:
+    """Paired tests over seeds at each fraction: every strategy against ``baseline`` and the study's ``pairs``.
 
     Columns: task, finetuned, fraction, strategy, against, seeds, mean_diff (strategy - against), t, p
     (two-sided paired t test; NaN with fewer than 2 seeds or no variation).
@@ -39,8 +39,7 @@ def paired_comparisons(evaluations: pd.DataFrame, baseline: str = "random") -> p
     rows = []
     for (task, finetuned, fraction), sub in frame.groupby(["task", "finetuned", "fraction"], observed=True):
         wide = sub.pivot_table(index="seed", columns="strategy", values="value")
-        pairs = [(s, baseline) for s in wide.columns if s != baseline] + [p for p in PAIRS]
-        for a, b in pairs:
+        for a, b in [(s, baseline) for s in wide.columns if s != baseline] + list(pairs):
             if a not in wide or b not in wide:
                 continue
             both = wide[[a, b]].dropna()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 
 
-
 def _json_object(text: str) -> dict:
     from headsieve.cli import parse_json
 
@@ -119,6 +118,23 @@ def cmd_collect(sub):
     return run
 
 
+def cmd_report(sub):
+    sub.add_argument("--scores", required=True, help="scores table of all seeds (translation-collect)")
+    sub.add_argument("--importance", required=True)
+    sub.add_argument("--roles", required=True)
+    sub.add_argument("--model", required=True, help="the model's key in the config")
+    sub.add_argument("--comparisons", required=True, help="output: paired strategy comparisons (Parquet)")
+    sub.add_argument("--figures", required=True, help="output folder of the figures (PNG and PDF)")
+    sub.add_argument("--title", required=True)
+
+    def run(args):
+        from headsieve.translation import jobs
+
+        jobs.report(args.scores, args.importance, args.roles, args.model, args.comparisons, args.figures, args.title)
+
+    return run
+
+
 #: command name -> (factory adding the arguments and returning ``run(args)``, help)
 COMMANDS = {
     "translation-importance": (
@@ -129,6 +145,7 @@ COMMANDS = {
     "translation-evaluate-masks": (cmd_evaluate_masks, "BLEU/chrF of every mask of one seed on the test pairs"),
     "translation-roles": (cmd_roles, "roles of encoder self-attention and cross-attention heads"),
     "translation-collect": (cmd_collect, "one BLEU/chrF table from the score tables of every seed"),
+    "translation-report": (cmd_report, "paired strategy comparisons and figures of one translation model"),
 }
 
 

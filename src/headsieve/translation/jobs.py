@@ -239,3 +239,25 @@ def collect(paths: list, output) -> pd.DataFrame:
     frame = frame.sort_values(["strategy", "fraction", "seed"], kind="stable").reset_index(drop=True)
     write_frame(frame, output)
     return frame
+
+
+def report(scores_path, importance_path, roles_path, model: str, comparisons_output, figures, title: str) -> pd.DataFrame:
+    """Paired strategy comparisons (BLEU and chrF) and the figures: score curves, comparison maps, importance
+    and role maps.  Returns the comparisons table."""
+    from pathlib import Path
+
+    from headsieve.plots import translation as plots
+    from headsieve.translation.report import comparisons, long_scores
+
+    scores = pd.read_parquet(scores_path)
+    table = comparisons(scores, model)
+    write_frame(table, comparisons_output)
+    figures = Path(figures)
+    scores_long = long_scores(scores, model)
+    for metric in ("bleu", "chrf"):
+        plots.score_curves(scores_long, metric, figures / f"{metric}_by_fraction", title)
+        plots.strategy_comparisons(table, metric, figures / f"{metric}_comparisons", title)
+    plots.importance_maps(pd.read_parquet(importance_path), figures / "importance", title)
+    plots.role_maps(pd.read_parquet(roles_path), figures / "roles", title)
+    log.info("comparisons: %d rows; figures in %s", len(table), figures)
+    return table

@@ -78,3 +78,11 @@ def language_files(settings: dict, data_dir: str | None, key: str) -> dict[str, 
 def as_json(value) -> str:
     """A settings entry as canonical JSON (a rule param: a change reruns the step)."""
     return json.dumps(value, sort_keys=True)
+
+
+def translation_title(settings: dict, key: str) -> str:
+    """Figure title of model ``key``: the key, the model's name (a hub id, or a folder's name), the pair."""
+    spec = settings["models"][key]
+    source = str(spec["source"])
+    name = os.path.basename(os.path.normpath(source)) if os.path.isabs(source) or source.startswith(".") else source
+    return f"{key}: {name}, {spec['source_language']} -> {spec['target_language']}"
