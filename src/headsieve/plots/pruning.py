@@ -46,7 +46,8 @@ def comparison_map(comparisons: pd.DataFrame, stem, title: str):
     sub = sub.assign(row=sub["strategy"] + " vs " + sub["against"])
     wide = sub.pivot_table(index="row", columns="fraction", values="mean_diff")
     pvals = sub.pivot_table(index="row", columns="fraction", values="p")
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * wide.shape[1], 0.8 + 0.32 * wide.shape[0]), layout="constrained")
+    size = (max(5.0, 2.6 + 0.9 * wide.shape[1]), max(2.6, 1.2 + 0.32 * wide.shape[0]))  # room for the titles
+    fig, ax = plt.subplots(figsize=size, layout="constrained")
     limit = float(np.nanmax(np.abs(wide.to_numpy()))) if wide.size else 1.0
     img = ax.imshow(wide.to_numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
     for i in range(wide.shape[0]):
@@ -57,7 +58,7 @@ def comparison_map(comparisons: pd.DataFrame, stem, title: str):
     ax.set_xticks(range(wide.shape[1]), [f"{c:.2f}" for c in wide.columns])
     ax.set_yticks(range(wide.shape[0]), wide.index, fontsize=7)
     ax.set_xlabel("share of heads pruned")
-    fig.colorbar(img, ax=ax).set_label("mean paired difference of the metric")
+    fig.colorbar(img, ax=ax).set_label("mean paired difference")
     ax.set_title(f"{title}\npaired over seeds (* two-sided paired t test p < 0.05)")
     return save(fig, stem)
 
