@@ -556,13 +556,16 @@ def test_workflow_settings(tmp_path, data, ud):
     import yaml
     from conftest import REPO
 
-    from headsieve.translation.workflow import language_files, load_settings
+    from headsieve.translation.workflow import language_files, load_settings, translation_title
 
     shipped = REPO / "config" / "translation.yaml"
     settings = load_settings(shipped)
     assert settings["models"]["opus_en_de"]["source"] == "Helsinki-NLP/opus-mt-en-de"
     files = language_files(settings, str(data), "opus_en_de")
     assert files == {"source": str(D.pud_file(ud, "en")), "target": str(D.pud_file(ud, "de"))}
+    assert translation_title(settings, "opus_en_de") == "opus_en_de: Helsinki-NLP/opus-mt-en-de, en -> de"
+    local = {"models": {"m": {"source": str(tmp_path), "source_language": "en", "target_language": "fi"}}}
+    assert translation_title(local, "m") == f"m: {tmp_path.name}, en -> fi"  # a folder: its name only
     document = yaml.safe_load(shipped.read_text(encoding="utf-8"))
     for change, message in [
         (lambda t: t.update(strategies=["kind:self"]), "kind 'self'"),

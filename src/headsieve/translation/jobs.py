@@ -247,14 +247,14 @@ def report(scores_path, importance_path, roles_path, model: str, comparisons_out
     from pathlib import Path
 
     from headsieve.plots import translation as plots
-    from headsieve.translation.report import comparisons, long_scores
+    from headsieve.translation.report import METRICS, comparisons, long_scores
 
     scores = pd.read_parquet(scores_path)
     table = comparisons(scores, model)
     write_frame(table, comparisons_output)
     figures = Path(figures)
     scores_long = long_scores(scores, model)
-    for metric in ("bleu", "chrf"):
+    for metric in METRICS:
         plots.score_curves(scores_long, metric, figures / f"{metric}_by_fraction", title)
         plots.strategy_comparisons(table, metric, figures / f"{metric}_comparisons", title)
     plots.importance_maps(pd.read_parquet(importance_path), figures / "importance", title)

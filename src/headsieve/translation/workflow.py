@@ -83,6 +83,6 @@ def as_json(value) -> str:
 def translation_title(settings: dict, key: str) -> str:
     """Figure title of model ``key``: the key, the model's name (a hub id, or a folder's name), the pair."""
     spec = settings["models"][key]
-    source = str(spec["source"])
-    name = os.path.basename(os.path.normpath(source)) if os.path.isabs(source) or source.startswith(".") else source
+    source = os.path.expanduser(str(spec["source"]))
+    name = os.path.basename(os.path.normpath(source)) if os.path.isdir(source) else source
     return f"{key}: {name}, {spec['source_language']} -> {spec['target_language']}"
