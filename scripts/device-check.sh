@@ -14,7 +14,7 @@
 #                                             pytest tests/test_devices.py against src/; writes the log and a
 #                                             junit XML under $OUT when it is set.
 #
-# The run takes about a minute on a warm machine; give it timeout_s=300.
+# Not yet run on a GPU: it should take a minute or two (tiny models); give it timeout_s=300.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEV=.devcheck
