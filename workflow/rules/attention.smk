@@ -19,7 +19,7 @@ rule tokenize:
         runtime=30,
     params:
         model_spec=lambda w: model_spec_json(w.model),
-        corpus_spec=lambda w: spec_json("corpora", w.corpus),
+        corpus_spec=lambda w: corpus_spec_json(w.corpus),
         max_length=config["attention"]["max_length"],
     shell:
         "headsieve --log {log:q} tokenize --model {wildcards.model:q} --model-spec {params.model_spec:q}"

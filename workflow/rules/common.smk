@@ -103,8 +103,14 @@ def spec_json(section, key):
     return json.dumps(config[section][key], sort_keys=True)
 
 
+PARSED = "resources/parsed/"  # CoNLL-U files the parse_corpus rule writes
+
+
 def corpus_path(corpus):
-    """The corpus file(s): the data mirror's copy, else the downloaded one under resources/."""
+    """The corpus file(s): the data mirror's copy, else the downloaded one under resources/; a parsed
+    corpus is the CoNLL-U file the parse_corpus rule writes."""
+    if config["corpora"][corpus]["format"] == "parsed":
+        return [f"{PARSED}{corpus}.conllu"]
     local = corpus_local_path(config, corpus)
     if local is not None:
         return [str(p) for p in local]
@@ -119,6 +125,21 @@ def corpus_path(corpus):
 
 def corpus_file(wildcards):
     return corpus_path(wildcards.corpus)
+
+
+def parse_source_file(wildcards):
+    return corpus_path(config["corpora"][wildcards.corpus]["source"])
+
+
+def corpus_spec_json(corpus):
+    """The corpus entry as the tokenize step reads it: a parsed corpus is read as CoNLL-U (its entry,
+    parser and source included, stays in the param, so changing either reruns the step).
+    """
+    spec = dict(config["corpora"][corpus])
+    if spec["format"] == "parsed":
+        source = config["corpora"][spec["source"]]
+        spec = dict(spec, format="conllu", source_spec=source)
+    return json.dumps(spec, sort_keys=True)
 
 
 def task_file(task, split):
