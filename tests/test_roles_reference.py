@@ -26,6 +26,9 @@ def ref_targets(role, row, i, window):
     seg = row["piece_segment"]
     if role == "local":
         return [j for j in range(n) if abs(i - j) <= window]
+    if role in ("prev", "self", "next"):
+        j = i + {"prev": -1, "self": 0, "next": 1}[role]
+        return [j] if 0 <= j < n else []
     if role == "cls":
         return [j for j in range(n) if special[j] == CLS]
     if role == "sep":
@@ -39,7 +42,7 @@ def ref_targets(role, row, i, window):
     raise ValueError(role)
 
 
-def ref_piece_score(A, row, role, window, entropy_weight=False):
+def ref_piece_score(A, row, role, window):
     """Mean over queries with targets of mean_{j in S_i} A[i, j] / ((1/N) sum_j A[i, j])."""
     n = row["n_pieces"]
     rs = []
@@ -49,10 +52,68 @@ def ref_piece_score(A, row, role, window, entropy_weight=False):
             continue
         abar = sum(A[i, j] for j in range(n)) / n
         r = sum(A[i, j] for j in targets) / len(targets) / abar
-        if entropy_weight:
-            r *= -sum(a * math.log(a) for a in A[i] if a > 0)
         rs.append(r)
     return (sum(rs) / len(rs), len(rs)) if rs else (None, 0)
+
+
+def ref_piece_mass(A, row, role, window, cap):
+    """Mean over the queries with targets and uniform share |S_i| / N <= cap of the share of the row's
+    mass on the targets; (score or None, scored queries, left-out queries)."""
+    n = row["n_pieces"]
+    ms, left_out = [], 0
+    for i in range(n):
+        targets = ref_targets(role, row, i, window)
+        if not targets:
+            continue
+        if len(targets) / n > cap:
+            left_out += 1
+            continue
+        ms.append(sum(A[i, j] for j in targets) / sum(A[i, j] for j in range(n)))
+    if not ms and not left_out:
+        return None, 0, 0
+    return (sum(ms) / len(ms) if ms else math.nan), len(ms), left_out
+
+
+def ref_block_contrast(A, row, window):
+    """Per regular query of a pair: density on its own segment's regular pieces farther than ``window``
+    against density on the other segment's regular pieces, d_own / (d_own + d_other) (0.5 when both are
+    0); queries with no own piece outside the window left out.  (score or None, scored, left out)."""
+    n, special, seg = row["n_pieces"], row["piece_special"], row["piece_segment"]
+    if len({seg[j] for j in range(n) if special[j] == REGULAR}) < 2:
+        return None, 0, 0
+    bs, left_out = [], 0
+    for i in range(n):
+        if special[i] != REGULAR:
+            continue
+        own = [j for j in range(n) if special[j] == REGULAR and seg[j] == seg[i] and abs(i - j) > window]
+        other = [j for j in range(n) if special[j] == REGULAR and seg[j] != seg[i]]
+        if not own:
+            left_out += 1
+            continue
+        d_own = sum(A[i, j] for j in own) / len(own)
+        d_other = sum(A[i, j] for j in other) / len(other)
+        bs.append(d_own / (d_own + d_other) if d_own + d_other > 0 else 0.5)
+    return (sum(bs) / len(bs) if bs else math.nan), len(bs), left_out
+
+
+def reference_code_block(A, row):
+    """The reference code's block score (heads-hypothesis, block_score.ipynb), written from its loop:
+    every row ``token`` of the input; rows before the first [SEP] target the first sentence's pieces
+    (1 .. sep1 - 1), all others the second's (sep1 + 1 .. sep2 - 1); ratio to the row's mean attention,
+    times the row's entropy; summed and divided by the input's length (all rows)."""
+    n = row["n_pieces"]
+    sep1 = row["piece_special"].index(SEP)
+    sep2 = n - 1
+    total = 0.0
+    for token in range(n):
+        avg = sum(A[token, :n]) / n
+        if token < sep1:
+            s_avg = sum(A[token, 1:sep1]) / (sep1 - 1)
+        else:
+            s_avg = sum(A[token, sep1 + 1 : sep2]) / (sep2 - sep1 - 1)
+        p = A[token, :n] / sum(A[token, :n])  # scipy.stats.entropy normalises the row
+        total += s_avg / avg * -sum(x * math.log(x) for x in p if x > 0)
+    return total / n
 
 
 def pieces_of(row, w):
@@ -109,28 +170,86 @@ def scored(rows, arrays, options):
     return out
 
 
-@pytest.mark.parametrize("window", [1, 2, 3])
-@pytest.mark.parametrize("block_weighting", ["plain", "entropy"])
-def test_piece_roles_match_reference(window, block_weighting):
-    rng = np.random.default_rng(window)
+PIECE = ("local", "prev", "next", "self", "cls", "sep", "delimiter", "block")
+
+
+def mixed_rows(rng):
     rows = [sentence_row(rng, int(rng.integers(2, 9)), index=k) for k in range(4)]
     rows += [pair_row(rng, int(rng.integers(1, 6)), int(rng.integers(1, 6)), index=4 + k) for k in range(3)]
     rows.append(pair_row(rng, 0, 3, index=9))  # an empty first segment: no block role
+    return rows
+
+
+@pytest.mark.parametrize("window", [1, 2, 3])
+def test_piece_roles_match_reference(window):
+    """The ``ratio`` form is the reference sieve ratio (block: the plain ratio over the own segment)."""
+    rng = np.random.default_rng(window)
+    rows = mixed_rows(rng)
     arrays = [dirichlet_attention(rng, L, H, r["n_pieces"], 0.5) for r in rows]
-    got = scored(rows, arrays, {"local_window": window, "block_weighting": block_weighting})
+    got = scored(rows, arrays, {"score": "ratio", "local_window": window, "block_weighting": "plain"})
     for b, (row, A) in enumerate(zip(rows, arrays)):
-        for role in ("local", "cls", "sep", "delimiter", "block"):
+        for role in PIECE:
             for layer in range(L):
                 for head in range(H):
-                    want, nq = ref_piece_score(
-                        A[layer, head].astype(float), row, role, window, role == "block" and block_weighting == "entropy"
-                    )
+                    want, nq = ref_piece_score(A[layer, head].astype(float), row, role, window)
                     if want is None:
                         assert (b, role) not in got
                         continue
                     scores, got_nq = got[(b, role)]
                     assert got_nq == nq
                     assert scores[layer, head] == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("window", [1, 2])
+@pytest.mark.parametrize("cap", [0.25, 0.5])
+def test_piece_mass_matches_definition(window, cap):
+    """The default ``mass`` form: share of each row on the targets, queries above the uniform-share cap
+    left out and counted; block by its ``contrast`` definition."""
+    rng = np.random.default_rng(10 + window)
+    rows = mixed_rows(rng) + [pair_row(rng, 7, 9, index=20), sentence_row(rng, 14, index=21)]
+    arrays = [dirichlet_attention(rng, L, H, r["n_pieces"], 0.5) for r in rows]
+    batch = batch_of(rows, arrays)
+    got = {
+        (b, role): (s.reshape(L, H), nq, nu, form)
+        for b, role, s, nq, nu, form in score_batch(batch, {"local_window": window, "max_uniform_share": cap}, detail=True)
+    }
+    checked = 0
+    for b, (row, A4) in enumerate(zip(rows, arrays)):
+        for role in PIECE:
+            for layer in range(L):
+                for head in range(H):
+                    A = A4[layer, head].astype(float)
+                    if role == "block":
+                        want, nq, nu = ref_block_contrast(A, row, window)
+                    else:
+                        want, nq, nu = ref_piece_mass(A, row, role, window, cap)
+                    if want is None:
+                        assert (b, role) not in got
+                        continue
+                    scores, got_nq, got_nu, form = got[(b, role)]
+                    assert (got_nq, got_nu) == (nq, nu), (b, role)
+                    assert form == ("block_contrast" if role == "block" else "mass")
+                    if math.isnan(want):
+                        assert np.isnan(scores[layer, head])
+                    else:
+                        assert scores[layer, head] == pytest.approx(want, rel=1e-5)
+                        checked += 1
+    assert checked > 100
+
+
+def test_block_entropy_is_the_reference_code():
+    """``block_weighting: entropy`` equals the reference code's loop (every row, [CLS] and [SEP] included)."""
+    rng = np.random.default_rng(4)
+    rows = [pair_row(rng, int(rng.integers(1, 8)), int(rng.integers(1, 8)), index=k) for k in range(6)]
+    arrays = [dirichlet_attention(rng, L, H, r["n_pieces"], 0.5) for r in rows]
+    got = scored(rows, arrays, {"score": "ratio", "block_weighting": "entropy", "piece_roles": ["block"]})
+    for b, (row, A) in enumerate(zip(rows, arrays)):
+        scores, nq = got[(b, "block")]
+        assert nq == row["n_pieces"]
+        for layer in range(L):
+            for head in range(H):
+                want = reference_code_block(A[layer, head].astype(float), row)
+                assert scores[layer, head] == pytest.approx(want, rel=1e-5)
 
 
 @pytest.mark.parametrize("direction", ["dep2head", "head2dep", "both"])
@@ -140,7 +259,8 @@ def test_syntactic_roles_match_reference(direction, aggregation):
     rows = [sentence_row(rng, int(rng.integers(2, 12)), index=k) for k in range(8)]
     arrays = [dirichlet_attention(rng, L, H, r["n_pieces"], 0.3) for r in rows]
     union = ["nsubj", "obj", "amod"]
-    got = scored(rows, arrays, {"direction": direction, "aggregation": aggregation, "union": union})
+    options = {"score": "ratio", "direction": direction, "aggregation": aggregation, "union": union}
+    got = scored(rows, arrays, options)
     checked = 0
     for b, (row, A) in enumerate(zip(rows, arrays)):
         present = {r for r, h in zip(row["word_deprel"], row["word_head"]) if h}
@@ -158,6 +278,63 @@ def test_syntactic_roles_match_reference(direction, aggregation):
                     assert got_nq == nq
                     assert scores[layer, head] == pytest.approx(want, rel=1e-5)
                     checked += 1
+    assert checked > 50
+
+
+def ref_syntactic_mass(A, row, relations, direction, cap):
+    """Share of the query word's mass (mean over its pieces of their row sums) on its target words' pieces
+    (mean over its pieces of the sum over the targets' pieces); u = target pieces / N."""
+    n = row["n_pieces"]
+    targets: dict[int, set[int]] = {}
+    for d, h in enumerate(row["word_head"]):
+        if h == 0 or row["word_deprel"][d] not in relations or not usable(row, d, h - 1):
+            continue
+        if direction in ("dep2head", "both"):
+            targets.setdefault(d, set()).add(h - 1)
+        if direction in ("head2dep", "both"):
+            targets.setdefault(h - 1, set()).add(d)
+    ms, left_out = [], 0
+    for q, ts in sorted(targets.items()):
+        if sum(len(pieces_of(row, t)) for t in ts) / n > cap:
+            left_out += 1
+            continue
+        on = sum(ref_word_attention(A, row, q, t, "sum") for t in ts)
+        ms.append(on / (ref_word_abar(A, row, q) * n))
+    if not ms and not left_out:
+        return None, 0, 0
+    return (sum(ms) / len(ms) if ms else math.nan), len(ms), left_out
+
+
+@pytest.mark.parametrize("direction", ["dep2head", "both"])
+def test_syntactic_mass_matches_definition(direction):
+    rng = np.random.default_rng(8)
+    rows = [sentence_row(rng, int(rng.integers(2, 12)), index=k) for k in range(8)]
+    arrays = [dirichlet_attention(rng, L, H, r["n_pieces"], 0.3) for r in rows]
+    union = ["nsubj", "obj", "amod"]
+    got = {
+        (b, role): (s.reshape(L, H), nq, nu)
+        for b, role, s, nq, nu, _ in score_batch(batch_of(rows, arrays), {"direction": direction, "union": union}, detail=True)
+    }
+    checked = 0
+    for b, (row, A) in enumerate(zip(rows, arrays)):
+        present = {r for r, h in zip(row["word_deprel"], row["word_head"]) if h}
+        roles = {f"dep:{r}": {r} for r in present}
+        if present & set(union):
+            roles["syntactic"] = set(union)
+        for role, relations in roles.items():
+            for layer in range(L):
+                for head in range(H):
+                    want, nq, nu = ref_syntactic_mass(A[layer, head].astype(float), row, relations, direction, 0.25)
+                    if want is None:
+                        assert (b, role) not in got
+                        continue
+                    scores, got_nq, got_nu = got[(b, role)]
+                    assert (got_nq, got_nu) == (nq, nu)
+                    if math.isnan(want):
+                        assert np.isnan(scores[layer, head])
+                    else:
+                        assert scores[layer, head] == pytest.approx(want, rel=1e-5)
+                        checked += 1
     assert checked > 50
 
 

@@ -31,6 +31,8 @@ SCORES_SCHEMA = pa.schema(
         ("family", pa.dictionary(pa.int8(), pa.string())),
         ("score", pa.float32()),
         ("n_queries", pa.int32()),
+        ("n_undefined", pa.int32()),
+        ("form", pa.dictionary(pa.int8(), pa.string())),
     ]
 )
 
@@ -101,16 +103,20 @@ def score_dump(
     keys: list[tuple[int, str]] = []  # (sentence_index, role) of each score vector
     vectors: list[np.ndarray] = []  # [L*H] scores
     n_queries: list[int] = []
+    n_undefined: list[int] = []
+    forms: list[str] = []
     bar = progress_bar(total=index.num_rows, desc="roles", unit="sent", enabled=progress)
     stream = _checked(dump_dir, tokens_path, tokens, iter_dump(dump_dir, check=False))
     for batch in length_batched(stream, key=lambda item: item[0]["n_pieces"], budget=budget):
         facts = [SentenceFacts.from_row(tok) for _, _, tok in batch]
         view = Batch([att for _, att, _ in batch], facts)
         view.check([f"{dump_dir}: sentence '{row['sentence_id']}'" for row, _, _ in batch])
-        for b, role, scores, nq in score_batch(view, opts):
+        for b, role, scores, nq, nu, form in score_batch(view, opts, detail=True):
             keys.append((batch[b][0]["sentence_index"], role))
             vectors.append(scores)
             n_queries.append(nq)
+            n_undefined.append(nu)
+            forms.append(form)
         stats.add_batch(view, [tok for _, _, tok in batch])
         bar.update(len(batch))
     bar.close()
@@ -124,11 +130,22 @@ def score_dump(
                 f"{tokens_path}: no sentence has the relation(s) {', '.join(missing)} "
                 "(config key roles.relations; check the spelling or the corpus)"
             )
-    return _scores_table(keys, vectors, n_queries, L, H, model, corpus), stats.frame(model, corpus)
+    table = _scores_table(keys, vectors, n_queries, n_undefined, forms, L, H, model, corpus)
+    return table, stats.frame(model, corpus)
 
 
-def _scores_table(keys, vectors, n_queries, L, H, model, corpus) -> pa.Table:
-    """Long table, one row per sentence, role, layer and head, sorted in that order."""
+def _dictionary(values: np.ndarray) -> pa.DictionaryArray:
+    names = sorted(set(values.tolist()))
+    codes = np.searchsorted(np.array(names, dtype=object), values).astype(np.int8)
+    return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names))
+
+
+def _scores_table(keys, vectors, n_queries, n_undefined, forms, L, H, model, corpus) -> pa.Table:
+    """Long table, one row per sentence, role, layer and head, sorted in that order.
+
+    ``score`` is NaN (``n_queries`` 0) for an input with the role's targets none of whose queries could be
+    scored; ``n_undefined`` counts the queries left out; ``form`` names the score form (mass, ratio,
+    block_contrast, block_plain, block_entropy), which sets the test's default threshold."""
     roles = sorted({role for _, role in keys})
     code = {r: k for k, r in enumerate(roles)}
     sentence = np.array([s for s, _ in keys], dtype=np.int32)
@@ -158,5 +175,7 @@ def _scores_table(keys, vectors, n_queries, L, H, model, corpus) -> pa.Table:
         ),
         "score": pa.array(np.stack(vectors)[order].astype(np.float32).ravel()),
         "n_queries": pa.array(repeat(np.array(n_queries, dtype=np.int32))),
+        "n_undefined": pa.array(repeat(np.array(n_undefined, dtype=np.int32))),
+        "form": _dictionary(repeat(np.array(forms, dtype=object))),
     }
     return pa.Table.from_pydict(columns, schema=SCORES_SCHEMA)

@@ -1,21 +1,35 @@
-"""Sieve bias scores: how much more than uniform a head attends to a role's targets.
+"""Role scores: how much of a head's attention goes to a role's targets.
 
-For one head and one input with attention ``A`` (N x N, rows = queries, summing to 1):
+For one head and one input with attention ``A`` (N x N, rows = queries, summing to 1) and a role's target
+sets ``S_i``, two score forms (``roles.score``):
 
-* uniform reference of query ``i``: ``abar_i = (1/N) sum_j A[i, j]`` (about 1/N),
-* per-query bias ``r_i = mean_{j in S_i} A[i, j] / abar_i`` (1 = no more than uniform),
-* sentence score: the mean of ``r_i`` over the queries with a non-empty target set ``S_i``.
+* ``mass`` (default): per query the share of the row's mass on the targets,
+  ``m_i = sum_{j in S_i} A[i, j] / sum_j A[i, j]`` (= the reference ratio divided by its attainable
+  maximum N / |S_i|).  A uniform head puts ``u_i = |S_i| / N`` there; queries with ``u_i`` above
+  ``max_uniform_share`` are left out and counted (``n_undefined``): there even a uniform head would come
+  close to the threshold.  Sentence score: the mean of ``m_i`` over the scored queries (NaN, with
+  ``n_queries`` 0, when no query of an input with the role's targets can be scored).
+* ``ratio`` (the reference): ``r_i = mean_{j in S_i} A[i, j] / abar_i`` with ``abar_i = (1/N) sum_j
+  A[i, j]``; sentence score: the mean of ``r_i`` over the queries with a non-empty ``S_i``.
+
+Block has its own forms (``roles.block_weighting``): ``contrast`` (default) per query of a pair, the
+density of attention on its own segment's regular pieces outside the local window against the density
+on the other segment's regular pieces, ``b_i = d_own / (d_own + d_other)`` (0.5 = no preference; queries
+with no own-segment piece outside the window are undefined); ``plain``, the ratio over the own segment;
+``entropy``, the reference code exactly (ratio x row entropy averaged over ALL rows, [CLS] and the first
+segment's pieces targeting the first segment, the rest the second).
 
 Syntactic roles are scored on words: the attention from word ``a`` to word ``b`` is aggregated from the
 word pieces (``mean`` over the pieces of ``a`` of the ``mean``, or ``sum``, over the pieces of ``b``), and
-``abar_a`` is the mean of the pieces' uniform references.  Pieces come from the tokenizer's own word
-alignment (``tokens.parquet``).
+``abar_a`` is the mean of the pieces' uniform references.  Under ``mass`` the share is the mean over the
+pieces of ``a`` of the sum over the target words' pieces, over the mean row mass of ``a``'s pieces, and
+``u = pieces of the target words / N``.  Pieces come from the tokenizer's own word alignment.
 
 Everything is vectorised over heads, roles and inputs (no Python loop per head, query or target): a
 batch of inputs is stacked "heads last" ([B, N, N, L*H]), word-level attention comes from two batched
 matrix products, each role's target set is turned into a list of (query, target) pairs, the attention of
-all heads on all pairs is gathered at once, and the means over targets, then over queries, are segment
-sums over the sorted pairs.
+all heads on all pairs is gathered at once, and the sums over targets, then the means over queries, are
+segment sums over the sorted pairs.
 """
 
 from __future__ import annotations
@@ -27,7 +41,9 @@ import numpy as np
 import torch
 
 from headsieve.errors import HeadsieveError
-from headsieve.roles.targets import PIECE_ROLES, syntactic_targets
+from headsieve.roles.targets import DEFAULT_PIECE_ROLES, PIECE_ROLES, local_targets, syntactic_targets
+from headsieve.roles.targets import role_family  # noqa: F401  (re-exported: callers import it from here)
+from headsieve.tokens import CLS, REGULAR, SEP
 
 #: relations scored by default; the union of these is the role ``syntactic``
 CORE_RELATIONS = (
@@ -35,15 +51,20 @@ CORE_RELATIONS = (
     "compound", "aux", "mark", "cop", "nummod", "acl", "advcl", "xcomp", "ccomp",
 )  # fmt: skip
 
+SCORE_FORMS = ("mass", "ratio")
+BLOCK_FORMS = ("contrast", "plain", "entropy")
+
 DEFAULT_OPTIONS = {
+    "score": "mass",  # mass (share of the row on the targets) | ratio (the reference sieve ratio)
+    "max_uniform_share": 0.25,  # mass: queries whose uniform share |S_i| / N exceeds this are left out
     "local_window": 2,
-    "block_weighting": "plain",  # plain | entropy (reference code: ratio x row entropy)
+    "block_weighting": "contrast",  # contrast | plain (ratio) | entropy (reference code: ratio x row entropy)
     "direction": "dep2head",  # dep2head | head2dep | both
     "aggregation": "mean",  # mean | sum  (over the pieces of the target word)
     "relations": "all",  # "all" relations present, or a list
     "union": list(CORE_RELATIONS),  # relations whose union is the role 'syntactic'
     "subtypes": False,  # keep relation subtypes (nmod:poss) apart
-    "piece_roles": ["local", "cls", "sep", "delimiter", "block"],
+    "piece_roles": list(DEFAULT_PIECE_ROLES),
 }
 
 
@@ -235,6 +256,43 @@ def sieve_from_pairs(values, b, role, query, reference, weight=None):
     return skeys // r_span, skeys % r_span, scores, n_queries
 
 
+def mass_from_pairs(values, b, role, query, row_mass, share, cap):
+    """Sentence scores of the ``mass`` form from (query, target) pairs.
+
+    ``values`` [P, X]: attention of every head from the pair's query to its target; ``b``, ``role``,
+    ``query`` [P]: the pair's input, role id and query id; ``row_mass`` [B, Q, X]: the queries' total
+    attention; ``share`` [P]: the target's uniform share (1/N for a piece, pieces/N for a word).
+    ``m_q = sum_{targets} value / row_mass_q`` over the queries whose ``u_q = sum share <= cap``; score =
+    mean of ``m_q`` over those queries (NaN when there is none).
+    Returns (b_s, role_s, scores [S, X], n_queries [S], n_undefined [S]).
+    """
+    q_span = int(query.max()) + 1
+    r_span = int(role.max()) + 1
+    qkeys, per_query, counts = _segment_mean(values, (b.astype(np.int64) * r_span + role) * q_span + query)
+    _, u, _ = _segment_mean(np.asarray(share, dtype=np.float64)[:, None], (b.astype(np.int64) * r_span + role) * q_span + query)
+    u = u[:, 0] * counts
+    qb, qrole, qq = qkeys // (r_span * q_span), (qkeys // q_span) % r_span, qkeys % q_span
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m = per_query * counts[:, None] / row_mass[qb, qq]
+    return _defined_means(m, qb * r_span + qrole, u <= cap + 1e-9, r_span)
+
+
+def _defined_means(values, keys, defined, r_span):
+    """Per (input, role) key: the mean of ``values`` over the defined queries (NaN if none), the number of
+    defined and of undefined queries.  Returns (b_s, role_s, scores, n_queries, n_undefined)."""
+    order = np.argsort(keys, kind="stable")
+    values, keys, defined = values[order], keys[order], defined[order]
+    unique, inverse = np.unique(keys, return_inverse=True)
+    n_def = np.bincount(inverse, weights=defined, minlength=len(unique)).astype(np.int64)
+    n_all = np.bincount(inverse, minlength=len(unique))
+    sums = torch.zeros((len(unique), values.shape[1]), dtype=torch.float64)
+    kept = np.where(defined[:, None], values, 0.0)
+    sums.index_add_(0, torch.from_numpy(inverse), torch.from_numpy(np.ascontiguousarray(kept, dtype=np.float64)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scores = (sums.numpy() / n_def[:, None]).astype(np.float32)
+    return unique // r_span, unique % r_span, scores, n_def, n_all - n_def
+
+
 def sentence_roles(facts: SentenceFacts, options: dict) -> list[str]:
     """Syntactic roles (``dep:<relation>``, ``syntactic``) that apply to this input."""
     if facts.heads is None:
@@ -259,20 +317,102 @@ def _pairs(masks_per_input):
 
 
 def _piece_scores(batch: Batch, roles: list[str], opts: dict):
-    """Piece-level sieve scores (local, delimiters, block)."""
+    """Piece-level scores (local, prev, next, self, delimiters; block under the ``plain`` weighting).
+
+    Returns (b, role index, scores, n_queries, n_undefined)."""
     masks = [(b, np.stack([PIECE_ROLES[name][1](f, opts) for name in roles])) for b, f in enumerate(batch.facts)]
     b, r, q, k = _pairs(masks)
     if len(b) == 0:
+        return [], [], [], [], []
+    ratio = np.array([opts["score"] == "ratio" or name == "block" for name in roles])
+    out = []
+    for use_ratio in (True, False):
+        sel = ratio[r] == use_ratio
+        if not sel.any():
+            continue
+        bs, rs, qs, ks = b[sel], r[sel], q[sel], k[sel]
+        if use_ratio:
+            res = sieve_from_pairs(batch.A[bs, qs, ks], bs, rs, qs, batch.abar)
+            res = (*res, np.zeros(len(res[0]), dtype=np.int64))
+        else:
+            share = 1.0 / batch.lengths[bs]
+            res = mass_from_pairs(batch.A[bs, qs, ks], bs, rs, qs, batch.row_sums, share, opts["max_uniform_share"])
+        out.append(res)
+    return tuple(np.concatenate(x) for x in zip(*out))
+
+
+def block_contrast_masks(facts: SentenceFacts, window: int):
+    """(own, other) [N, N] target sets of the ``contrast`` block form for a pair, or None for a single input:
+    own = the query's own segment's regular pieces outside its local window, other = the other segment's
+    regular pieces; queries are the regular pieces."""
+    special, segment = facts.special, facts.segment
+    regular = special == REGULAR
+    if len(np.unique(segment[regular])) < 2:
+        return None
+    both = regular[:, None] & regular[None, :]
+    same = segment[:, None] == segment[None, :]
+    own = both & same & ~local_targets(facts.n_pieces, window)
+    return own, both & ~same
+
+
+def block_entropy_targets(facts: SentenceFacts):
+    """[N, N] targets of the reference code's block score, or None for a single input: EVERY row is a
+    query; rows before the first [SEP] ([CLS] and the first segment) target the first segment's regular
+    pieces, the others (first [SEP], second segment, last [SEP]) the second segment's."""
+    special, segment = facts.special, facts.segment
+    regular = special == REGULAR
+    if len(np.unique(segment[regular])) < 2:
+        return None
+    first_sep = int(np.flatnonzero(special == SEP)[0])
+    first = regular & (segment == segment[regular][0])
+    rows = np.arange(facts.n_pieces) < first_sep
+    return np.where(rows[:, None], first[None, :], (regular & ~first)[None, :])
+
+
+def _dense(batch: Batch, masks: list) -> torch.Tensor:
+    """Per-input [N, N] masks (None: zeros) stacked and padded: [B, N, N] float32."""
+    N = batch.A.shape[1]
+    out = torch.zeros((len(masks), N, N), dtype=torch.float32)
+    for b, m in enumerate(masks):
+        if m is not None:
+            out[b, : m.shape[0], : m.shape[1]] = torch.from_numpy(m.astype(np.float32))
+    return out
+
+
+def _block_scores(batch: Batch, opts: dict):
+    """Block scores of the ``contrast`` or ``entropy`` form: (b, scores, n_queries, n_undefined)."""
+    if opts["block_weighting"] == "entropy":
+        targets = [block_entropy_targets(f) for f in batch.facts]
+        has = np.array([t is not None for t in targets])
+        if not has.any():
+            return [], [], [], []
+        S = _dense(batch, targets)
+        size = S.sum(2)  # [B, N]
+        mean = torch.einsum("bqkx,bqk->bqx", batch.T, S) / size.clamp(min=1)[..., None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = mean.numpy() / batch.abar * batch.entropy  # [B, N, X]
+        real = np.arange(batch.A.shape[1])[None, :] < batch.lengths[:, None]
+        scores = np.where(real[..., None], r, 0).sum(1) / batch.lengths[:, None]
+        b = np.flatnonzero(has)
+        return b, scores[b].astype(np.float32), batch.lengths[b], np.zeros(len(b), dtype=np.int64)
+    pairs = [block_contrast_masks(f, opts["local_window"]) for f in batch.facts]
+    has = np.array([p is not None for p in pairs])
+    if not has.any():
         return [], [], [], []
-    weight = None
-    if opts["block_weighting"] == "entropy" and "block" in roles:
-        block = roles.index("block")
-
-        def entropy_weight(qb, qrole, qq):  # the reference code's variant: block ratio x row entropy
-            return np.where((qrole == block)[:, None], batch.entropy[qb, qq], 1.0)
-
-        weight = entropy_weight
-    return sieve_from_pairs(batch.A[b, q, k], b, r, q, batch.abar, weight)
+    own = _dense(batch, [p[0] if p else None for p in pairs])
+    other = _dense(batch, [p[1] if p else None for p in pairs])
+    d_own = torch.einsum("bqkx,bqk->bqx", batch.T, own) / own.sum(2).clamp(min=1)[..., None]
+    d_other = torch.einsum("bqkx,bqk->bqx", batch.T, other) / other.sum(2).clamp(min=1)[..., None]
+    total = (d_own + d_other).numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        contrast = np.where(total > 1e-12, d_own.numpy() / total, 0.5)  # no attention on either: no preference
+    query = (other.sum(2) > 0).numpy()  # regular pieces of a pair
+    defined = query & (own.sum(2) > 0).numpy()
+    b = np.flatnonzero(has)
+    n_def = defined[b].sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scores = np.where(defined[b][..., None], contrast[b], 0).sum(1) / n_def[:, None]
+    return b, scores.astype(np.float32), n_def, query[b].sum(1) - n_def
 
 
 def _syntactic_scores(batch: Batch, roles: list[str], opts: dict):
@@ -285,28 +425,50 @@ def _syntactic_scores(batch: Batch, roles: list[str], opts: dict):
     ]
     b, r, q, t = _pairs(masks)
     if len(b) == 0:
-        return [], [], [], []
-    return sieve_from_pairs(batch.word_values(b, q, t, opts["aggregation"]), b, r, q, batch.word_abar)
+        return [], [], [], [], []
+    if opts["score"] == "mass":  # share of the query word's mass on the target words' pieces
+        share = batch.piece_counts[b, t] / batch.lengths[b]
+        row_mass = batch.word_abar * batch.lengths[:, None, None]
+        values = batch.word_values(b, q, t, "sum")
+        return mass_from_pairs(values, b, r, q, row_mass, share, opts["max_uniform_share"])
+    res = sieve_from_pairs(batch.word_values(b, q, t, opts["aggregation"]), b, r, q, batch.word_abar)
+    return (*res, np.zeros(len(res[0]), dtype=np.int64))
 
 
-def score_batch(batch: Batch, options: dict | None = None):
+def block_form(opts: dict) -> str:
+    return f"block_{opts['block_weighting']}"
+
+
+def score_form(role: str, opts: dict) -> str:
+    """The score form of a role's scores under ``opts`` (the ``form`` column of scores.parquet)."""
+    return block_form(opts) if role == "block" else opts["score"]
+
+
+def score_batch(batch: Batch, options: dict | None = None, detail: bool = False):
     """Every head's score for every role that applies, for a batch of inputs.
 
-    Returns a list of (batch position, role, scores [X], n_queries); roles whose target sets are empty
-    for an input (a relation absent, a single segment for ``block``) are left out for that input.
+    Returns a list of (batch position, role, scores [X], n_queries); with ``detail`` also n_undefined (the
+    queries left out: uniform share above the cap, or no own-segment piece outside the window for block)
+    and the score form.  Roles whose target sets are empty for an input (a relation absent, a single
+    segment for ``block``) are left out for that input; under ``mass``, an input whose every query is left
+    out keeps a row with NaN scores and n_queries 0.
     """
     opts = dict(DEFAULT_OPTIONS, **(options or {}))
-    out: list[tuple[int, str, np.ndarray, int]] = []
+    if opts["score"] not in SCORE_FORMS or opts["block_weighting"] not in BLOCK_FORMS:
+        raise HeadsieveError(
+            f"roles.score {opts['score']!r} / roles.block_weighting {opts['block_weighting']!r}: "
+            f"expected one of {SCORE_FORMS} / {BLOCK_FORMS}"
+        )
+    out: list[tuple] = []
     piece = list(opts["piece_roles"])
+    if "block" in piece and opts["block_weighting"] != "plain":
+        piece.remove("block")
+        for b, scores, nq, nu in zip(*_block_scores(batch, opts)):
+            out.append((int(b), "block", scores, int(nq), int(nu), block_form(opts)))
     syn = sorted({name for f in batch.facts for name in sentence_roles(f, opts)})
     for names, fn in ((piece, _piece_scores), (syn, _syntactic_scores)):
         if names:
-            for b, k, scores, nq in zip(*fn(batch, names, opts)):
-                out.append((int(b), names[k], scores, int(nq)))
-    return out
-
-
-def role_family(role: str) -> str:
-    if role.startswith("dep:") or role == "syntactic":
-        return "syntactic"
-    return PIECE_ROLES[role][0]
+            for b, k, scores, nq, nu in zip(*fn(batch, names, opts)):
+                out.append((int(b), names[k], scores, int(nq), int(nu), score_form(names[k], opts)))
+    out.sort(key=lambda o: (o[0], o[1]))
+    return out if detail else [o[:4] for o in out]

@@ -1,7 +1,10 @@
 """One-sided t tests of head roles, with multiple-testing correction.
 
-Per head and role the sample is the per-sentence scores ``s_1..s_n``.  H0: mean <= tau, H1: mean > tau;
-``t = (mean - tau) / (sd / sqrt(n))`` with the sample sd (ddof 1), ``p = 1 - F_t(t; n - 1)``.  The p
+Per head and role the sample is the per-sentence scores ``s_1..s_n`` (inputs whose score is undefined,
+NaN, are left out and counted as ``n_left_out``).  H0: mean <= tau, H1: mean > tau;
+``t = (mean - tau) / (sd / sqrt(n))`` with the sample sd (ddof 1; one reference used ddof 0, which
+understates the sd and overstates t), ``p = 1 - F_t(t; n - 1)``.  The default tau follows the score form
+(``form`` column of the scores; :data:`headsieve.roles.targets.DEFAULT_TAU`).  The p
 values of one model and corpus (every head x role) form one family and are adjusted by Holm (family-wise
 error rate), Benjamini-Hochberg (false discovery rate, the default) or not at all.  A head holds a role
 when its adjusted p < alpha.
@@ -13,10 +16,17 @@ offered for claims about single heads.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
+
+from headsieve.errors import HeadsieveError
+from headsieve.roles.targets import DEFAULT_TAU, ROLES, is_role
+
+log = logging.getLogger(__name__)
 
 CORRECTIONS = {"none": None, "holm": "holm", "bh": "fdr_bh"}
 
@@ -64,14 +74,27 @@ def adjust(p: np.ndarray, correction: str) -> np.ndarray:
     return out
 
 
-#: the plain block ratio of a head attending only to its own segment is N / |segment|, about 2 for
-#: balanced pairs, so tau = 3 would make the role unreachable; block is tested against 1.5 by default
-DEFAULT_TAU_BY_ROLE = {"block": 1.5}
+def role_taus(scores: pd.DataFrame, tau: float | None, tau_by_role: dict | None) -> np.ndarray:
+    """The threshold of every score row: ``tau_by_role[role]`` if given, else ``tau`` if given, else the
+    default of the row's score form (tables without a ``form`` column are the reference ratio)."""
+    overrides = dict(tau_by_role or {})
+    unknown = sorted(r for r in overrides if not is_role(r))
+    if unknown:
+        raise HeadsieveError(
+            f"config key roles.tau_by_role: unknown role(s) {', '.join(unknown)} (roles: {', '.join(ROLES)}, dep:<relation>)"
+        )
+    roles = scores["role"].astype(str)
+    if "form" in scores:
+        forms = scores["form"].astype(str)
+    else:
+        forms = roles.map(lambda r: "block_plain" if r == "block" else "ratio")
+    base = forms.map(DEFAULT_TAU) if tau is None else pd.Series(float(tau), index=scores.index)
+    return roles.map(overrides).fillna(base).to_numpy(dtype=float)
 
 
 def role_tests(
     scores: pd.DataFrame,
-    tau: float = 3.0,
+    tau: float | None = None,
     alpha: float = 0.05,
     correction: str = "bh",
     keys=("model", "corpus"),
@@ -79,16 +102,29 @@ def role_tests(
 ) -> pd.DataFrame:
     """Test every (layer, head, role) of a long score table.
 
-    ``scores`` has columns keys + layer, head, role, score (one row per sentence).  ``tau_by_role``
-    overrides tau for single roles (default :data:`DEFAULT_TAU_BY_ROLE`).  Returns one row per
-    (keys, layer, head, role): n, mean, sd, ci_low, ci_high (two-sided 1 - alpha interval of the mean),
-    t, p, p_adj, label, plus the tau, alpha and correction used.  Each (keys) group is one family.
+    ``scores`` has columns keys + layer, head, role, score (one row per sentence; NaN = undefined for that
+    input), optionally ``form``.  ``tau`` (None: the default of each role's score form) and
+    ``tau_by_role`` (overrides for single roles) set H0.  Returns one row per (keys, layer, head, role):
+    n (inputs tested), n_left_out (inputs with the role's targets but no scorable query), mean, sd,
+    ci_low, ci_high (two-sided 1 - alpha interval of the mean), t, p, p_adj, label, plus the tau, alpha
+    and correction used and the score form.  Each (keys) group is one family.
     """
+    scores = scores.copy()
+    scores["tau"] = role_taus(scores, tau, tau_by_role)
+    if "form" not in scores:
+        scores["form"] = np.where(scores["role"].astype(str) == "block", "block_plain", "ratio")
+    if (scores["form"].astype(str) == "block_entropy").any():
+        log.warning(
+            "block scored as the reference code's ratio x entropy: a uniform head scores ln N there "
+            "(above tau 3 for N > 20 pieces), so its block labels do not separate block heads from uniform ones"
+        )
     group_cols = list(keys) + ["layer", "head", "role"]
-    g = scores.groupby(group_cols, sort=True, observed=True)["score"]
-    out = g.agg(n="count", mean="mean", sd="std").reset_index()  # pandas std: ddof 1
-    overrides = DEFAULT_TAU_BY_ROLE if tau_by_role is None else tau_by_role
-    taus = out["role"].astype(str).map(lambda r: overrides.get(r, tau)).to_numpy(dtype=float)
+    g = scores.groupby(group_cols, sort=True, observed=True)
+    out = g["score"].agg(n="count", mean="mean", sd="std").reset_index()  # pandas std: ddof 1
+    out["n_left_out"] = g["score"].size().to_numpy() - out["n"].to_numpy()
+    out["tau"] = g["tau"].first().to_numpy()
+    out["form"] = g["form"].first().astype(str).to_numpy()
+    taus = out["tau"].to_numpy(dtype=float)
     t, p = t_test_greater(out["n"].to_numpy(), out["mean"].to_numpy(), out["sd"].to_numpy(), taus)
     out["t"], out["p"] = t, p
     n = out["n"].to_numpy(dtype=float)
@@ -100,6 +136,6 @@ def role_tests(
     for _, idx in out.groupby(list(keys), sort=False).groups.items():
         out.loc[idx, "p_adj"] = adjust(out.loc[idx, "p"].to_numpy(), correction)
     out["label"] = (out["p_adj"] < alpha).fillna(False).astype(bool)
-    out["tau"], out["alpha"], out["correction"] = taus, float(alpha), correction
-    cols = group_cols + ["n", "mean", "sd", "ci_low", "ci_high", "t", "p", "p_adj", "label", "tau", "alpha", "correction"]
-    return out[cols]
+    out["alpha"], out["correction"] = float(alpha), correction
+    cols = group_cols + ["n", "n_left_out", "mean", "sd", "ci_low", "ci_high", "t", "p", "p_adj", "label"]
+    return out[cols + ["tau", "alpha", "correction", "form"]]
