@@ -140,20 +140,134 @@ def test_consecutive_contiguous_spread_not_adjacent(facts):
                 assert len(layers_of(heads)) == m and len(full_layers(heads, facts)) == n // H
             touched = layers_of(block)
             assert touched == list(range(touched[0], touched[0] + m)) if m else touched == []
-            if n % H:  # the partial layer is at an end of the block
-                partial = (set(touched) - set(full_layers(block, facts))).pop()
-                assert partial in (touched[0], touched[-1])
-            if 2 * m - 1 <= L:
+            if 2 * m <= L:  # spread never holds adjacent layers where the matched design allows it
                 gaps = np.diff(layers_of(spread))
                 assert (gaps >= 2).all(), (n, seed, layers_of(spread))
 
 
-def test_spread_even_and_positions_vary():
-    assert S.spread_layers(3, 12, 0) == [0, 4, 8]
-    assert S.spread_layers(4, 7, 3) == [0, 2, 4, 6]
-    assert S.spread_layers(5, 12, 11) == [2, 4, 7, 9, 11]
-    starts = {layers_of(run("spread", SHAPES[1], 3 / 12, seed=s))[0] for s in range(20)}
-    assert len(starts) >= 3
+def inclusion_rates(name: str, facts: ModelFacts, fraction: float, draws: int) -> tuple[np.ndarray, np.ndarray, list]:
+    """Over ``draws`` seeds: the share of draws touching each layer, the mean number of its heads pruned, and
+    the layer sets drawn."""
+    touched = np.zeros(facts.n_layers)
+    heads_per_layer = np.zeros(facts.n_layers)
+    sets = []
+    for seed in range(draws):
+        heads = run(name, facts, fraction, seed)
+        layers = layers_of(heads)
+        touched[layers] += 1
+        for layer, _ in heads:
+            heads_per_layer[layer] += 1
+        sets.append(layers)
+    return touched / draws, heads_per_layer / draws, sets
+
+
+def equal_rates(a: np.ndarray, b: np.ndarray, draws: int, z: float = 4.0) -> bool:
+    """Whether two per-layer inclusion rates, each from ``draws`` independent draws, agree within ``z`` standard
+    errors of their difference at every layer (a two-proportion z test, |z| <= 4: with 6-12 layers the chance
+    of a false alarm under equal rates is below 1e-3)."""
+    pooled = (a + b) / 2
+    se = np.sqrt(np.maximum(pooled * (1 - pooled), 1e-12) * 2 / draws)
+    return bool((np.abs(a - b) <= z * se + 1e-12).all())
+
+
+DRAWS = 1200
+
+
+@pytest.mark.parametrize("facts", SHAPES, ids=lambda f: f"{f.n_layers}x{f.n_heads}")
+@pytest.mark.parametrize("fraction", [0.2, 0.4, 0.5, 0.6, 0.8])
+def test_consecutive_and_spread_include_each_layer_equally_often(facts, fraction):
+    """The confound of the old design (6 layers at 60%: the top layer in 35% of consecutive draws, 67% of
+    spread draws) is gone: over many seeds each layer is touched, and loses heads, equally often in both."""
+    L = facts.n_layers
+    rc, hc, block_sets = inclusion_rates("consecutive", facts, fraction, DRAWS)
+    rs, hs, spread_sets = inclusion_rates("spread", facts, fraction, DRAWS)
+    assert equal_rates(rc, rs, DRAWS), (rc.round(3), rs.round(3))
+    m = len(block_sets[0])
+    design = S.layer_set_design(L, m)
+    assert np.allclose(rc, design.inclusion, atol=4 * np.sqrt(0.25 / DRAWS))  # the draws follow the design
+    # expected heads pruned per layer: the same up to sampling error (sd of a layer's count <= n_heads)
+    assert np.abs(hc - hs).max() <= 4 * facts.n_heads * np.sqrt(2 / DRAWS)
+    # top and bottom exposure and mean depth are the same
+    assert abs(rc[0] - rc[-1]) <= 4 * np.sqrt(0.5 / DRAWS) and abs(rs[0] - rs[-1]) <= 4 * np.sqrt(0.5 / DRAWS)
+    depth_c = np.mean([np.mean(s) for s in block_sets])
+    depth_s = np.mean([np.mean(s) for s in spread_sets])
+    assert abs(depth_c - depth_s) <= 4 * L / np.sqrt(12 * DRAWS)
+    adjacent = [sum(np.diff(s) == 1) for s in spread_sets]
+    assert all(sum(np.diff(s) == 1) == m - 1 for s in block_sets)  # every block is contiguous
+    if 2 * m <= L:
+        assert max(adjacent) == 0
+    elif m < L - 1:
+        assert np.mean(adjacent) < m - 1
+
+
+def test_the_inclusion_check_catches_a_confounded_design():
+    """The check of the test above has power: the old design (uniform block start against systematic
+    sampling) fails it at the issue's example, 6 layers at 60% (m = 4 layers)."""
+    L, m, draws = 6, 4, DRAWS
+    rng = np.random.default_rng(0)
+    old_block = np.zeros(L)
+    old_spread = np.zeros(L)
+    for _ in range(draws):
+        start = rng.integers(L - m + 1)
+        old_block[start : start + m] += 1
+        c = rng.integers(L)
+        old_spread[[(c + i * L) // m for i in range(m)]] += 1
+    assert not equal_rates(old_block / draws, old_spread / draws, draws)
+
+
+@pytest.mark.parametrize("n_layers", [5, 6, 7, 12, 24])
+def test_design_matches_inclusion_exactly(n_layers):
+    """By construction, not only in the draws: both strategies' inclusion probabilities are equal, sum to m,
+    and are symmetric (top exposure = bottom exposure)."""
+    for m in range(1, n_layers + 1):
+        d = S.layer_set_design(n_layers, m)
+        block = np.zeros(n_layers)
+        for start, w in zip(d.starts, d.start_weights):
+            block[start : start + m] += w
+        spread = np.zeros(n_layers)
+        stack = [((0, 0, 0), 1.0)]
+        while stack:  # exact spread inclusion, walking the flow
+            state, p = stack.pop()
+            for take, nxt, q in d.edges.get(state, ()):
+                if take:
+                    spread[nxt[0] - 1] += p * q
+                if nxt[0] < n_layers:
+                    stack.append((nxt, p * q))
+        assert np.allclose(block, spread, atol=1e-7) and np.allclose(block, d.inclusion)
+        assert np.isclose(block.sum(), m) and np.allclose(block, block[::-1], atol=1e-7)
+        if 2 * m <= n_layers:
+            assert d.adjacent_pairs < 1e-7
+        if n_layers % m == 0:
+            assert np.allclose(block, m / n_layers, atol=1e-7)  # blocks tile the layers: uniform
+
+
+def test_partial_layer_is_any_of_the_touched_layers():
+    facts = ModelFacts(6, 4)
+    seen = set()
+    for seed in range(60):
+        heads = run("consecutive", facts, 10 / 24, seed)  # 2 whole layers + 2 heads of a third
+        touched = layers_of(heads)
+        partial = (set(touched) - set(full_layers(heads, facts))).pop()
+        seen.add(touched.index(partial))
+    assert seen == {0, 1, 2}
+
+
+def test_readme_states_the_layers_of_each_strategy():
+    """README.md holds the generated tables verbatim: which layers top/bottom/middle/top_bottom and the bands
+    mean for 6- and 12-layer models, and the matched consecutive/spread design for both."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert S.layer_markdown((6, 12)) in readme
+    assert S.design_markdown(6) in readme and S.design_markdown(12) in readme
+
+
+def test_ordered_strategies_prune_the_same_number_of_heads():
+    for facts in SHAPES:
+        for fraction in (0.1, 0.25, 0.4, 0.6, 0.8):
+            sizes = {len(run(name, facts, fraction)) for name in S.ORDERED + ("consecutive", "spread", "random")}
+            assert sizes == {S.n_to_prune(facts, fraction)}
+    assert {len(run(f"band:{b}", SHAPES[1], 0.1)) for b in S.BANDS} == {4 * 12}
 
 
 # ------------------------------------------------------------------------------------------------- roles

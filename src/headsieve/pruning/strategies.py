@@ -13,12 +13,20 @@ Strategies (``L`` layers of ``H`` heads, ``n`` heads to prune):
   ``bottom`` 0, 1, ...; ``middle`` by distance from the centre (L-1)/2, the lower layer first on ties
   (12 layers: 5, 6, 4, 7, 3, 8, ...); ``top_bottom`` L-1, 0, L-2, 1, ... (spares the middle).
 * ``consecutive``, ``spread``: ``k, r = divmod(n, H)``; ``k`` whole layers plus ``r`` random heads of one
-  more layer, so ``m = ceil(n / H)`` layers are touched.  ``consecutive``: the ``m`` layers form a
-  contiguous block at a uniformly drawn position; the partial layer is one end of the block (drawn).
-  ``spread``: systematic sampling, layers ``(c + i * L) // m`` for ``i < m`` with ``c`` drawn uniformly
-  in ``[0, L)``: gaps differ by at most one, no two layers are adjacent when ``L / m >= 2``, and when
-  ``L == 2m - 1`` (the only other case where that is possible) the even layers are taken; the partial
-  layer is drawn among the ``m``.  Both prune exactly ``n`` heads, so they compare at equal size.
+  more layer, so ``m = ceil(n / H)`` layers are touched; the partial layer is drawn uniformly among the ``m``
+  in both.  The two are a matched design (:func:`layer_set_design`), so that they differ in contiguity only,
+  not in depth: every layer is touched with the SAME probability by both (hence also the same expected
+  number of its heads pruned), and the block weights are symmetric under top <-> bottom reflection (equal top
+  and bottom exposure).  ``consecutive``: a contiguous block of ``m`` layers, its first layer drawn from the
+  design's weights.  ``spread``: a set of ``m`` layers drawn from a distribution found by linear programming
+  over all ``m``-sets (as a flow over layers), with (1) the fewest expected adjacent pairs that equal
+  inclusion allows, then (2) inclusion as close to uniform ``m / L`` as blocks allow, then (3) the fewest
+  pairs two layers apart.  When ``L / m`` is a whole number the inclusion is uniform (blocks tile the
+  layers); whenever ``2m <= L`` spread never holds adjacent layers (6 layers: m <= 3; 12 layers: m <= 6).
+  With ``2m > L`` every block contains the middle layers, so both strategies always include them and
+  ``spread`` holds as few adjacent pairs as that allows (at most, and while ``m < L - 1`` fewer than, a
+  block's ``m - 1``).
+  :func:`design_table` lists the inclusion and adjacency of every ``m`` for a given ``L``.
 * ``prune_role:R``: heads labelled with role R, strongest mean score first; then random others.
 * ``spare_role:R``: random heads not labelled R; only when those run out, labelled ones, weakest mean
   score first.
@@ -42,6 +50,7 @@ same triple always gives the same heads (stable across processes: crc32, not ``h
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from dataclasses import dataclass
@@ -202,46 +211,224 @@ def top_bottom(facts, fraction, rng, labels, importance, arg) -> Heads:
     return _fill_layers(layer_order("top_bottom", facts.n_layers), n_to_prune(facts, fraction), facts, rng)
 
 
-def spread_layers(m: int, n_layers: int, offset: int) -> list[int]:
-    """``m`` layers spread evenly by systematic sampling from ``offset`` in ``[0, n_layers)``.
+# ------------------------------------------------------------------------- consecutive against spread
 
-    Gaps differ by at most one; no two are adjacent when that is possible (``L / m >= 2``, or ``L == 2m-1``).
+
+@dataclass(frozen=True)
+class LayerSetDesign:
+    """The matched design of ``consecutive`` and ``spread`` for ``m`` of ``n_layers`` layers.
+
+    ``starts``/``start_weights``: the first layer of a ``consecutive`` block and its probability.
+    ``edges``: the ``spread`` sets as a flow over states ``(layer, taken so far, distance to the last taken
+    layer)``: ``state -> [(take, next state, probability)]``; walking it from ``(0, 0, 0)`` draws one set.
+    ``inclusion``: the probability that each layer is among the ``m`` (the same for both strategies).
     """
-    if m <= 0:
-        return []
-    if m > 1 and n_layers == 2 * m - 1:
-        return list(range(0, n_layers, 2))
-    return [(offset + i * n_layers) // m for i in range(m)]
+
+    n_layers: int
+    m: int
+    starts: tuple[int, ...]
+    start_weights: tuple[float, ...]
+    edges: dict
+    inclusion: tuple[float, ...]
+    adjacent_pairs: float  # expected number of adjacent layer pairs in a spread set
+
+
+#: distance states of the spread flow: 0 = nothing taken yet, 1 = the previous layer was taken,
+#: 2 = the one before it, 3 = three or more layers back
+_FAR = 3
+
+
+def _flow_edges(n_layers: int, m: int) -> list[tuple[tuple, tuple, bool]]:
+    """Every edge ``(state, next state, take)`` of the spread flow that can still end with ``m`` taken."""
+    edges, frontier = [], {(0, 0, 0)}
+    for layer in range(n_layers):
+        following = set()
+        for state in sorted(frontier):
+            _, k, d = state
+            if k < m:  # take this layer
+                edges.append((state, (layer + 1, k + 1, 1), True))
+                following.add((layer + 1, k + 1, 1))
+            if m - k <= n_layers - layer - 1:  # skip it (enough layers left)
+                nxt = (layer + 1, k, 0 if d == 0 else min(d + 1, _FAR))
+                edges.append((state, nxt, False))
+                following.add(nxt)
+        frontier = following
+    return edges
+
+
+def _solve_stage(c, a_ub, b_ub, a_eq, b_eq, n_vars):
+    from scipy.optimize import linprog
+
+    result = linprog(c, A_ub=a_ub or None, b_ub=b_ub or None, A_eq=a_eq, b_eq=b_eq, bounds=[(0, None)] * n_vars,
+                     method="highs")  # fmt: skip
+    if result.status != 0:
+        raise RuntimeError(f"layer-set design LP failed: {result.message}")
+    return result
+
+
+@functools.lru_cache(maxsize=None)
+def layer_set_design(n_layers: int, m: int) -> LayerSetDesign:
+    """The matched design of ``consecutive`` and ``spread`` for ``m`` of ``n_layers`` layers (see the module doc).
+
+    Three linear programs over (block start weights, spread flow, t), each keeping the optimum of the one
+    before: equal per-layer inclusion for both strategies throughout, block weights symmetric under
+    top <-> bottom reflection; (1) fewest expected adjacent pairs in a spread set; (2) inclusion as close to
+    uniform ``m / L`` as possible (smallest largest deviation t); (3) fewest pairs two layers apart.
+    """
+    L = n_layers
+    starts = list(range(L - m + 1))
+    edges = _flow_edges(L, m)
+    nb, ne = len(starts), len(edges)
+    n_vars = nb + ne + 1  # block weights, edge flows, t
+    a_eq, b_eq = [], []
+
+    def row():
+        return np.zeros(n_vars)
+
+    r = row()
+    r[:nb] = 1
+    a_eq.append(r), b_eq.append(1.0)
+    for s in starts:  # reflection symmetry of the blocks
+        if s < L - m - s:
+            r = row()
+            r[s], r[L - m - s] = 1, -1
+            a_eq.append(r), b_eq.append(0.0)
+    nodes = sorted({e[0] for e in edges} | {e[1] for e in edges})
+    for node in nodes:  # flow conservation; one unit leaves the source
+        if node[0] == L:
+            continue
+        r = row()
+        for j, (src, dst, _) in enumerate(edges):
+            r[nb + j] += (src == node) - (dst == node)
+        a_eq.append(r), b_eq.append(1.0 if node == (0, 0, 0) else 0.0)
+    block_inclusion = np.array([[float(s <= l < s + m) for s in starts] for l in range(L)])
+    for layer in range(L):  # the same inclusion probability for both strategies
+        r = row()
+        r[:nb] = block_inclusion[layer]
+        for j, (src, _, take) in enumerate(edges):
+            if take and src[0] == layer:
+                r[nb + j] = -1
+        a_eq.append(r), b_eq.append(0.0)
+    a_ub, b_ub = [], []
+    for layer in range(L):  # |inclusion - m / L| <= t
+        for sign in (1, -1):
+            r = row()
+            r[:nb] = sign * block_inclusion[layer]
+            r[-1] = -1
+            a_ub.append(r), b_ub.append(sign * m / L)
+    adjacent, two_apart = row(), row()
+    for j, (src, _, take) in enumerate(edges):
+        adjacent[nb + j] = float(take and src[2] == 1)
+        two_apart[nb + j] = float(take and src[2] == 2)
+    deviation = row()
+    deviation[-1] = 1
+    for objective in (adjacent, deviation, two_apart):
+        result = _solve_stage(objective, a_ub, b_ub, a_eq, b_eq, n_vars)
+        a_ub.append(objective), b_ub.append(result.fun + 1e-9)
+    x = np.clip(result.x, 0, None)
+    weights = x[:nb] / x[:nb].sum()
+    flows: dict = {}
+    for j, (src, dst, take) in enumerate(edges):
+        flows.setdefault(src, []).append((take, dst, x[nb + j]))
+    choices = {}
+    for src, out in flows.items():  # solver noise (< 1e-9) dropped, then each state's choices sum to 1
+        out = [(take, dst, f) for take, dst, f in out if f > 1e-9]
+        total = sum(f for *_, f in out)
+        if out:
+            choices[src] = tuple((take, dst, f / total) for take, dst, f in out)
+    inclusion = block_inclusion @ weights
+    return LayerSetDesign(L, m, tuple(starts), tuple(float(w) for w in weights), choices,
+                          tuple(float(p) for p in inclusion), max(float(adjacent @ x), 0.0))  # fmt: skip
+
+
+def draw_block(design: LayerSetDesign, rng: np.random.Generator) -> list[int]:
+    """A ``consecutive`` layer set: a block of ``m`` layers, its first layer drawn from the design's weights."""
+    weights = np.where(np.asarray(design.start_weights) > 1e-9, design.start_weights, 0.0)
+    start = design.starts[int(rng.choice(len(design.starts), p=weights / weights.sum()))]
+    return list(range(start, start + design.m))
+
+
+def draw_spread(design: LayerSetDesign, rng: np.random.Generator) -> list[int]:
+    """A ``spread`` layer set: one walk through the design's flow, layer by layer."""
+    state, layers = (0, 0, 0), []
+    while state[0] < design.n_layers:
+        options = design.edges[state]
+        k = int(rng.choice(len(options), p=np.array([p for *_, p in options])))
+        take, state, _ = options[k]
+        if take:
+            layers.append(state[0] - 1)
+    return layers
 
 
 def _block_strategy(facts: ModelFacts, fraction: float, rng: np.random.Generator, spread: bool) -> Heads:
-    """``consecutive`` or ``spread``: ``k`` whole layers plus a partial one, placed as the strategy says."""
+    """``consecutive`` or ``spread``: ``m`` layers from the matched design, ``k`` of them whole and one partial
+    (drawn uniformly among the ``m``, in both strategies)."""
     n = n_to_prune(facts, fraction)
     whole, rest = divmod(n, facts.n_heads)
     m = whole + (rest > 0)
     if m == 0:
         return []
-    if spread:
-        layers = spread_layers(m, facts.n_layers, int(rng.integers(facts.n_layers)))
-        partial = int(rng.integers(m)) if rest else None
-    else:
-        start = int(rng.integers(facts.n_layers - m + 1))
-        layers = list(range(start, start + m))
-        partial = (0 if rng.integers(2) == 0 else m - 1) if rest else None
-    if partial is not None:  # the partial layer goes last in the fill order
+    design = layer_set_design(facts.n_layers, m)
+    layers = draw_spread(design, rng) if spread else draw_block(design, rng)
+    if rest:  # the partial layer goes last in the fill order
+        partial = int(rng.integers(m))
         layers = layers[:partial] + layers[partial + 1 :] + [layers[partial]]
     return _fill_layers(layers, n, facts, rng)
 
 
+def design_table(n_layers: int) -> pd.DataFrame:
+    """The matched ``consecutive``/``spread`` design for every number ``m`` of touched layers of a model with
+    ``n_layers`` layers: columns m, layer, inclusion (the same for both strategies), and the expected number
+    of adjacent pairs of a consecutive block (``m - 1``) and of a spread set."""
+    rows = []
+    for m in range(1, n_layers + 1):
+        design = layer_set_design(n_layers, m)
+        for layer, p in enumerate(design.inclusion):
+            rows.append({"m": m, "layer": layer, "inclusion": round(p, 9), "adjacent_consecutive": m - 1,
+                         "adjacent_spread": round(design.adjacent_pairs, 9)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+#: strategies that take whole layers in a fixed order (:func:`layer_order`)
+ORDERED = ("top", "bottom", "middle", "top_bottom")
+
+
+def layer_markdown(layer_counts=(6, 12)) -> str:
+    """The README's table of which layers ``top``, ``bottom``, ``middle``, ``top_bottom`` and the bands take,
+    for models of ``layer_counts`` layers (generated here; a test checks the README holds it verbatim)."""
+    head = "| strategy | " + " | ".join(f"{n} layers" for n in layer_counts) + " |"
+    lines = [head, "|---" * (len(layer_counts) + 1) + "|"]
+    for name in ORDERED:
+        cells = [", ".join(str(l) for l in layer_order(name, n)) for n in layer_counts]
+        lines.append(f"| `{name}` (order) | " + " | ".join(cells) + " |")
+    for band in BANDS:
+        cells = [", ".join(str(l) for l in band_layers(band, n)) for n in layer_counts]
+        lines.append(f"| `band:{band}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def design_markdown(n_layers: int) -> str:
+    """The README's table of the matched consecutive/spread design for ``n_layers`` layers: per number of
+    touched layers, each layer's inclusion probability (both strategies) and the expected adjacent pairs."""
+    table = design_table(n_layers)
+    lines = [f"| m of {n_layers} | inclusion of layers 0..{n_layers - 1} | adjacent pairs: consecutive / spread |",
+             "|---:|---|---|"]  # fmt: skip
+    for m, sub in table.groupby("m"):
+        probs = " ".join(f"{p:.2f}" for p in sub["inclusion"])
+        adj = sub["adjacent_spread"].iloc[0]
+        lines.append(f"| {m} | {probs} | {m - 1} / {adj:.2f} |")
+    return "\n".join(lines)
+
+
 @register("consecutive")
 def consecutive(facts, fraction, rng, labels, importance, arg) -> Heads:
-    """A contiguous block of layers at a random position (whole layers plus one partial end layer)."""
+    """A contiguous block of layers, placed by the matched design (whole layers plus one partial layer)."""
     return _block_strategy(facts, fraction, rng, spread=False)
 
 
 @register("spread")
 def spread(facts, fraction, rng, labels, importance, arg) -> Heads:
-    """As many layers as ``consecutive``, spread evenly (not adjacent when possible)."""
+    """As many layers as ``consecutive``, with the same inclusion per layer, as few adjacent as possible."""
     return _block_strategy(facts, fraction, rng, spread=True)
 
 
