@@ -8,12 +8,20 @@ on the same inputs:
   over every query piece of every input;
 * ``norm_change``: relative change of the mean L2 norm of the head's output (its slice of the context,
   the input of the attention output projection);
-* ``importance_change``: change of the head's (layer-normalised) importance, when both are given.
+* ``importance_change``: change of the head's share of its layer's importance, both models normalised over
+  the SAME heads (the layer's heads that remain in the pruned model; :func:`importance_shift`), when both
+  importances are given.
 
-Then ask whether the change is spread evenly over the remaining heads: Gini coefficient of the change
-(0 = every head changed alike), the share of the total change carried by layers that lost heads against
-their share of remaining heads, and a permutation test of that share (null: the changes of the remaining
-heads are exchangeable across positions).
+Each measure is exactly zero when nothing changed: identical inputs give 0 everywhere, and removing heads
+alone does not move ``importance_change`` of the heads that remain (normalising each model over its own
+remaining heads, as before, showed change in a pruned layer when nothing changed).
+
+Then ask whether the change is spread evenly over the remaining heads (:func:`spread_summary`), against an
+explicit null: the changes of the remaining heads are exchangeable across head positions.  Permutation tests
+(the same permutations for every statistic) of where the change falls: across layers (between-layer sum of
+squares), in the layers that lost heads (their share of the total change), and along the share of a layer's
+heads that were pruned (correlation over heads, not over a handful of layer means); plus the Gini
+coefficient of the change (0 = every head changed alike).
 """
 
 from __future__ import annotations
@@ -21,7 +29,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
 from headsieve.models.heads import attention_sites, head_shape, remaining_heads
 from headsieve.models.runtime import eval_mode, model_device, to_device
@@ -115,11 +122,35 @@ def compare_heads(reference: dict, pruned: dict, importance_ref=None, importance
         }
     )
     if importance_ref is not None and importance_pruned is not None:
-        change = np.where(is_pruned, np.nan, np.asarray(importance_pruned) - np.asarray(importance_ref))
+        change = importance_shift(importance_ref, importance_pruned, ~is_pruned)
         frame["importance_change"] = change.ravel()
     else:
         frame["importance_change"] = np.nan
     return frame
+
+
+def _layer_shares(importance: np.ndarray, alive: np.ndarray) -> np.ndarray:
+    """Each layer's importance over its ``alive`` heads divided by their L2 norm (NaN elsewhere; NaN in a
+    layer whose alive heads are all zero)."""
+    values = np.where(alive, np.asarray(importance, dtype=float), 0.0)
+    norms = np.sqrt((values**2).sum(axis=1, keepdims=True))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(alive & (norms > 0), values / norms, np.nan)
+
+
+def importance_shift(importance_ref, importance_pruned, alive) -> np.ndarray:
+    """``[layers, heads]`` change of importance, both models normalised per layer over the same heads.
+
+    ``alive``: the heads that remain in the pruned model.  Both importances are divided, layer by layer, by the
+    L2 norm of that layer's alive heads, so any per-layer scale of the inputs (raw gradients, or rows already
+    normalised over all heads or over the remaining ones) gives the same result, and unchanged importances
+    give exactly 0.  What it measures is how importance is redistributed within a layer; a change of a whole
+    layer's scale does not show.  NaN for pruned heads; 0 where both layers' alive heads are all zero.
+    """
+    alive = np.asarray(alive, dtype=bool)
+    ref, pruned = _layer_shares(importance_ref, alive), _layer_shares(importance_pruned, alive)
+    both_zero = np.isnan(ref) & np.isnan(pruned) & alive
+    return np.where(both_zero, 0.0, pruned - ref)
 
 
 def gini(values: np.ndarray) -> float:
@@ -131,50 +162,77 @@ def gini(values: np.ndarray) -> float:
     return float((2 * np.arange(1, n + 1) - n - 1) @ v / (n * v.sum()))
 
 
+def _permutation_p(observed: float, null: np.ndarray, two_sided: bool = False) -> float:
+    """``(1 + #{null >= observed}) / (1 + permutations)`` (with absolute values when ``two_sided``)."""
+    if not np.isfinite(observed):
+        return float("nan")
+    if two_sided:
+        observed, null = abs(observed), np.abs(null)
+    return float((1 + np.sum(null >= observed - 1e-12)) / (1 + len(null)))
+
+
+def _between_layers(change: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Between-layer sum of squares of ``change`` (rows: permutations) for layer codes ``0..n_groups-1``."""
+    counts = np.bincount(codes, minlength=n_groups).astype(float)
+    sums = np.stack([np.bincount(codes, weights=row, minlength=n_groups) for row in np.atleast_2d(change)])
+    return (sums**2 / counts).sum(axis=1) - np.atleast_2d(change).sum(axis=1) ** 2 / len(codes)
+
+
 def spread_summary(heads: pd.DataFrame, measure: str = "jsd", permutations: int = 2000, seed: int = 0) -> dict:
     """Is the change spread evenly over the remaining heads, or concentrated?
 
-    * ``gini``: Gini coefficient of the absolute change over the remaining heads (0 = all alike);
-    * ``p_layers_differ``: Kruskal-Wallis test that the change has the same distribution in every layer;
+    The null of every test: the absolute changes of the remaining heads are exchangeable across head
+    positions (where a head sits says nothing about how much it changed).  ``permutations`` random
+    reassignments of the changes to the positions (seeded by ``seed``; the same ones for every statistic):
+
+    * ``p_layers_differ``: does the change differ between layers (between-layer sum of squares)?
     * ``share_in_pruned_layers`` against ``heads_share_in_pruned_layers``: the share of the total change
-      carried by layers that lost heads, and their share of the remaining heads; ``p_concentrated``: a
-      permutation test of the former (null: changes exchangeable across head positions; NaN when every
-      layer, or none, lost heads);
-    * ``rho_pruned_share``, ``p_rho``: Spearman correlation over layers between the share of a layer's
-      heads that were pruned and the mean change of its remaining heads.
+      carried by layers that lost heads, and their share of the remaining heads; ``p_concentrated``:
+      one-sided test of the former (NaN when every layer, or none, lost heads);
+    * ``r_pruned_share``, ``p_pruned_share``: Pearson correlation over the remaining heads between a head's
+      change and the share of its layer's heads that were pruned, two-sided (NaN when that share is the same
+      in every layer);
+    * ``gini``: Gini coefficient of the change (0 = all alike); ``heads``, ``mean_change``, ``permutations``.
+
+    A large p is no proof of evenness: it says the design could not tell the change apart from an even one.
     """
     alive = heads[~heads["pruned"]].dropna(subset=[measure])
     change = np.abs(alive[measure].to_numpy(dtype=float))
     layers = alive["layer"].to_numpy()
     pruned_layers = set(heads.loc[heads["pruned"], "layer"])
     in_pruned = np.isin(layers, list(pruned_layers))
+    pruned_share = heads.groupby("layer")["pruned"].mean().reindex(layers).to_numpy(dtype=float)
     total = change.sum()
-    observed = float(change[in_pruned].sum() / total) if total > 0 else float("nan")
-    p_perm = float("nan")
-    if total > 0 and 0 < in_pruned.sum() < len(in_pruned):
-        rng = np.random.default_rng(seed)
-        null = np.array([change[rng.permutation(in_pruned)].sum() / total for _ in range(permutations)])
-        p_perm = float((1 + np.sum(null >= observed)) / (1 + permutations))
-    groups = [change[layers == layer] for layer in np.unique(layers)]
-    groups = [g for g in groups if len(g) >= 2]
+    n = len(change)
+    rng = np.random.default_rng(seed)
+    null_changes = change[np.argsort(rng.random((permutations, n)), axis=1)] if n else np.zeros((permutations, 0))
+    varies = n >= 2 and np.ptp(change) > 0
+    observed_share = float(change[in_pruned].sum() / total) if total > 0 else float("nan")
+    p_concentrated = float("nan")
+    if total > 0 and 0 < in_pruned.sum() < n:
+        p_concentrated = _permutation_p(observed_share, null_changes[:, in_pruned].sum(axis=1) / total)
+    codes = np.unique(layers, return_inverse=True)[1] if n else np.zeros(0, dtype=int)
+    n_groups = int(codes.max()) + 1 if n else 0
     p_layers = float("nan")
-    if len(groups) >= 2 and np.ptp(change) > 0:
-        p_layers = float(stats.kruskal(*groups).pvalue)
-    pruned_share = heads.groupby("layer")["pruned"].mean()
-    mean_change = pd.Series(change).groupby(layers).mean()
-    share = pruned_share.reindex(mean_change.index).to_numpy()
-    rho, p_rho = float("nan"), float("nan")
-    if len(mean_change) >= 3 and np.ptp(share) > 0 and np.ptp(mean_change.to_numpy()) > 0:
-        rho, p_rho = (float(v) for v in stats.spearmanr(share, mean_change.to_numpy()))
+    if varies and n_groups >= 2:
+        observed = float(_between_layers(change, codes, n_groups)[0])
+        p_layers = _permutation_p(observed, _between_layers(null_changes, codes, n_groups))
+    r, p_r = float("nan"), float("nan")
+    if varies and np.ptp(pruned_share) > 0:
+        x = (pruned_share - pruned_share.mean()) / pruned_share.std()
+        r = float(np.mean(x * (change - change.mean())) / change.std())
+        null_r = (null_changes - null_changes.mean(axis=1, keepdims=True)) @ x / n / change.std()
+        p_r = _permutation_p(r, null_r, two_sided=True)
     return {
         "measure": measure,
-        "heads": int(len(alive)),
-        "mean_change": float(change.mean()) if len(change) else float("nan"),
+        "heads": int(n),
+        "mean_change": float(change.mean()) if n else float("nan"),
         "gini": gini(change),
         "p_layers_differ": p_layers,
-        "share_in_pruned_layers": observed,
-        "heads_share_in_pruned_layers": float(in_pruned.mean()) if len(in_pruned) else float("nan"),
-        "p_concentrated": p_perm,
-        "rho_pruned_share": rho,
-        "p_rho": p_rho,
+        "share_in_pruned_layers": observed_share,
+        "heads_share_in_pruned_layers": float(in_pruned.mean()) if n else float("nan"),
+        "p_concentrated": p_concentrated,
+        "r_pruned_share": r,
+        "p_pruned_share": p_r,
+        "permutations": int(permutations),
     }
