@@ -99,9 +99,12 @@ def dump_attention(
     shard_bytes: int = 64 << 20,
     device="cpu",
     progress: bool = True,
+    provenance: dict | None = None,
 ):
-    """Stream every row's attention into a dump folder (see :mod:`headsieve.io.shards`); return the index."""
-    writer = ShardWriter(folder, model_key, corpus, shard_bytes)
+    """Stream every row's attention into a dump folder (see :mod:`headsieve.io.shards`); return the index.
+
+    ``provenance`` (e.g. max_length and the tokens' checksum) is recorded in the index metadata."""
+    writer = ShardWriter(folder, model_key, corpus, shard_bytes, provenance=provenance)
     for row, att in iter_attention(model, rows, batch_tokens, device, progress):
         writer.add(row["sentence_index"], row["sentence_id"], att, row["input_ids"])
     return writer.close()

@@ -50,6 +50,29 @@ def _json_list(text: str) -> list:
     return parse_json(text, list)
 
 
+# ---------------------------------------------------------------- argument ranges (one place: the config schema)
+
+#: command -> {argument dest: config key whose schema (type, range) the argument must satisfy}
+ARG_SETTINGS = {
+    "tokenize": {"max_length": "attention.max_length"},
+    "dump": {"max_length": "attention.max_length", "batch_tokens": "attention.batch_tokens", "shard_mb": "attention.shard_mb"},
+    "roles-test": {"tau": "roles.tau", "alpha": "roles.alpha", "tau_by_role": "roles.tau_by_role"},
+}
+
+
+def validate_args(args) -> None:
+    """Check every argument listed in :data:`ARG_SETTINGS` for ``args.command`` against the config schema."""
+    settings = ARG_SETTINGS.get(getattr(args, "command", None), {})
+    if not settings:
+        return
+    from headsieve.config import check_setting
+
+    for dest, key in settings.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            check_setting(value, key, "--" + dest.replace("_", "-"))
+
+
 def _setup_torch(threads: int, seed: int = 0) -> None:
     import torch
 
@@ -90,11 +113,12 @@ def cmd_tokenize(sub):
 
     def run(args):
         from headsieve.io.atomic import write_table
-        from headsieve.models.load import load_tokenizer
-        from headsieve.tokens import encode_examples, encode_sentences, records_table
+        from headsieve.models.load import check_positions, load_model_config, load_tokenizer
+        from headsieve.tokens import drop_duplicates, encode_examples, encode_sentences, file_sha256, records_table
 
         spec = args.corpus_spec
         tokenizer = load_tokenizer(args.model, args.model_spec)
+        check_positions(args.model, load_model_config(args.model, args.model_spec), args.max_length)
         fmt = spec["format"]
         limit = spec.get("max_sentences")
         if fmt == "conllu":
@@ -102,6 +126,7 @@ def cmd_tokenize(sub):
 
             sentences = read_conllu(args.input, limit)
             log.info("read %d sentences from %s", len(sentences), args.input)
+            sentences, duplicates = drop_duplicates(sentences, lambda s: tuple(s.tokens), lambda s: s.sent_id)
             records, stats = encode_sentences(tokenizer, sentences, args.max_length)
         else:
             from headsieve.io.glue import read_glue, task_spec
@@ -110,11 +135,27 @@ def cmd_tokenize(sub):
             custom = spec if task == "custom" else None
             examples = read_glue(args.input, task_spec(task, custom), spec.get("header"), spec.get("language"), limit)
             log.info("read %d examples (%s) from %s", len(examples), task, args.input)
+            examples, duplicates = drop_duplicates(examples, lambda e: (e.text_a, e.text_b), lambda e: e.example_id)
             records, stats = encode_examples(tokenizer, examples, args.max_length)
+        stats.duplicates = len(duplicates)
+        if duplicates:
+            log.warning(
+                "%d duplicate inputs dropped (the same text as an earlier input; the first copy is kept): %s",
+                len(duplicates), ", ".join(f"{d} (= {f})" for d, f in duplicates[:20]),
+            )  # fmt: skip
         log.info("tokenized: %s", stats.summary())
         if stats.dropped_ids:
             log.info("pairs dropped (longer than %d pieces): %s", args.max_length, ", ".join(stats.dropped_ids[:50]))
-        write_table(records_table(records, args.model, args.corpus), args.output)
+        provenance = {
+            "max_length": args.max_length,
+            "corpus_spec": spec,
+            "model_source": str(args.model_spec.get("source", args.model)),
+            "inputs": [os.path.basename(str(p)) for p in args.input],
+            "input_sha256": file_sha256(args.input),
+            "duplicates_dropped": len(duplicates),
+            "pairs_dropped": stats.pairs_dropped,
+        }
+        write_table(records_table(records, args.model, args.corpus, provenance), args.output)
 
     return run
 
@@ -124,7 +165,7 @@ def read_token_rows(path) -> list[dict]:
 
     try:
         table = pq.read_table(
-            path, columns=["model", "sentence_index", "sentence_id", "input_ids", "token_type_ids", "n_pieces"]
+            path, columns=["model", "corpus", "sentence_index", "sentence_id", "input_ids", "token_type_ids", "n_pieces"]
         )
     except Exception as err:
         raise HeadsieveError(f"{path}: cannot read tokens ({str(err).splitlines()[0]})") from None
@@ -140,13 +181,16 @@ def cmd_dump(sub):
     sub.add_argument("--output", required=True, help="dump folder")
     sub.add_argument("--batch-tokens", type=int, default=4096, help="padded pieces per batch (speed only)")
     sub.add_argument("--shard-mb", type=int, default=64)
+    sub.add_argument("--max-length", type=int, default=None, help="attention.max_length: the tokens must be cut at it")
     sub.add_argument("--threads", type=int, default=1)
     sub.add_argument("--device", default="auto")
 
     def run(args):
         from headsieve.attention import dump_attention
         from headsieve.io.atomic import atomic_dir
-        from headsieve.models.load import load_encoder, model_shape
+        from headsieve.io.shards import check_provenance
+        from headsieve.models.load import check_positions, load_encoder, load_model_config, model_shape
+        from headsieve.tokens import file_sha256, read_provenance
 
         _setup_torch(args.threads)
         device = pick_device(args.device)
@@ -158,6 +202,17 @@ def cmd_dump(sub):
             raise HeadsieveError(
                 f"{args.tokens}: tokens were made with the tokenizer of model {sorted(made_for)}, not '{args.model}'"
             )
+        made_of = {r["corpus"] for r in rows}
+        if made_of != {args.corpus}:
+            raise HeadsieveError(f"{args.tokens}: tokens were made of corpus {sorted(made_of)}, not '{args.corpus}'")
+        provenance = read_provenance(args.tokens)
+        fix = "rerun the tokenize step (rule tokenize) for this model and corpus"
+        check_provenance(provenance, {"model": args.model, "corpus": args.corpus}, str(args.tokens), fix)
+        check_provenance(provenance, {"max_length": args.max_length}, str(args.tokens), fix)
+        longest = max(r["n_pieces"] for r in rows)
+        if args.max_length is not None and longest > args.max_length:
+            raise HeadsieveError(f"{args.tokens}: an input has {longest} pieces, more than --max-length {args.max_length}; {fix}")
+        check_positions(args.model, load_model_config(args.model, args.model_spec), provenance.get("max_length", longest))
         model = load_encoder(args.model, args.model_spec, device=device)
         vocab = model.config.vocab_size
         top = max(max(r["input_ids"]) for r in rows)
@@ -169,8 +224,15 @@ def cmd_dump(sub):
         L, H = model_shape(model)
         log.info("dumping %d sentences, %d layers x %d heads, device %s", len(rows), L, H, device)
         start = time.perf_counter()
+        made_from = {
+            "max_length": provenance.get("max_length"),
+            "tokens_sha256": file_sha256(args.tokens),
+            "corpus_sha256": provenance.get("input_sha256"),
+        }
         with atomic_dir(args.output) as tmp:
-            dump_attention(model, rows, tmp, args.model, args.corpus, args.batch_tokens, args.shard_mb << 20, device)
+            dump_attention(
+                model, rows, tmp, args.model, args.corpus, args.batch_tokens, args.shard_mb << 20, device, provenance=made_from
+            )
         took = time.perf_counter() - start
         log.info("dumped %d sentences in %.1f s (%.1f sentences/s)", len(rows), took, len(rows) / max(took, 1e-9))
 
@@ -633,13 +695,23 @@ def main(argv=None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        validate_args(args)
         args.run(args)
     except HeadsieveError as err:
+        if args.log and err.__cause__ is not None:  # e.g. the OSError of a full disk: its traceback to the log only
+            log.error("caused by", exc_info=err.__cause__)
         _report(f"headsieve: error: {err}", log_stream if args.log else None)
         return 2
     except KeyboardInterrupt:
         _report("headsieve: interrupted", log_stream if args.log else None)
         return 130
+    except Exception as err:  # a bug or an unforeseen fault: one line for the user, the traceback in the log
+        if args.log:
+            log.error("unexpected error", exc_info=err)
+        where = f"traceback in {args.log}" if args.log else "rerun with --log FILE for the traceback"
+        first = (str(err).strip().splitlines() or [""])[0]
+        _report(f"headsieve: error: unexpected {type(err).__name__}: {first} ({where})", log_stream if args.log else None)
+        return 3
     finally:
         sys.stderr = sys.__stderr__
     return 0

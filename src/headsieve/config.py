@@ -83,6 +83,7 @@ def validate_config(config: dict, schema_path: str | os.PathLike) -> dict:
             )
         raise HeadsieveError(f"config key '{_key(err.absolute_path)}': {err.message}")
     _check_references(config)
+    _check_role_names(config)
     env = os.environ.get(DATA_DIR_ENV)
     if env:
         config["data_dir"] = env
@@ -171,6 +172,68 @@ def _check_references(config: dict) -> None:
             raise HeadsieveError(f"config key 'corpora.{key}': give a path (under data_dir) or a url with its sha256")
         if "url" in spec and "sha256" not in spec:
             raise HeadsieveError(f"config key 'corpora.{key}.sha256': a url needs its sha256")
+
+
+# ---------------------------------------------------------------- settings shared with the command line (H6)
+
+#: the config schema: the one place that defines the type and range of every setting; the command line
+#: checks its arguments against it too (:func:`check_setting`)
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def _check_role_names(config: dict) -> None:
+    """Keys of ``roles.tau_by_role`` must name roles (a typo would silently keep the default tau)."""
+    tau_by_role = (config.get("roles") or {}).get("tau_by_role") or {}
+    check_role_names(tau_by_role, lambda name: f"config key 'roles.tau_by_role.{name}'")
+
+
+def check_role_names(mapping: dict, where) -> None:
+    """One line naming the first key of ``mapping`` that is not a role (``where(key)`` names the setting)."""
+    from headsieve.roles.targets import ROLES, is_role
+
+    for name in mapping:
+        if not is_role(str(name)):
+            known = ", ".join(list(ROLES) + ["dep:<relation>"])
+            raise HeadsieveError(f"{where(name)}: unknown role '{name}' (known: {known})")
+
+
+def setting_schema(key: str, schema_path: str | os.PathLike | None = None) -> dict:
+    """The schema of one dotted config key (``roles.alpha``)."""
+    schema_path = Path(schema_path or SCHEMA_PATH)
+    if not schema_path.is_file():
+        raise HeadsieveError(f"{schema_path}: config schema not found (run headsieve from a checkout of the repository)")
+    node = load_yaml(schema_path)
+    for part in key.split("."):
+        node = (node.get("properties") or {}).get(part)
+        if node is None:
+            raise KeyError(key)
+    return node
+
+
+def check_setting(value, key: str, flag: str) -> None:
+    """Fail with one line when a command-line value lies outside what the schema allows for ``key``."""
+    import math
+
+    def finite(v):
+        if isinstance(v, float):
+            return math.isfinite(v)
+        if isinstance(v, dict):
+            return all(finite(x) for x in v.values())
+        return True
+
+    if not finite(value):
+        raise HeadsieveError(f"{flag} {value}: not a finite number (config key {key})")
+    errors = list(Draft202012Validator(setting_schema(key)).iter_errors(value))
+    if errors:
+        raise HeadsieveError(f"{flag} {json_text(value)}: {errors[0].message} (the range of config key {key})")
+    if key == "roles.tau_by_role":
+        check_role_names(value, lambda name: f"{flag} key '{name}'")
+
+
+def json_text(value) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
 
 
 def corpus_local_path(config: dict, key: str) -> list[Path] | None:

@@ -7,11 +7,22 @@ strings, which mislocates repeated words).  UD sentences are fed as their surfac
 Truncation: inputs longer than ``max_length`` pieces are cut by the tokenizer.  A single sentence keeps
 its surviving words (``word_kept`` marks words that lost a piece or all of them; relations touching
 them are lost); a sentence pair that does not fit is dropped.  Both are counted in :class:`TokenStats`.
+
+Duplicates: an input whose text (UD: its surface tokens; GLUE: its text pair) repeats an earlier one is
+dropped before tokenizing (:func:`drop_duplicates`), logged with a warning and counted, so that the
+per-sentence samples of the role tests hold independent inputs.
+
+Provenance: ``tokens.parquet`` carries schema metadata ``headsieve_provenance`` (JSON): model, corpus,
+max_length, the corpus spec, the input files' names and sha256, the counts above (see
+:func:`read_provenance`); the dump checks it against its own model, corpus and max_length.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import unicodedata
 from dataclasses import dataclass, field
 
@@ -68,6 +79,7 @@ class TokenStats:
     relations_lost: int = 0
     relations_within_token: int = 0
     words_without_pieces: int = 0
+    duplicates: int = 0
     dropped_ids: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -75,7 +87,7 @@ class TokenStats:
             f"{self.inputs} inputs, {self.kept} kept; {self.truncated} truncated, {self.pairs_dropped} pairs dropped "
             f"(too long); words lost to truncation {self.words_lost}; relations {self.relations}, lost to truncation "
             f"{self.relations_lost}, inside one multi-word token {self.relations_within_token}; words without pieces "
-            f"{self.words_without_pieces}"
+            f"{self.words_without_pieces}; duplicate inputs dropped {self.duplicates}"
         )
 
 
@@ -257,11 +269,65 @@ def encode_examples(tokenizer, examples: list[Example], max_length: int) -> tupl
     return records, stats
 
 
-def records_table(records: list[dict], model: str, corpus: str) -> pa.Table:
+def drop_duplicates(items: list, key, ids) -> tuple[list, list[tuple[str, str]]]:
+    """``items`` without those whose ``key`` repeats an earlier one's; and (dropped id, first id) pairs."""
+    first: dict = {}
+    kept, dropped = [], []
+    for item in items:
+        k = key(item)
+        if k in first:
+            dropped.append((ids(item), first[k]))
+        else:
+            first[k] = ids(item)
+            kept.append(item)
+    return kept, dropped
+
+
+def file_sha256(paths) -> str:
+    """sha256 over the bytes of the files, in order (one file: its plain sha256)."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if len(paths) == 1:
+        digest = hashlib.sha256()
+        with open(paths[0], "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+    return hashlib.sha256("".join(file_sha256(p) for p in paths).encode()).hexdigest()
+
+
+PROVENANCE_KEY = b"headsieve_provenance"
+
+
+def records_table(records: list[dict], model: str, corpus: str, provenance: dict | None = None) -> pa.Table:
+    """The tokens table; ``provenance`` (what it was made from) goes into its schema metadata."""
     for r in records:
         r["model"] = model
         r["corpus"] = corpus
-    return pa.Table.from_pylist(records, schema=TOKENS_SCHEMA)
+    table = pa.Table.from_pylist(records, schema=TOKENS_SCHEMA)
+    if provenance is not None:
+        record = dict(provenance, model=model, corpus=corpus, n_inputs=len(records))
+        table = table.replace_schema_metadata({PROVENANCE_KEY: json.dumps(record, sort_keys=True)})
+    return table
+
+
+def read_provenance(path) -> dict:
+    """The provenance record of a tokens.parquet (empty when it has none)."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except Exception as err:
+        raise HeadsieveError(f"{path}: cannot read tokens ({str(err).splitlines()[0]})") from None
+    raw = meta.get(PROVENANCE_KEY)
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise HeadsieveError(f"{path}: unreadable provenance record; rerun the tokenize step")
+    return value
 
 
 def is_punctuation(text: str) -> bool:

@@ -1,11 +1,15 @@
 """Atomic output: write to a temporary sibling, then rename into place.
 
-A killed or failing step never leaves a half-written artifact under the final name.
+A killed or failing step never leaves a half-written artifact under the final name.  A write that fails
+for want of space (a full disk, a quota, a file size limit, a read-only file system) becomes one line,
+:class:`HeadsieveError`, naming the output; the original exception stays attached as its cause (the
+command line writes its traceback to the log only).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -14,6 +18,24 @@ from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from headsieve.errors import HeadsieveError
+
+#: errors of writing, not of the data: no space, quota, file size limit, read-only file system
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+@contextlib.contextmanager
+def write_errors(path) -> Iterator[None]:
+    """Turn a failed write of ``path`` (see :data:`WRITE_ERRNOS`) into one line that says what to do."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        raise HeadsieveError(
+            f"{path}: cannot write ({err.strerror or os.strerror(err.errno)}); free space or raise the limit, then rerun"
+        ) from err
 
 
 def _tmp_sibling(path: Path) -> Path:
@@ -33,12 +55,14 @@ def _remove_stale(path: Path) -> None:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(path)
     tmp = _tmp_sibling(path)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with write_errors(path):
+            yield tmp
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -48,15 +72,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``path``; on success it replaces ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(path)
     tmp = _tmp_sibling(path)
-    tmp.mkdir()
+    with write_errors(path):
+        tmp.mkdir()
     try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        with write_errors(path):
+            yield tmp
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -57,8 +57,8 @@ def read_conllu(path, max_sentences: int | None = None) -> list[Sentence]:
     """Parse and check a CoNLL-U file (or a list of files, read in order); return its sentences in order.
 
     Checks (each a one-line :class:`HeadsieveError` naming file and line): 10 tab-separated columns,
-    well-formed IDs in sequence, HEAD in range, exactly one root, no cycle, multi-word ranges that
-    cover existing words.  An empty file fails too.
+    well-formed IDs in sequence, HEAD in range, a DEPREL other than ``_``, exactly one root, no cycle,
+    multi-word ranges that cover existing words and do not overlap.  An empty file fails too.
     """
     if isinstance(path, (list, tuple)):
         sentences = []
@@ -110,6 +110,11 @@ def _parse_block(path, block: list[tuple[int, str]], index: int) -> Sentence:
             first, last = int(m.group(1)), int(m.group(2))
             if last <= first or first != len(sent.words) + 1:
                 raise HeadsieveError(f"{path}:{lineno}: bad multi-word token range '{tid}'")
+            if ranges and first <= ranges[-1][1]:
+                raise HeadsieveError(
+                    f"{path}:{lineno}: multi-word token range '{tid}' overlaps '{ranges[-1][0]}-{ranges[-1][1]}' "
+                    f"(line {ranges[-1][3]})"
+                )
             ranges.append((first, last, form, lineno))
             continue
         if _EMPTY.match(tid):
@@ -120,6 +125,8 @@ def _parse_block(path, block: list[tuple[int, str]], index: int) -> Sentence:
             raise HeadsieveError(f"{path}:{lineno}: word ID {tid} out of sequence (expected {len(sent.words) + 1})")
         if not (head == "0" or _INT.match(head)):
             raise HeadsieveError(f"{path}:{lineno}: HEAD '{head}' is not a word index")
+        if deprel.strip() in ("", "_"):
+            raise HeadsieveError(f"{path}:{lineno}: DEPREL '{deprel}' is unspecified (every word needs its relation)")
         sent.words.append(form)
         sent.heads.append(int(head))
         sent.deprels.append(deprel)

@@ -96,10 +96,11 @@ def read_glue(
         lines.pop()
     if not lines:
         raise HeadsieveError(f"{path}: no examples (empty file)")
-    first = lines[0].rstrip("\r").split("\t")
+    first = [name.strip() for name in lines[0].rstrip("\r").split("\t")]  # 'label ' is the column 'label'
     if header is None:
         header = spec.label[0] is not None and spec.label[0] in first
     names = first if header else None
+    width = len(first)  # every row has the first line's number of columns (a tab inside a text shifts them)
 
     def index(col: Column | None, what: str) -> int | None:
         if col is None:
@@ -130,6 +131,11 @@ def read_glue(
         fields = line.split("\t")
         if len(fields) < needed:
             raise HeadsieveError(f"{path}:{lineno}: expected at least {needed} tab-separated columns, found {len(fields)}")
+        if len(fields) != width:
+            raise HeadsieveError(
+                f"{path}:{lineno}: {len(fields)} tab-separated columns, but line 1 has {width} "
+                "(a tab inside a text, or a missing or extra field)"
+            )
         if ilang is not None and language and fields[ilang] != language:
             continue
         label = fields[il].strip()

