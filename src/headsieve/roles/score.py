@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from headsieve.progress import progress_bar
 
 from headsieve.errors import HeadsieveError
-from headsieve.io.shards import input_crc, iter_dump, read_index
+from headsieve.io.shards import check_coverage, check_provenance, index_provenance, input_crc, iter_dump, read_index
 from headsieve.roles.clark import HeadStats
 from headsieve.roles.sieve import DEFAULT_OPTIONS, Batch, SentenceFacts, role_family, score_batch
 
@@ -98,6 +98,9 @@ def score_dump(
     opts = dict(DEFAULT_OPTIONS, **(options or {}))
     tokens = read_tokens(tokens_path)
     index = read_index(dump_dir)
+    # provenance and coverage: the dump was made for this model and corpus, of every input exactly once
+    check_provenance(index_provenance(index), {"model": model, "corpus": corpus}, str(dump_dir), "rerun the dump")
+    check_coverage(index, {i: input_crc(t["input_ids"]) for i, t in tokens.items()}, dump_dir, tokens_path)
     L, H = int(index.column("n_layers")[0].as_py()), int(index.column("n_heads")[0].as_py())
     stats = HeadStats(L, H)
     keys: list[tuple[int, str]] = []  # (sentence_index, role) of each score vector
