@@ -50,8 +50,10 @@ rule dump_attention:
         model_spec=lambda w: model_spec_json(w.model),
         shard_mb=config["attention"]["shard_mb"],
         device=config["device"],
+        # the dump checks that the tokens were cut at this length (provenance)
+        max_length=config["attention"]["max_length"],
     shell:
         "headsieve --log {log:q} dump --model {wildcards.model:q} --model-spec {params.model_spec:q}"
         " --corpus {wildcards.corpus:q} --tokens {input.tokens:q} --output {output:q}"
         " --batch-tokens {resources.batch_tokens} --shard-mb {params.shard_mb} --threads {threads}"
-        " --device {params.device:q}"
+        " --device {params.device:q} --max-length {params.max_length}"
