@@ -299,19 +299,32 @@ def cmd_roles_test(sub):
     return run
 
 
-@command("roles-report", "role tests -> figures (PNG + PDF), analysis tables and a markdown summary")
+@command("roles-report", "role tests and scores -> figures (PNG + PDF), analysis tables and a markdown summary")
 def cmd_roles_report(sub):
     sub.add_argument("--tests", required=True)
+    sub.add_argument("--scores", required=True, help="per-sentence scores (split-half stability retests them)")
     sub.add_argument("--figures", required=True, help="folder for the figures")
-    sub.add_argument("--tables", required=True, help="folder for colocation.parquet and heads_per_layer.parquet")
+    sub.add_argument(
+        "--tables", required=True, help="folder for colocation.parquet, stability.parquet, heads_per_layer.parquet"
+    )
     sub.add_argument("--summary", required=True, help="markdown summary file")
+    sub.add_argument("--stability-seed", type=int, default=0, help="seed of the split into halves and the bootstrap")
+    sub.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the stability interval")
 
     def run(args):
         import pandas as pd
 
         from headsieve.io.atomic import write_frame, write_text
         from headsieve.plots import roles as plots
-        from headsieve.roles.analysis import colocation, heads_per_layer, role_order, summary_markdown
+        from headsieve.roles.analysis import (
+            colocation_tests,
+            heads_per_layer,
+            label_stability,
+            role_order,
+            stability_lines,
+            summary_markdown,
+        )
+        from headsieve.roles.tests import read_scores
 
         tests = pd.read_parquet(args.tests)
         if tests.empty:
@@ -322,40 +335,71 @@ def cmd_roles_report(sub):
         order = role_order(tests["role"].unique())
         plots.role_maps(tests, [r for r in order if not r.startswith("dep:")], figures / "role_map", title)
         relations = [r for r in order if r.startswith("dep:")]
-        plots.role_maps(tests, relations, figures / "relation_map", f"{title}: one role per dependency relation")
+        plots.role_maps(
+            tests, relations, figures / "relation_map", f"{title}: one role per dependency relation",
+            empty_note="no relation roles: the corpus has no dependency trees",
+        )  # fmt: skip
         plots.layer_counts(tests, figures / "heads_per_layer", title)
         plots.p_values(tests, figures / "pvalues", title)
-        plots.colocation_figure(tests, figures / "colocation", title)
+        colocation = colocation_tests(tests, correction=str(first["correction"]))
+        plots.colocation_figure(tests, colocation, figures / "colocation", title)
+        stability = label_stability(read_scores(args.scores), tests, seed=args.stability_seed, n_boot=args.bootstrap)
         tables = Path(args.tables)
-        write_frame(colocation(tests), tables / "colocation.parquet")
+        write_frame(colocation, tables / "colocation.parquet")
+        write_frame(stability, tables / "stability.parquet")
         write_frame(heads_per_layer(tests), tables / "heads_per_layer.parquet")
-        write_text(summary_markdown(tests, f"Head roles: {title}"), args.summary)
+        summary = summary_markdown(tests, f"Head roles: {title}", colocation=colocation)
+        write_text(summary + "\n".join(stability_lines(stability)) + "\n", args.summary)
         log.info("wrote figures to %s and the summary to %s", figures, args.summary)
 
     return run
 
 
-@command("roles-compare", "role tests before and after fine-tuning -> change tables and figure")
+@command("roles-compare", "per-sentence role scores before and after fine-tuning (several seeds) -> paired tests")
 def cmd_roles_compare(sub):
-    sub.add_argument("--before", required=True)
-    sub.add_argument("--after", required=True)
-    sub.add_argument("--output", required=True, help="per head and role")
+    sub.add_argument("--before", required=True, help="scores.parquet of the pre-trained model")
+    sub.add_argument("--after", nargs="+", required=True, help="scores.parquet of each fine-tuned model")
+    sub.add_argument("--seeds", nargs="+", type=int, required=True, help="the fine-tuning seed of each --after")
+    sub.add_argument("--task", required=True)
+    sub.add_argument("--alpha", type=float, default=0.05)
+    sub.add_argument("--correction", choices=["none", "holm", "bh"], default="bh")
+    sub.add_argument("--output", required=True, help="change.parquet: per seed, head and role")
+    sub.add_argument("--agreement", required=True, help="agreement.parquet: per head and role over seeds")
     sub.add_argument("--by-layer", required=True)
+    sub.add_argument("--summary", required=True, help="markdown summary file")
     sub.add_argument("--figure", required=True, help="figure path without extension")
     sub.add_argument("--title", required=True)
 
     def run(args):
-        import pandas as pd
+        from headsieve.io.atomic import write_frame, write_text
+        from headsieve.plots.roles import finetuning_change as change_figure
+        from headsieve.roles.analysis import (
+            change_agreement,
+            change_by_layer,
+            change_summary_markdown,
+            finetuning_change,
+        )
+        from headsieve.roles.tests import read_scores
 
-        from headsieve.io.atomic import write_frame
-        from headsieve.plots.roles import finetuning_change
-        from headsieve.roles.analysis import role_change, role_change_by_layer
-
-        change = role_change(pd.read_parquet(args.before), pd.read_parquet(args.after))
-        by_layer = role_change_by_layer(change)
+        if len(args.after) != len(args.seeds) or len(set(args.seeds)) != len(args.seeds):
+            raise HeadsieveError(f"--after has {len(args.after)} tables for the seeds {args.seeds}: one per seed")
+        before = read_scores(args.before)
+        after = {seed: read_scores(path) for seed, path in zip(args.seeds, args.after)}
+        for seed, path in zip(args.seeds, args.after):
+            if not set(after[seed]["sentence_index"].unique()) & set(before["sentence_index"].unique()):
+                raise HeadsieveError(f"{path}: no sentence in common with {args.before} (another corpus?)")
+        change = finetuning_change(before, after, args.task, args.alpha, args.correction)
+        agreement = change_agreement(change)
+        by_layer = change_by_layer(change, level=1 - args.alpha)
         write_frame(change, args.output)
+        write_frame(agreement, args.agreement)
         write_frame(by_layer, args.by_layer)
-        finetuning_change(by_layer, args.figure, args.title)
+        write_text(change_summary_markdown(change, agreement, by_layer, args.title), args.summary)
+        change_figure(by_layer, agreement, args.figure, args.title)
+        log.info(
+            "%d seeds: %d head x role scores changed in every seed with the same sign",
+            len(args.seeds), int(agreement["agrees"].sum()),
+        )  # fmt: skip
 
     return run
 
@@ -531,20 +575,30 @@ def cmd_pruning_report(sub):
     sub.add_argument("--comparisons", required=True)
     sub.add_argument("--figures", required=True)
     sub.add_argument("--title", required=True)
+    # --- issue 15 (H4): correction, alpha, power and the summary lines of the comparisons
+    sub.add_argument("--correction", choices=("holm", "bh"), default="holm",
+                     help="p correction across every comparison of the report (default holm: family-wise error)")
+    sub.add_argument("--alpha", type=float, default=0.05, help="test level, CI is 1 - alpha (default 0.05)")
+    sub.add_argument("--power", type=float, default=0.8, help="power of the minimal detectable difference")
+    sub.add_argument("--summary", help="Markdown file for the summary lines (design, MDD, corrected tests)")
+    # --- end issue 15
 
     def run(args):
         import pandas as pd
 
-        from headsieve.io.atomic import write_frame
+        from headsieve.io.atomic import write_frame, write_text
         from headsieve.plots import pruning as plots
-        from headsieve.pruning.report import paired_comparisons
+        from headsieve.pruning.report import paired_comparisons, summary_lines
 
         evaluations = pd.read_parquet(args.evaluations)
-        comparisons = paired_comparisons(evaluations)
+        comparisons = paired_comparisons(evaluations, correction=args.correction, alpha=args.alpha, power=args.power)
         write_frame(comparisons, args.comparisons)
+        lines = summary_lines(comparisons)
+        if args.summary:
+            write_text("".join(f"- {line}\n" for line in lines), args.summary)
         figures = Path(args.figures)
         plots.metric_curves(evaluations, figures / "metric_by_fraction", args.title)
-        plots.comparison_map(comparisons, figures / "strategy_comparisons", args.title)
+        plots.comparison_map(comparisons, figures / "strategy_comparisons", args.title, note="\n".join(lines[1:]))
         if args.compensation:
             heads = pd.concat([pd.read_parquet(p) for p in args.compensation], ignore_index=True)
             summary = pd.concat([pd.read_parquet(p) for p in args.compensation_summary], ignore_index=True)
@@ -698,8 +752,8 @@ def main(argv=None) -> int:
         validate_args(args)
         args.run(args)
     except HeadsieveError as err:
-        if args.log and err.__cause__ is not None:  # e.g. the OSError of a full disk: its traceback to the log only
-            log.error("caused by", exc_info=err.__cause__)
+        if args.log:  # the traceback (with its cause, e.g. the OSError of a full disk) to the log only
+            log.error("failed", exc_info=err)
         _report(f"headsieve: error: {err}", log_stream if args.log else None)
         return 2
     except KeyboardInterrupt:

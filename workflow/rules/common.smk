@@ -50,6 +50,7 @@ def stem_of(name):
 
 
 FINETUNED = "--"  # a model key "<model>--<task>" names the model fine-tuned on the task (first seed)
+SEED_KEY = "--seed"  # "<model>--<task>--seed<s>": fine-tuned with seed s (roles.finetuned_seeds)
 
 
 def model_spec_json(model):
@@ -59,9 +60,26 @@ def model_spec_json(model):
     return spec_json("models", model)
 
 
+def finetuned_parts(model):
+    """(pre-trained model, task, seed) of a fine-tuned model key; no seed in the key = the first pruning seed."""
+    base, rest = model.split(FINETUNED, 1)
+    task, marked, seed = rest.partition(SEED_KEY)
+    if marked and not seed.isdigit():
+        raise WorkflowError(f"model key '{model}': expected <model>--<task>--seed<number>")
+    return base, task, int(seed) if marked else config["pruning"]["seeds"][0]
+
+
+def finetuned_key(model, task, seed):
+    """The model key of ``model`` fine-tuned on ``task`` with ``seed``: the plain ``<model>--<task>`` for the
+    first pruning seed (so that its roles are computed once), ``<model>--<task>--seed<s>`` otherwise."""
+    if int(seed) == config["pruning"]["seeds"][0]:
+        return f"{model}{FINETUNED}{task}"
+    return f"{model}{FINETUNED}{task}{SEED_KEY}{seed}"
+
+
 def finetuned_model_folder(model):
-    base, task = model.split(FINETUNED, 1)
-    return f"results/{base}/{task}/seed{config['pruning']['seeds'][0]}/finetuned/model"
+    base, task, seed = finetuned_parts(model)
+    return f"results/{base}/{task}/seed{seed}/finetuned/model"
 
 
 MADE_MODELS = "resources/models/"  # model folders a rule makes (the converted multilingual encoder)

@@ -53,7 +53,8 @@ rule test_roles:
 
 rule report_roles:
     input:
-        "results/{model}/{corpus}/roles/tests.parquet",
+        tests="results/{model}/{corpus}/roles/tests.parquet",
+        scores="results/{model}/{corpus}/roles/scores.parquet",
     output:
         **{
             f"fig_{name}": report(
@@ -69,6 +70,7 @@ rule report_roles:
             *[f"{n}.pdf" for n in ROLE_FIGURES],
         ),
         colocation="results/{model}/{corpus}/roles/colocation.parquet",
+        stability="results/{model}/{corpus}/roles/stability.parquet",
         layers="results/{model}/{corpus}/roles/heads_per_layer.parquet",
         summary=report(
             "results/{model}/{corpus}/roles/summary.md",
@@ -89,18 +91,36 @@ rule report_roles:
     params:
         figures=folder_of("fig_role_map"),
         tables=folder_of("colocation"),
+        seed=config["roles"]["stability"]["seed"],
+        bootstrap=config["roles"]["stability"]["bootstrap"],
     shell:
-        "headsieve --log {log:q} roles-report --tests {input:q} --figures {params.figures:q}"
-        " --tables {params.tables:q} --summary {output.summary:q}"
+        "headsieve --log {log:q} roles-report --tests {input.tests:q} --scores {input.scores:q}"
+        " --figures {params.figures:q} --tables {params.tables:q} --summary {output.summary:q}"
+        " --stability-seed {params.seed} --bootstrap {params.bootstrap}"
+
+
+def finetuned_scores(wildcards):
+    """The scores of the model fine-tuned on the task with each of roles.finetuned_seeds."""
+    return [
+        f"results/{finetuned_key(wildcards.model, wildcards.task, seed)}/{wildcards.corpus}/roles/scores.parquet"
+        for seed in config["roles"]["finetuned_seeds"]
+    ]
 
 
 rule compare_finetuned_roles:
     input:
-        before="results/{model}/{corpus}/roles/tests.parquet",
-        after=f"results/{{model}}{FINETUNED}{{task}}/{{corpus}}/roles/tests.parquet",
+        before="results/{model}/{corpus}/roles/scores.parquet",
+        after=finetuned_scores,
     output:
         change="results/{model}/{corpus}/roles/finetuned-{task}/change.parquet",
+        agreement="results/{model}/{corpus}/roles/finetuned-{task}/agreement.parquet",
         by_layer="results/{model}/{corpus}/roles/finetuned-{task}/change_by_layer.parquet",
+        summary=report(
+            "results/{model}/{corpus}/roles/finetuned-{task}/summary.md",
+            caption="../report/finetuning_summary.rst",
+            category="Head roles",
+            subcategory="{model} on {corpus}",
+        ),
         figure=report(
             "results/{model}/{corpus}/roles/finetuned-{task}/change.png",
             caption="../report/finetuning_change.rst",
@@ -116,12 +136,16 @@ rule compare_finetuned_roles:
         "../../envs/headsieve.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=8000,
         runtime=20,
     params:
         title=lambda w: f"{w.model} on {w.corpus}, fine-tuned on {w.task}",
         figure=stem_of("pdf"),
+        seeds=" ".join(str(s) for s in config["roles"]["finetuned_seeds"]),
+        alpha=config["roles"]["alpha"],
+        correction=config["roles"]["correction"],
     shell:
         "headsieve --log {log:q} roles-compare --before {input.before:q} --after {input.after:q}"
-        " --output {output.change:q} --by-layer {output.by_layer:q} --title {params.title:q}"
-        " --figure {params.figure:q}"
+        " --seeds {params.seeds} --task {wildcards.task:q} --alpha {params.alpha} --correction {params.correction:q}"
+        " --output {output.change:q} --agreement {output.agreement:q} --by-layer {output.by_layer:q}"
+        " --summary {output.summary:q} --title {params.title:q} --figure {params.figure:q}"

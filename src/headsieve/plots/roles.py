@@ -1,4 +1,5 @@
-"""Role figures: layer x head maps, heads per layer, p-value distribution, roles sharing heads."""
+"""Role figures: layer x head maps, heads per layer, p-value distribution, roles sharing heads against chance,
+what fine-tuning changes."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import numpy as np
 import pandas as pd
 
 from headsieve.plots.common import grid, plt, save
-from headsieve.roles.analysis import colocation, head_roles, heads_per_layer, role_order
+from headsieve.roles.analysis import PIECE_ORDER, heads_per_layer, role_order
+from headsieve.roles.targets import nested
 
-MAIN_ROLES = ("local", "cls", "sep", "delimiter", "block", "syntactic")
+MAIN_ROLES = PIECE_ORDER
 
 
 def _matrix(tests: pd.DataFrame, role: str, column: str) -> np.ndarray:
@@ -19,9 +21,20 @@ def _matrix(tests: pd.DataFrame, role: str, column: str) -> np.ndarray:
     return out
 
 
-def role_maps(tests: pd.DataFrame, roles: list[str], stem, title: str):
+def _empty(stem, title: str, note: str):
+    """A figure that says why there is nothing to draw (e.g. no relation roles on a corpus without trees)."""
+    fig, ax = plt.subplots(figsize=(5, 2.2), layout="constrained")
+    ax.axis("off")
+    ax.text(0.5, 0.5, note, ha="center", va="center", wrap=True)
+    ax.set_title(title)
+    return save(fig, stem)
+
+
+def role_maps(tests: pd.DataFrame, roles: list[str], stem, title: str, empty_note: str = "no roles to draw"):
     """One panel per role: mean score of every head (colour, log scale), labelled heads ringed."""
     roles = [r for r in roles if (tests["role"].astype(str) == r).any()]
+    if not roles:
+        return _empty(stem, title, empty_note)
     fig, axes = grid(len(roles))
     for ax, role in zip(axes, roles):
         mean = _matrix(tests, role, "mean")
@@ -68,50 +81,85 @@ def p_values(tests: pd.DataFrame, stem, title: str):
     return save(fig, stem)
 
 
-def colocation_figure(tests: pd.DataFrame, stem, title: str):
-    """Left: share of role A's heads that also hold role B.  Right: heads by number of roles held."""
+def _colocation_roles(tests: pd.DataFrame, limit: int = 12) -> list[str]:
+    """Main roles present, then the relations labelled on most heads (at most ``limit``)."""
+    present = set(tests["role"].astype(str))
     held = tests[tests["label"]].groupby("role", observed=True).size()
-    held = held[held > 0]
-    relations = [str(r) for r in held.sort_values(ascending=False, kind="stable").index if str(r).startswith("dep:")]
-    roles = [r for r in MAIN_ROLES if r in held.index] + sorted(relations[:12])
-    if not roles:
-        roles = [r for r in MAIN_ROLES if (tests["role"].astype(str) == r).any()]
-    table = colocation(tests, roles)
-    share = table.pivot(index="role_a", columns="role_b", values="share_of_a").loc[roles, roles]
-    heads = head_roles(tests)
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.6), gridspec_kw={"width_ratios": [3, 2]}, layout="constrained")
-    img = ax.imshow(share.to_numpy(dtype=float), vmin=0, vmax=1, cmap="magma")
-    ax.set_xticks(range(len(roles)), roles, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(roles)), roles, fontsize=7)
-    ax.set_xlabel("role B")
-    ax.set_ylabel("role A")
-    fig.colorbar(img, ax=ax, shrink=0.8).set_label("share of A's heads also holding B")
-    counts = heads["n_roles"].value_counts().sort_index()
-    bx.bar(counts.index, counts.values, color="0.35")
-    bx.set_xticks(counts.index)
-    bx.set_xlabel("roles held by a head")
-    bx.set_ylabel("heads")
-    fig.suptitle(title)
+    relations = [str(r) for r in held[held > 0].sort_values(ascending=False, kind="stable").index if str(r).startswith("dep:")]
+    return [r for r in MAIN_ROLES if r in present] + sorted(relations[:limit])
+
+
+def colocation_figure(tests: pd.DataFrame, table: pd.DataFrame, stem, title: str):
+    """Left: heads holding both roles against chance (log2 observed / expected, over all heads), '+' / '-'
+    where enriched / depleted after correction, grey where the roles are nested by definition (no test).
+    Right: per layer, the pairs of roles significantly enriched and depleted."""
+    roles = _colocation_roles(tests)
+    overall = table[table["scope"] == "all"]
+    k = len(roles)
+    ratio = np.full((k, k), np.nan)
+    marks = np.full((k, k), "", dtype=object)
+    index = {r: i for i, r in enumerate(roles)}
+    for r in overall.itertuples():
+        if r.role_a in index and r.role_b in index:
+            i, j = index[r.role_a], index[r.role_b]
+            value = np.nan if np.isnan(r.ratio) else (np.log2(r.ratio) if r.ratio > 0 else -3.0)
+            ratio[i, j] = ratio[j, i] = np.clip(value, -3, 3)
+            marks[i, j] = marks[j, i] = "+" if r.enriched else ("-" if r.depleted else "")
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11.5, 4.8), gridspec_kw={"width_ratios": [3, 2]}, layout="constrained")
+    nest = np.array([[float(a == b or nested(a, b)) for b in roles] for a in roles]) if k else np.zeros((0, 0))
+    ax.imshow(np.where(nest > 0, 0.8, np.nan), cmap="gray", vmin=0, vmax=1)
+    img = ax.imshow(ratio, cmap="RdBu_r", vmin=-3, vmax=3)
+    for i in range(k):
+        for j in range(k):
+            if marks[i, j]:
+                ax.text(j, i, marks[i, j], ha="center", va="center", fontsize=9, fontweight="bold")
+    ax.set_xticks(range(k), roles, rotation=90, fontsize=7)
+    ax.set_yticks(range(k), roles, fontsize=7)
+    ax.set_title("shared heads against chance (grey: nested by definition)", fontsize=8)
+    fig.colorbar(img, ax=ax, shrink=0.8).set_label("log2 observed / expected heads holding both")
+    per_layer = table[table["scope"] == "layer"].groupby("layer")[["enriched", "depleted"]].sum()
+    layers = per_layer.index.to_numpy(dtype=int)
+    bx.bar(layers - 0.2, per_layer["enriched"], width=0.4, label="enriched pairs", color="tab:red")
+    bx.bar(layers + 0.2, per_layer["depleted"], width=0.4, label="depleted pairs", color="tab:blue")
+    bx.set_xticks(layers)
+    bx.set_xlabel("layer")
+    bx.set_ylabel("pairs of roles (corrected)")
+    bx.legend(fontsize=7)
+    first = table.iloc[0] if len(table) else None
+    note = f"hypergeometric tests, {first['correction']}, alpha {first['alpha']:g}" if first is not None else "no pairs"
+    fig.suptitle(f"{title}\n{note}")
     return save(fig, stem)
 
 
-def finetuning_change(by_layer: pd.DataFrame, stem, title: str):
-    """Left: mean absolute change of the role score per layer and role.  Right: labels gained and lost per layer."""
-    roles = [r for r in role_order(by_layer["role"].unique()) if not r.startswith("dep:")]
-    roles += sorted(r for r in by_layer["role"].unique() if r.startswith("dep:"))[:10]
-    wide = by_layer.pivot(index="role", columns="layer", values="abs_score_change").reindex(roles)
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 0.9 + 0.3 * len(roles)), layout="constrained")
-    img = ax.imshow(wide.to_numpy(dtype=float), aspect="auto", cmap="viridis")
-    ax.set_xticks(range(wide.shape[1]), wide.columns)
-    ax.set_yticks(range(len(roles)), roles, fontsize=7)
+def finetuning_change(by_layer: pd.DataFrame, agreement: pd.DataFrame, stem, title: str):
+    """Left: per layer, mean |standardised change| of the role scores with its interval over seeds, one line
+    per main role and all roles together.  Right: head x role scores changed significantly, with the same
+    sign, in every seed, per layer."""
+    frame = by_layer[by_layer["measure"] == "abs_standardised"]
+    seeds = int(frame["seeds"].max()) if len(frame) else 0
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    present = set(frame["role"])
+    for role in [r for r in MAIN_ROLES if r in present] + ["all"]:
+        sub = frame[frame["role"] == role].sort_values("layer")
+        style = {"color": "black", "linewidth": 2.2} if role == "all" else {}
+        ax.plot(sub["layer"], sub["mean"], marker="o", label=role, **style)
+        if seeds >= 2:
+            ax.fill_between(sub["layer"], sub["ci_low"], sub["ci_high"], alpha=0.12, **({"color": "black"} if role == "all" else {}))
     ax.set_xlabel("layer")
-    fig.colorbar(img, ax=ax).set_label("mean |score change| over the layer's heads")
-    per_layer = by_layer.groupby("layer")[["gained", "lost"]].sum()
-    bx.bar(per_layer.index - 0.2, per_layer["gained"], width=0.4, label="labels gained")
-    bx.bar(per_layer.index + 0.2, per_layer["lost"], width=0.4, label="labels lost")
+    ax.set_ylabel("mean |standardised change| (Cohen's d_av)")
+    ax.legend(fontsize=7, ncol=2)
+    level = float(frame["level"].iloc[0]) if len(frame) else 0.95
+    ax.set_title(f"bands: {level:.0%} t interval over {seeds} seeds", fontsize=8)
+    agree = agreement[agreement["agrees"]]
+    layers = sorted(agreement["layer"].unique())
+    up = agree[agree["direction"] == "up"].groupby("layer").size().reindex(layers, fill_value=0)
+    down = agree[agree["direction"] == "down"].groupby("layer").size().reindex(layers, fill_value=0)
+    x = np.asarray(layers, dtype=float)
+    bx.bar(x - 0.2, up.to_numpy(), width=0.4, label="up in every seed", color="tab:red")
+    bx.bar(x + 0.2, down.to_numpy(), width=0.4, label="down in every seed", color="tab:blue")
+    bx.set_xticks(layers)
     bx.set_xlabel("layer")
-    bx.set_ylabel("head x role labels")
-    bx.set_xticks(per_layer.index)
+    bx.set_ylabel("head x role scores (significant, corrected)")
     bx.legend(fontsize=7)
     fig.suptitle(f"{title}: what fine-tuning changed")
     return save(fig, stem)

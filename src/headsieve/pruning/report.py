@@ -1,4 +1,31 @@
-"""Tables built on the pruning evaluations: paired strategy comparisons (and the curves' unpruned start)."""
+"""Tables built on the pruning evaluations: paired strategy comparisons with confidence intervals, corrected
+p values and the smallest difference the design can detect (and the curves' unpruned start).
+
+Every comparison pairs two strategies over the seeds they share, at one task, protocol, fraction (and
+``finetuned`` state, where the table has one): the per-seed differences ``d_s = value(strategy) -
+value(against)`` are the sample.  Reported per row:
+
+* ``seeds`` (n), ``mean_diff``, ``sd_diff`` (sample sd, ddof 1);
+* ``ci_low``, ``ci_high``: the two-sided ``1 - alpha`` t interval ``mean +- t(1 - alpha/2, n-1) sd / sqrt(n)``;
+* ``t``, ``df``, ``p``: the two-sided paired t test;
+* ``p_adj`` and ``correction``: ``p`` corrected across EVERY comparison of the table (one family: all tasks,
+  protocols, fractions and pairs), by Holm (default) or Benjamini-Hochberg (``bh``);
+* ``alpha``, ``power``, ``mdd``: the minimal detectable difference, the true mean difference that the
+  two-sided paired t test at ``alpha`` (uncorrected) with these n seeds finds with probability ``power``,
+  given the observed sd of the differences (``statsmodels.stats.power.TTestPower``: effect size times
+  ``sd_diff``).
+
+With fewer than 2 seeds, or differences that do not vary (sd 0: no evidence of a spread, not certainty),
+the interval, t, p, p_adj and mdd are NaN; such rows are not part of the corrected family.
+
+Why Holm by default: the README and the figures read individual comparisons as findings, so the guarantee
+wanted is that no claim in the table is false with probability above alpha (family-wise error), and Holm
+gives it under any dependence between comparisons (they share seeds and the random baseline).  ``bh``
+controls the false discovery rate instead (valid under positive dependence): more power for a screen.
+
+Evaluations without a ``protocol`` column are of the ``finetune_then_prune`` protocol (heads masked in the
+fine-tuned model).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +33,19 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from headsieve.errors import HeadsieveError
+
 #: strategy pairs the seed study compares, besides every strategy against random
 PAIRS = (("consecutive", "spread"), ("top", "bottom"), ("top_bottom", "middle"))
+
+#: the protocol of evaluations that do not name one (Michel et al.: mask heads of the fine-tuned model)
+DEFAULT_PROTOCOL = "finetune_then_prune"
+
+#: correction name -> statsmodels ``multipletests`` method
+CORRECTIONS = {"holm": "holm", "bh": "fdr_bh"}
+
+#: the default correction (see the module docstring for the reason)
+DEFAULT_CORRECTION = "holm"
 
 
 def primary(evaluations: pd.DataFrame) -> pd.DataFrame:
@@ -15,44 +53,151 @@ def primary(evaluations: pd.DataFrame) -> pd.DataFrame:
     return evaluations[evaluations["primary"]].copy()
 
 
+def with_protocol(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a ``protocol`` column (:data:`DEFAULT_PROTOCOL` where it has none)."""
+    if "protocol" in frame.columns:
+        return frame
+    return frame.assign(protocol=DEFAULT_PROTOCOL)
+
+
+def panel_keys(frame: pd.DataFrame) -> list[str]:
+    """The columns that split evaluations into separate curves and comparison families: ``protocol`` and,
+    where present, ``finetuned``."""
+    return ["protocol"] + (["finetuned"] if "finetuned" in frame.columns else [])
+
+
 def _with_unpruned(frame: pd.DataFrame) -> pd.DataFrame:
     """Give every strategy the unpruned (fraction 0) value of its seed, so that curves start at 0."""
+    frame = with_protocol(frame)
     zero = frame[frame["fraction"] == 0]
     if zero.empty:
         return frame
+    keys = panel_keys(frame)
     parts = [frame[frame["fraction"] > 0]]
     for strategy in frame.loc[frame["fraction"] > 0, "strategy"].unique():
-        for finetuned in zero["finetuned"].unique():
-            base = zero[zero["finetuned"] == finetuned].drop_duplicates(["task", "seed", "metric"])
+        for _, base in zero.groupby(keys, observed=True, sort=True):
+            base = base.drop_duplicates(["task", "seed", "metric"])
             parts.append(base.assign(strategy=strategy))
     return pd.concat(parts, ignore_index=True)
 
 
-def paired_comparisons(evaluations: pd.DataFrame, baseline: str = "random", pairs=PAIRS) -> pd.DataFrame:
-    """Paired tests over seeds at each fraction: every strategy against ``baseline`` and the study's ``pairs``.
+def check_correction(correction: str) -> str:
+    """``correction`` if it is a known name (holm, bh), else a one-line error."""
+    if correction not in CORRECTIONS:
+        raise HeadsieveError(f"multiple-test correction '{correction}' is not one of {', '.join(CORRECTIONS)}")
+    return correction
 
-    Columns: task, finetuned, fraction, strategy, against, seeds, mean_diff (strategy - against), t, p
-    (two-sided paired t test; NaN with fewer than 2 seeds or no variation).
+
+def minimal_detectable_difference(n: int, sd: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The true mean paired difference that a two-sided paired t test at ``alpha`` with ``n`` pairs detects
+    with probability ``power``, for differences of sd ``sd`` (NaN with n < 2 or sd not positive)."""
+    from statsmodels.stats.power import TTestPower
+
+    if n < 2 or not np.isfinite(sd) or sd <= 0:
+        return float("nan")
+    effect = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power, alternative="two-sided")
+    return float(effect) * float(sd)
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, alpha: float = 0.05, power: float = 0.8) -> dict:
+    """The statistics of one comparison (see the module docstring) from paired values ``a`` and ``b``."""
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    n = len(diff)
+    mean = float(diff.mean()) if n else float("nan")
+    sd = float(diff.std(ddof=1)) if n >= 2 else float("nan")
+    out = {"seeds": n, "mean_diff": mean, "sd_diff": sd, "ci_low": np.nan, "ci_high": np.nan, "t": np.nan,
+           "df": n - 1 if n >= 2 else np.nan, "p": np.nan}  # fmt: skip
+    if n >= 2 and sd > 0:
+        se = sd / np.sqrt(n)
+        half = float(stats.t.ppf(1 - alpha / 2, n - 1)) * se
+        t = mean / se
+        out.update(ci_low=mean - half, ci_high=mean + half, t=t, p=float(2 * stats.t.sf(abs(t), n - 1)))
+    out["mdd"] = minimal_detectable_difference(n, sd, alpha, power)
+    return out
+
+
+def adjust(p: pd.Series, correction: str = DEFAULT_CORRECTION) -> pd.Series:
+    """``p`` corrected as one family (NaN stays NaN and is not counted)."""
+    from statsmodels.stats.multitest import multipletests
+
+    method = CORRECTIONS[check_correction(correction)]
+    out = pd.Series(np.nan, index=p.index, dtype=float)
+    finite = p.notna()
+    if finite.any():
+        out[finite] = multipletests(p[finite].to_numpy(dtype=float), method=method)[1]
+    return out
+
+
+def paired_comparisons(
+    evaluations: pd.DataFrame,
+    baseline: str = "random",
+    pairs=PAIRS,
+    correction: str = DEFAULT_CORRECTION,
+    alpha: float = 0.05,
+    power: float = 0.8,
+) -> pd.DataFrame:
+    """Paired comparisons over seeds at each fraction: every strategy against ``baseline`` and the study's
+    ``pairs``, within each task, protocol (and ``finetuned`` state, where present).
+
+    Columns: task, protocol, [finetuned,] fraction, strategy, against, seeds, mean_diff (strategy - against),
+    sd_diff, ci_low, ci_high, t, df, p, p_adj, correction, alpha, power, mdd (module docstring).
     """
-    frame = primary(evaluations)
+    check_correction(correction)
+    frame = with_protocol(primary(evaluations))
     frame = frame[frame["fraction"] > 0]
+    keys = ["task"] + panel_keys(frame) + ["fraction"]
     rows = []
-    for (task, finetuned, fraction), sub in frame.groupby(["task", "finetuned", "fraction"], observed=True):
+    for group, sub in frame.groupby(keys, observed=True, sort=True):
         wide = sub.pivot_table(index="seed", columns="strategy", values="value")
         for a, b in [(s, baseline) for s in wide.columns if s != baseline] + list(pairs):
             if a not in wide or b not in wide:
                 continue
             both = wide[[a, b]].dropna()
-            diff = both[a] - both[b]
-            if len(both) >= 2 and diff.std(ddof=1) > 0:
-                t, p = stats.ttest_rel(both[a], both[b])
-            else:
-                t, p = np.nan, np.nan
-            rows.append(
-                {
-                    "task": task, "finetuned": bool(finetuned), "fraction": float(fraction), "strategy": a,
-                    "against": b, "seeds": len(both), "mean_diff": float(diff.mean()) if len(both) else np.nan,
-                    "t": float(t), "p": float(p),
-                }  # fmt: skip
-            )
-    return pd.DataFrame(rows)
+            row = dict(zip(keys, group))
+            row.update(strategy=a, against=b)
+            row.update(paired_difference(both[a].to_numpy(), both[b].to_numpy(), alpha, power))
+            rows.append(row)
+    columns = keys + ["strategy", "against", "seeds", "mean_diff", "sd_diff", "ci_low", "ci_high", "t", "df", "p"]
+    table = pd.DataFrame(rows, columns=columns + ["mdd"])
+    if "finetuned" in table.columns:
+        table["finetuned"] = table["finetuned"].astype(bool)
+    table["fraction"] = table["fraction"].astype(float)
+    table["seeds"] = table["seeds"].astype(int)
+    table["p_adj"] = adjust(table["p"], correction)
+    table["correction"] = correction
+    table["alpha"] = float(alpha)
+    table["power"] = float(power)
+    return table[columns + ["p_adj", "correction", "alpha", "power", "mdd"]]
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3f}" if np.isfinite(value) else "n/a"
+
+
+def summary_lines(comparisons: pd.DataFrame) -> list[str]:
+    """Markdown lines stating, per protocol (and finetuned state), the design's seeds, the minimal detectable
+    difference (smallest, median and largest over the comparisons) and how many comparisons hold after the
+    correction; all from the comparisons table."""
+    if comparisons.empty:
+        return ["No comparisons (fewer than two strategies at a fraction above 0)."]
+    table = with_protocol(comparisons)
+    correction, alpha = str(table["correction"].iloc[0]), float(table["alpha"].iloc[0])
+    power = float(table["power"].iloc[0])
+    tested = int(table["p"].notna().sum())
+    lines = [
+        f"{len(table)} comparisons, {tested} with a paired t test; p corrected by {correction} across all "
+        f"{tested}; {int((table['p_adj'] < alpha).sum())} with p_adj < {alpha:g}."
+    ]
+    for group, sub in table.groupby(["task"] + panel_keys(table), observed=True, sort=True):
+        name = ", ".join(f"{k}={v}" for k, v in zip(["task"] + panel_keys(table), group))
+        seeds = sorted(sub["seeds"].unique())
+        mdd = sub["mdd"].dropna()
+        held = int((sub["p_adj"] < alpha).sum())
+        seed_text = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+        if mdd.empty:
+            detect = "no minimal detectable difference (fewer than 2 seeds or no variation)"
+        else:
+            detect = (f"minimal detectable difference at power {power:g} (paired t, two-sided alpha {alpha:g}): "
+                      f"{_fmt(mdd.min())} to {_fmt(mdd.max())}, median {_fmt(mdd.median())}")  # fmt: skip
+        lines.append(f"{name}: {len(sub)} comparisons over {seed_text} seeds; {detect}; {held} with p_adj < {alpha:g}.")
+    return lines

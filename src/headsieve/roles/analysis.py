@@ -1,19 +1,26 @@
-"""Analyses built on the role labels: roles per layer, roles sharing a head, layer bands, summary.
+"""Analyses built on the role labels: roles per layer, roles sharing a head (against chance), layer bands,
+stability of the labels over halves of the corpus, what fine-tuning changes (paired tests over seeds), summary.
 
-All functions take the tidy ``tests.parquet`` table (one row per model, corpus, layer, head, role) and
-return tidy tables; figures (``headsieve.plots.roles``) are drawn from these tables only.
+The functions take the tidy ``tests.parquet`` table (one row per model, corpus, layer, head, role) and, where
+they retest or pair sentences, the per-sentence ``scores.parquet``; they return tidy tables; figures
+(``headsieve.plots.roles``) are drawn from these tables only.
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from headsieve.pruning.strategies import BANDS
+from headsieve.roles.targets import ROLES, nested, role_family
+from headsieve.roles.tests import adjust, t_test_greater
 
-PIECE_ORDER = ("local", "cls", "sep", "delimiter", "block", "syntactic")
+PIECE_ORDER = tuple(ROLES)  # the registry's display order
+FAMILY_ORDER = ("local", "delimiter", "block", "syntactic")
 
 
 def role_order(roles) -> list[str]:
@@ -100,8 +107,9 @@ def band_summary(tests: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summary_markdown(tests: pd.DataFrame, title: str) -> str:
-    """A markdown report of one run: heads per role and band, multi-role heads, p-value shape."""
+def summary_markdown(tests: pd.DataFrame, title: str, colocation: pd.DataFrame | None = None) -> str:
+    """A markdown report of one run: heads per role and band, multi-role heads, p-value shape, and (given
+    :func:`colocation_tests`) the pairs of roles that share heads more or less often than chance."""
     n_layers = int(tests["layer"].max()) + 1
     n_per_layer = int(tests["head"].max()) + 1
     n_heads = n_layers * n_per_layer
@@ -124,7 +132,7 @@ def summary_markdown(tests: pd.DataFrame, title: str) -> str:
             f"| {r.role} | {r.tau:g} | {r.heads} | {r.share:.0%} | {r.bottom} | {r.middle} | {r.top} | {mean} |"
         )
     with_role = int((heads["n_roles"] > 0).sum())
-    families = heads["roles"].apply(lambda rs: {"syntactic" if x.startswith("dep:") else x for x in rs})
+    families = heads["roles"].apply(lambda rs: {role_family(x) for x in rs})
     local_and_syn = int(families.apply(lambda f: "local" in f and "syntactic" in f).sum())
     multi = heads[families.apply(len) > 1]
     multi_bands = pd.Series(layer_band(multi["layer"].to_numpy(), n_layers)).value_counts()
@@ -136,33 +144,411 @@ def summary_markdown(tests: pd.DataFrame, title: str) -> str:
         + ", ".join(f"{b} {int(multi_bands.get(b, 0))}" for b in ("bottom", "middle", "top")),
         f"- p values: {shares['p < 0.05']:.0%} below 0.05, {shares['p > 0.95']:.0%} above 0.95 "
         f"(of {int(shares['tests'])} tests)",
-        "",
     ]
-    return "\n".join(lines)
+    if colocation is not None:
+        lines += colocation_lines(colocation)
+    return "\n".join(lines + [""])
 
 
-def role_change(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
-    """Per layer, head and role: label and mean score before and after fine-tuning (two test tables of one
-    corpus), with ``gained``/``lost`` labels and the score change."""
-    keys = ["layer", "head", "role"]
-    a = before[keys + ["mean", "label"]].assign(role=lambda f: f["role"].astype(str))
-    b = after[keys + ["mean", "label"]].assign(role=lambda f: f["role"].astype(str))
-    both = a.merge(b, on=keys, suffixes=("_before", "_after"), how="inner")
-    both["score_change"] = both["mean_after"] - both["mean_before"]
-    both["gained"] = ~both["label_before"] & both["label_after"]
-    both["lost"] = both["label_before"] & ~both["label_after"]
-    return both
+def colocation_lines(colocation: pd.DataFrame, top: int = 5) -> list[str]:
+    """Summary lines: pairs of roles (not nested by definition) sharing heads more / less than chance."""
+    overall = colocation[colocation["scope"] == "all"]
+    tested = int(overall["p"].notna().sum())
+    if overall.empty:
+        return ["- roles sharing heads: no pair of roles to test"]
+    first = overall.iloc[0]
+    enriched = overall[overall["enriched"]].sort_values("p", kind="stable")
+    depleted = overall[overall["depleted"]].sort_values("p_depleted", kind="stable")
+    lines = [
+        f"- roles sharing heads against chance (hypergeometric, {first['correction']}, alpha {first['alpha']:g}; "
+        f"{tested} of {len(overall)} pairs not nested by definition testable): {len(enriched)} pairs enriched, "
+        f"{len(depleted)} depleted"
+    ]
+    for name, sub in (("enriched", enriched), ("depleted", depleted)):
+        if len(sub):
+            shown = ", ".join(
+                f"{r.role_a} & {r.role_b} ({r.observed} heads, {r.expected:.1f} expected)" for r in sub.head(top).itertuples()
+            )
+            lines.append(f"  - most {name}: {shown}")
+    return lines
 
 
-def role_change_by_layer(change: pd.DataFrame) -> pd.DataFrame:
-    """Per layer and role: labelled heads before and after, gained, lost, mean score change."""
-    group = change.groupby(["layer", "role"])
-    out = group.agg(
-        before=("label_before", "sum"),
-        after=("label_after", "sum"),
-        gained=("gained", "sum"),
-        lost=("lost", "sum"),
-        score_change=("score_change", "mean"),
-        abs_score_change=("score_change", lambda s: float(np.abs(s).mean())),
-    ).reset_index()
+# ---------------------------------------------------------------- co-location against chance
+
+
+def _role_pairs(roles) -> list[tuple[str, str]]:
+    """Unordered pairs of distinct roles, in display order, leaving out pairs nested by definition."""
+    ordered = role_order(roles)
+    return [(a, b) for a, b in itertools.combinations(ordered, 2) if not nested(a, b)]
+
+
+def _hypergeom_tails(observed, n_heads, n_a, n_b):
+    """P(X >= observed) and P(X <= observed) for X ~ Hypergeom(n_heads, n_a, n_b); NaN where the margins
+    fix X (a role held by no head or by every head: no test)."""
+    observed, n_heads, n_a, n_b = (np.asarray(x, dtype=int) for x in (observed, n_heads, n_a, n_b))
+    testable = (n_a > 0) & (n_a < n_heads) & (n_b > 0) & (n_b < n_heads)
+    upper = stats.hypergeom.sf(observed - 1, n_heads, n_a, n_b)
+    lower = stats.hypergeom.cdf(observed, n_heads, n_a, n_b)
+    return np.where(testable, upper, np.nan), np.where(testable, lower, np.nan)
+
+
+def colocation_tests(tests: pd.DataFrame, correction: str = "bh") -> pd.DataFrame:
+    """Do two roles share heads more (or less) often than chance?  One row per pair of roles not nested by
+    definition (:func:`headsieve.roles.targets.nested`) and scope: ``all`` heads of the model, and each
+    ``layer`` on its own.
+
+    Under independence (the heads holding B are a random draw of ``n_b`` of the ``n_heads`` heads), the
+    number of heads holding both is hypergeometric: ``expected = n_a n_b / n_heads``; ``p`` is the
+    one-sided enrichment p value P(X >= observed), ``p_depleted`` the depletion p value P(X <= observed).
+    Each scope (the overall rows; the per-layer rows together) is one family, corrected by ``correction``
+    (the tests' own correction); pairs whose margins fix the count (a role held by no head or by all) have
+    no test (NaN) and do not count.  ``enriched`` / ``depleted``: adjusted p below the tests' alpha.
+    """
+    labelled = tests[tests["label"]]
+    alpha = float(tests["alpha"].iloc[0])
+    pairs = _role_pairs(tests["role"].astype(str).unique())
+    layers = sorted(int(x) for x in tests["layer"].unique())
+    heads = tests[["layer", "head"]].drop_duplicates()
+    holders = {str(r): set(zip(g["layer"], g["head"])) for r, g in labelled.groupby("role", observed=True)}
+    scopes = [("all", None, set(zip(heads["layer"], heads["head"])))]
+    scopes += [("layer", L, set(zip(heads.loc[heads["layer"] == L, "layer"], heads.loc[heads["layer"] == L, "head"])))
+               for L in layers]  # fmt: skip
+    rows = []
+    for scope, layer, population in scopes:
+        for a, b in pairs:
+            ha, hb = holders.get(a, set()) & population, holders.get(b, set()) & population
+            rows.append((scope, layer, a, b, len(population), len(ha), len(hb), len(ha & hb)))
+    first = tests.iloc[0]
+    out = pd.DataFrame(rows, columns=["scope", "layer", "role_a", "role_b", "n_heads", "n_a", "n_b", "observed"])
+    out.insert(0, "corpus", str(first["corpus"]))
+    out.insert(0, "model", str(first["model"]))
+    out["layer"] = out["layer"].astype("Int16")
+    out["expected"] = out["n_a"] * out["n_b"] / out["n_heads"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["ratio"] = np.where(out["expected"] > 0, out["observed"] / out["expected"], np.nan)
+    out["p"], out["p_depleted"] = _hypergeom_tails(out["observed"], out["n_heads"], out["n_a"], out["n_b"])
+    out["p_adj"] = np.nan
+    out["p_adj_depleted"] = np.nan
+    for _, idx in out.groupby("scope", sort=False).groups.items():
+        out.loc[idx, "p_adj"] = adjust(out.loc[idx, "p"].to_numpy(), correction)
+        out.loc[idx, "p_adj_depleted"] = adjust(out.loc[idx, "p_depleted"].to_numpy(), correction)
+    out["enriched"] = (out["p_adj"] < alpha).fillna(False).astype(bool)
+    out["depleted"] = (out["p_adj_depleted"] < alpha).fillna(False).astype(bool)
+    out["correction"], out["alpha"] = correction, alpha
     return out
+
+
+# ---------------------------------------------------------------- stability of labels (split halves)
+
+
+@dataclass
+class ScoreCube:
+    """Per-sentence scores as a dense array [units, sentences] (NaN where a role has no score for a
+    sentence), with the unit (layer, head, role) of each row, its test threshold and the test settings."""
+
+    units: pd.DataFrame
+    scores: np.ndarray
+    sentences: np.ndarray
+    tau: np.ndarray
+    alpha: float
+    correction: str
+
+
+def score_cube(scores: pd.DataFrame, tests: pd.DataFrame) -> ScoreCube:
+    """Arrange a score table as :class:`ScoreCube`, with the thresholds and settings of ``tests`` (so that
+    a retest uses exactly the settings the role map was made with)."""
+    units = tests[["layer", "head", "role", "tau"]].assign(role=lambda f: f["role"].astype(str))
+    units = units.reset_index(drop=True)
+    position = {key: k for k, key in enumerate(zip(units["layer"], units["head"], units["role"]))}
+    sentences = np.unique(scores["sentence_index"].to_numpy())
+    keys = zip(scores["layer"].to_numpy(), scores["head"].to_numpy(), scores["role"].astype(str).to_numpy())
+    row = np.fromiter((position.get(k, -1) for k in keys), dtype=np.int64, count=len(scores))
+    col = np.searchsorted(sentences, scores["sentence_index"].to_numpy())
+    cube = np.full((len(units), len(sentences)), np.nan)
+    keep = row >= 0
+    cube[row[keep], col[keep]] = scores["score"].to_numpy(dtype=float)[keep]
+    first = tests.iloc[0]
+    return ScoreCube(units, cube, sentences, units["tau"].to_numpy(dtype=float), float(first["alpha"]),
+                     str(first["correction"]))  # fmt: skip
+
+
+def weighted_labels(cube: ScoreCube, weights: np.ndarray) -> np.ndarray:
+    """Labels of every unit when sentence ``s`` enters the test ``weights[s, b]`` times (0 = left out),
+    for each column ``b`` of weights: the one-sided t test and correction of :func:`role_tests`,
+    from weighted sums.  Returns bool [units, columns]."""
+    present = ~np.isnan(cube.scores)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centre = np.nan_to_num(np.nansum(cube.scores, axis=1, keepdims=True) / present.sum(axis=1, keepdims=True))
+    x = np.where(present, cube.scores - centre, 0.0)  # centred: the sums of squares stay accurate
+    w = np.asarray(weights, dtype=float)
+    n = present.astype(float) @ w
+    s1, s2 = x @ w, (x * x) @ w
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m = s1 / n
+        var = np.clip(s2 - n * m * m, 0, None) / (n - 1)
+    mean, sd = m + centre, np.sqrt(var)
+    labels = np.zeros(n.shape, dtype=bool)
+    for b in range(n.shape[1]):
+        _, p = t_test_greater(n[:, b], mean[:, b], sd[:, b], cube.tau)
+        p = np.where(n[:, b] >= 2, p, np.nan)
+        labels[:, b] = adjust(p, cube.correction) < cube.alpha
+    return labels
+
+
+def _jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Jaccard index of two label sets per column (NaN when both are empty)."""
+    union = (a | b).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, (a & b).sum(axis=0) / union, np.nan)
+
+
+def split_halves(sentences: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint halves of the sentences (positions into ``sentences``), drawn with ``seed``."""
+    order = np.random.default_rng(seed).permutation(len(sentences))
+    half = len(sentences) // 2
+    return np.sort(order[:half]), np.sort(order[half:])
+
+
+def label_stability(
+    scores: pd.DataFrame, tests: pd.DataFrame, seed: int = 0, n_boot: int = 200, level: float = 0.95
+) -> pd.DataFrame:
+    """Do the labels reproduce on other sentences?  The sentences are split at random (``seed``) into two
+    disjoint halves; each half is tested with the settings of ``tests`` (same thresholds, alpha,
+    correction); per role family (and ``all``) the labels (head x role) of the two halves are compared
+    by their Jaccard index (shared labels / labels in either half).  Interval: bootstrap over sentences,
+    resampled with replacement within each half (``n_boot`` draws, percentile interval at ``level``).
+
+    Columns: model, corpus, family, sentences_a, sentences_b, labels_a, labels_b, shared, jaccard,
+    ci_low, ci_high, n_boot, seed, level.  Jaccard is NaN when neither half labels anything in the family.
+    """
+    cube = score_cube(scores, tests)
+    a, b = split_halves(cube.sentences, seed)
+    n_sent = len(cube.sentences)
+    rng = np.random.default_rng([seed, 1])
+
+    def weights(half, draws):
+        w = np.zeros((n_sent, draws))
+        if draws == 0:
+            return w
+        picks = rng.integers(0, len(half), size=(len(half), draws))
+        for k in range(draws):
+            np.add.at(w[:, k], half[picks[:, k]], 1.0)
+        return w
+
+    point_a = np.zeros((n_sent, 1))
+    point_a[a] = 1
+    point_b = np.zeros((n_sent, 1))
+    point_b[b] = 1
+    labels_a, labels_b = weighted_labels(cube, point_a)[:, 0], weighted_labels(cube, point_b)[:, 0]
+    boot_a, boot_b = weighted_labels(cube, weights(a, n_boot)), weighted_labels(cube, weights(b, n_boot))
+    family = cube.units["role"].map(role_family).to_numpy()
+    first = tests.iloc[0]
+    rows = []
+    for name in [f for f in FAMILY_ORDER if f in set(family)] + sorted(set(family) - set(FAMILY_ORDER)) + ["all"]:
+        sel = np.ones(len(family), bool) if name == "all" else family == name
+        la, lb = labels_a[sel], labels_b[sel]
+        boot = _jaccard(boot_a[sel], boot_b[sel])
+        boot = boot[~np.isnan(boot)]
+        low, high = (np.quantile(boot, [(1 - level) / 2, (1 + level) / 2]) if len(boot) else (np.nan, np.nan))
+        rows.append(
+            {
+                "model": str(first["model"]), "corpus": str(first["corpus"]), "family": name,
+                "sentences_a": len(a), "sentences_b": len(b), "labels_a": int(la.sum()), "labels_b": int(lb.sum()),
+                "shared": int((la & lb).sum()), "jaccard": float(_jaccard(la[:, None], lb[:, None])[0]),
+                "ci_low": float(low), "ci_high": float(high), "n_boot": int(n_boot), "seed": int(seed),
+                "level": float(level),
+            }
+        )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def stability_lines(stability: pd.DataFrame) -> list[str]:
+    """Summary lines: Jaccard of split-half labels per family, with its bootstrap interval."""
+    if stability.empty:
+        return []
+    first = stability.iloc[0]
+    lines = [
+        f"- label stability (Jaccard of the labels of two random halves, {first['sentences_a']} and "
+        f"{first['sentences_b']} sentences, split seed {first['seed']}; {first['level']:.0%} bootstrap interval, "
+        f"{first['n_boot']} resamples of sentences within each half):"
+    ]
+    for r in stability.itertuples():
+        if np.isnan(r.jaccard):
+            lines.append(f"  - {r.family}: no labels in either half")
+            continue
+        interval = "" if np.isnan(r.ci_low) else f" [{r.ci_low:.2f}, {r.ci_high:.2f}]"
+        lines.append(
+            f"  - {r.family}: {r.jaccard:.2f}{interval} ({r.labels_a} and {r.labels_b} labels, {r.shared} shared)"
+        )
+    return lines
+
+
+# ---------------------------------------------------------------- what fine-tuning changes (paired tests)
+
+UNIT = ["layer", "head", "role"]
+
+
+def paired_change(before: pd.DataFrame, after: pd.DataFrame, alpha: float = 0.05, correction: str = "bh"):
+    """Per head and role, a paired two-sided t test of the per-sentence scores of one fine-tuned model
+    (``after``) against the pre-trained one (``before``) on the same sentences: d_s = after_s - before_s,
+    H0: mean d = 0, ``t = mean(d) / (sd(d) / sqrt(n))`` (sample sd), ``p = 2 F_t(-|t|; n - 1)``; all heads x
+    roles form one family, adjusted by ``correction``.
+
+    Columns: layer, head, role, n (paired sentences), mean_before, mean_after, change (mean d), sd_change,
+    ci_low, ci_high (two-sided 1 - alpha interval of the change), standardised (change / the root mean
+    square of the two sds: Cohen's d_av, comparable across roles whatever their scale), t, p, p_adj,
+    significant (p_adj < alpha).
+    """
+    keys = ["sentence_index"] + UNIT
+    a = before[keys + ["score"]].assign(role=lambda f: f["role"].astype(str))
+    b = after[keys + ["score"]].assign(role=lambda f: f["role"].astype(str))
+    both = a.merge(b, on=keys, suffixes=("_before", "_after"), how="inner")
+    both["d"] = both["score_after"].astype(float) - both["score_before"].astype(float)
+    both = both[both["d"].notna()]  # a sentence undefined for the role in either model does not pair
+    g = both.groupby(UNIT, sort=True)
+    out = g.agg(
+        n=("d", "count"),
+        mean_before=("score_before", "mean"),
+        sd_before=("score_before", "std"),
+        mean_after=("score_after", "mean"),
+        sd_after=("score_after", "std"),
+        change=("d", "mean"),
+        sd_change=("d", "std"),
+    ).reset_index()
+    n = out["n"].to_numpy(dtype=float)
+    df = np.where(n >= 2, n - 1, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se = out["sd_change"].to_numpy() / np.sqrt(n)
+        t = out["change"].to_numpy() / se
+        t = np.where((se == 0) & (out["change"].to_numpy() == 0), 0.0, t)
+        spread = np.sqrt((out["sd_before"] ** 2 + out["sd_after"] ** 2) / 2).to_numpy()
+        out["standardised"] = np.where(spread > 0, out["change"] / spread, np.nan)
+    t = np.where(n >= 2, t, np.nan)
+    p = np.where(np.isnan(t), np.nan, 2 * stats.t.sf(np.abs(t), df))
+    half = np.where(n >= 2, stats.t.ppf(1 - alpha / 2, df) * se, np.nan)
+    out["ci_low"], out["ci_high"] = out["change"] - half, out["change"] + half
+    out["t"], out["p"] = t, p
+    out["p_adj"] = adjust(p, correction)
+    out["significant"] = (out["p_adj"] < alpha).fillna(False).astype(bool)
+    cols = UNIT + ["n", "mean_before", "mean_after", "change", "sd_change", "ci_low", "ci_high", "standardised",
+                   "t", "p", "p_adj", "significant"]  # fmt: skip
+    out = out[cols]
+    if "form" in before:  # the score form (mass: shares of a row, comparable across roles)
+        forms = before.assign(role=before["role"].astype(str)).groupby("role", observed=True)["form"].first()
+        out = out.assign(form=out["role"].map(forms.astype(str)))
+    return out
+
+
+def finetuning_change(
+    before: pd.DataFrame, after_by_seed: dict[int, pd.DataFrame], task: str, alpha: float = 0.05,
+    correction: str = "bh",
+) -> pd.DataFrame:  # fmt: skip
+    """:func:`paired_change` for the model fine-tuned with each seed, stacked: model, corpus, task, seed,
+    then its columns, plus alpha and correction (each seed's tests are one family)."""
+    first = before.iloc[0]
+    frames = []
+    for seed, after in sorted(after_by_seed.items()):
+        change = paired_change(before, after, alpha, correction)
+        change.insert(0, "seed", int(seed))
+        frames.append(change)
+    out = pd.concat(frames, ignore_index=True)
+    out.insert(0, "task", task)
+    out.insert(0, "corpus", str(first["corpus"]))
+    out.insert(0, "model", str(first["model"]))
+    out["alpha"], out["correction"] = float(alpha), correction
+    return out
+
+
+def change_agreement(change: pd.DataFrame) -> pd.DataFrame:
+    """Per head and role, over the fine-tuning seeds: how many seeds change it significantly up and down,
+    and whether every seed agrees (``direction`` up / down: significant with the same sign in every seed;
+    ``none`` otherwise).  Columns: model, corpus, task, layer, head, role, seeds, seeds_up, seeds_down,
+    mean_change, mean_standardised, agrees, direction."""
+    frame = change.assign(
+        up=change["significant"] & (change["change"] > 0), down=change["significant"] & (change["change"] < 0)
+    )
+    out = (
+        frame.groupby(["model", "corpus", "task"] + UNIT, sort=True)
+        .agg(
+            seeds=("seed", "nunique"),
+            seeds_up=("up", "sum"),
+            seeds_down=("down", "sum"),
+            mean_change=("change", "mean"),
+            mean_standardised=("standardised", "mean"),
+        )
+        .reset_index()
+    )
+    up, down = out["seeds_up"] == out["seeds"], out["seeds_down"] == out["seeds"]
+    out["agrees"] = up | down
+    out["direction"] = np.where(up, "up", np.where(down, "down", "none"))
+    return out
+
+
+CHANGE_MEASURES = {
+    "change": "change",
+    "abs_change": "abs_change",
+    "standardised": "standardised",
+    "abs_standardised": "abs_standardised",
+    "share_significant": "significant",
+}
+
+
+def change_by_layer(change: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Per layer and role (and over all roles, ``role = all``), each seed's mean over the layer's heads of
+    the change measures, then their mean over seeds with a t interval at ``level`` (df = seeds - 1; NaN
+    for one seed).  Measures: ``change`` and ``abs_change`` (score units: comparable across roles only
+    when the score is, as the share-of-mass score is), ``standardised`` and ``abs_standardised`` (Cohen's
+    d_av, comparable across roles), ``share_significant`` (share of the layer's heads with a significant
+    change).  Columns: model, corpus, task, layer, role, measure, seeds, mean, sd, ci_low, ci_high, level.
+    """
+    frame = change.assign(
+        role=change["role"].astype(str),
+        abs_change=change["change"].abs(),
+        abs_standardised=change["standardised"].abs(),
+        significant=change["significant"].astype(float),
+    )
+    keys = ["model", "corpus", "task", "seed", "layer"]
+    columns = list(CHANGE_MEASURES.values())
+    per_role = frame.groupby(keys + ["role"], sort=True)[columns].mean().reset_index()
+    every = frame.groupby(keys, sort=True)[columns].mean().reset_index().assign(role="all")
+    per_seed = pd.concat([per_role, every], ignore_index=True)
+    per_seed = per_seed.rename(columns={v: k for k, v in CHANGE_MEASURES.items()})
+    long = per_seed.melt(id_vars=keys + ["role"], value_vars=list(CHANGE_MEASURES), var_name="measure")
+    out = (
+        long.groupby(["model", "corpus", "task", "layer", "role", "measure"], sort=True)["value"]
+        .agg(seeds="count", mean="mean", sd="std")
+        .reset_index()
+    )
+    n = out["seeds"].to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        half = np.where(n >= 2, stats.t.ppf((1 + level) / 2, np.maximum(n - 1, 1)) * out["sd"] / np.sqrt(n), np.nan)
+    out["ci_low"], out["ci_high"], out["level"] = out["mean"] - half, out["mean"] + half, float(level)
+    return out
+
+
+def change_summary_markdown(change: pd.DataFrame, agreement: pd.DataFrame, by_layer: pd.DataFrame, title: str) -> str:
+    """A short markdown summary of the fine-tuning change: seeds, significant changes per seed, heads that
+    agree across seeds, and the per-layer mean |standardised change| with its interval."""
+    first = change.iloc[0]
+    seeds = sorted(change["seed"].unique())
+    lines = [
+        f"# {title}",
+        "",
+        f"Paired two-sided t tests per head and role (fine-tuned minus pre-trained score, same sentences), "
+        f"{first['correction']} over the heads x roles of each seed, alpha {first['alpha']:g}; seeds "
+        + ", ".join(str(s) for s in seeds) + ".",
+        "",
+    ]  # fmt: skip
+    for seed, sub in change.groupby("seed"):
+        lines.append(f"- seed {seed}: {int(sub['significant'].sum())} of {len(sub)} head x role scores changed")
+    agree = agreement[agreement["agrees"]]
+    lines.append(
+        f"- changed in every seed with the same sign: {len(agree)} head x role "
+        f"({int((agree['direction'] == 'up').sum())} up, {int((agree['direction'] == 'down').sum())} down)"
+    )
+    rows = by_layer[(by_layer["role"] == "all") & (by_layer["measure"] == "abs_standardised")]
+    lines += ["", "| layer | mean abs standardised change | interval over seeds |", "|---:|---:|---|"]
+    for r in rows.itertuples():
+        interval = "" if np.isnan(r.ci_low) else f"[{r.ci_low:.3f}, {r.ci_high:.3f}]"
+        lines.append(f"| {r.layer} | {r.mean:.3f} | {interval} |")
+    return "\n".join(lines) + "\n"
