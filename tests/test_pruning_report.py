@@ -12,9 +12,11 @@ from scipy import stats
 
 from cli_utils import one_error_line, run_cli
 from headsieve.errors import HeadsieveError
+from headsieve.pruning.compensation import spread_summary
 from headsieve.pruning.report import (
     DEFAULT_PROTOCOL,
     adjust,
+    compensation_lines,
     minimal_detectable_difference,
     paired_comparisons,
     paired_difference,
@@ -155,6 +157,36 @@ def test_summary_lines_state_the_detectable_difference_from_the_table():
     assert f"{int((table.p_adj < 0.05).sum())} with p_adj < 0.05" in lines[0]
 
 
+def compensation_tables(seeds=(1, 2)) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-head changes of one strategy at 0.5 (change concentrated in layer 3 for jsd, even for
+    jsd_retraining) and their spread summaries, as the compensation step writes them."""
+    rng = np.random.default_rng(0)
+    layer, head = np.meshgrid(np.arange(6), np.arange(8), indexing="ij")
+    pruned = (layer == 1) & (head < 4)
+    heads, summaries = [], []
+    for seed in seeds:
+        jsd = rng.uniform(0.9, 1.1, layer.shape) * np.where(layer == 3, 5.0, 1.0)
+        even = rng.uniform(0.9, 1.1, layer.shape)
+        frame = pd.DataFrame({"strategy": "random", "fraction": 0.5, "layer": layer.ravel(), "head": head.ravel(),
+                              "pruned": pruned.ravel(), "jsd": np.where(pruned, np.nan, jsd).ravel(),
+                              "jsd_retraining": np.where(pruned, np.nan, even).ravel(), "seed": seed})  # fmt: skip
+        heads.append(frame)
+        for measure in ("jsd", "jsd_retraining"):
+            summaries.append(dict(strategy="random", fraction=0.5, seed=seed, **spread_summary(frame, measure, seed=seed)))
+    return pd.concat(heads, ignore_index=True), pd.DataFrame(summaries)
+
+
+def test_compensation_lines_state_the_permutation_tests_per_seed():
+    _, summary = compensation_tables()
+    lines = compensation_lines(summary)
+    assert len(lines) == 2 and lines[0].startswith("compensation, random at 0.5, jsd:")
+    concentrated = summary[summary.measure == "jsd"].sort_values("seed")
+    shown = ", ".join(f"{v:.3g}" for v in concentrated.p_layers_differ)
+    assert f"the change differs between layers: p = {shown} (2 of 2 seeds < 0.05)" in lines[0]
+    assert "(0 of 2 seeds < 0.05)" in lines[0]  # no layer lost all its change: layer 1 is the pruned one
+    assert "differs between layers: p = " in lines[1] and "(2 of 2" not in lines[1].split(";")[0]
+
+
 def digest(folder) -> dict:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -163,12 +195,17 @@ def test_report_command_writes_table_summary_and_figures(tmp_path):
     frame = pd.concat([evaluations({"good": 0.05, "top": -0.1, "bottom": 0.0}, protocol="finetune_then_prune"),
                        evaluations({"good": 0.01}, protocol="prune_then_finetune", seed=9)], ignore_index=True)  # fmt: skip
     frame.to_parquet(tmp_path / "evaluations.parquet")
+    heads, summary = compensation_tables()
+    heads.to_parquet(tmp_path / "compensation.parquet")
+    summary.to_parquet(tmp_path / "compensation_summary.parquet")
     outputs = {}
     for run in ("a", "b"):
         out = tmp_path / run
         proc = run_cli("pruning-report", "--evaluations", str(tmp_path / "evaluations.parquet"),
                        "--comparisons", str(out / "comparisons.parquet"), "--figures", str(out / "figures"),
-                       "--title", "m on t", "--correction", "bh", "--summary", str(out / "summary.md"))  # fmt: skip
+                       "--title", "m on t", "--correction", "bh", "--summary", str(out / "summary.md"),
+                       "--compensation", str(tmp_path / "compensation.parquet"),
+                       "--compensation-summary", str(tmp_path / "compensation_summary.parquet"))  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-2000:]
         outputs[run] = digest(out)
     assert outputs["a"] == outputs["b"]  # deterministic: same inputs, same bytes
@@ -176,7 +213,8 @@ def test_report_command_writes_table_summary_and_figures(tmp_path):
     assert (table.correction == "bh").all() and {"ci_low", "ci_high", "p_adj", "mdd"} <= set(table.columns)
     text = (tmp_path / "a" / "summary.md").read_text()
     assert "minimal detectable difference" in text and "protocol=prune_then_finetune" in text
-    for name in ("metric_by_fraction", "strategy_comparisons"):
+    assert "compensation, random at 0.5, jsd:" in text
+    for name in ("metric_by_fraction", "strategy_comparisons", "compensation"):
         for ext in ("png", "pdf"):
             assert (tmp_path / "a" / "figures" / f"{name}.{ext}").stat().st_size > 5000
 

@@ -588,14 +588,12 @@ def cmd_pruning_report(sub):
 
         from headsieve.io.atomic import write_frame, write_text
         from headsieve.plots import pruning as plots
-        from headsieve.pruning.report import paired_comparisons, summary_lines
+        from headsieve.pruning.report import compensation_lines, paired_comparisons, summary_lines
 
         evaluations = pd.read_parquet(args.evaluations)
         comparisons = paired_comparisons(evaluations, correction=args.correction, alpha=args.alpha, power=args.power)
         write_frame(comparisons, args.comparisons)
         lines = summary_lines(comparisons)
-        if args.summary:
-            write_text("".join(f"- {line}\n" for line in lines), args.summary)
         figures = Path(args.figures)
         plots.metric_curves(evaluations, figures / "metric_by_fraction", args.title)
         plots.comparison_map(comparisons, figures / "strategy_comparisons", args.title, note="\n".join(lines[1:]))
@@ -603,6 +601,9 @@ def cmd_pruning_report(sub):
             heads = pd.concat([pd.read_parquet(p) for p in args.compensation], ignore_index=True)
             summary = pd.concat([pd.read_parquet(p) for p in args.compensation_summary], ignore_index=True)
             plots.compensation_figure(heads, summary, figures / "compensation", args.title)
+            lines += compensation_lines(summary, alpha=args.alpha)
+        if args.summary:
+            write_text("".join(f"- {line}\n" for line in lines), args.summary)
 
     return run
 

@@ -201,3 +201,30 @@ def summary_lines(comparisons: pd.DataFrame) -> list[str]:
                       f"{_fmt(mdd.min())} to {_fmt(mdd.max())}, median {_fmt(mdd.median())}")  # fmt: skip
         lines.append(f"{name}: {len(sub)} comparisons over {seed_text} seeds; {detect}; {held} with p_adj < {alpha:g}.")
     return lines
+
+
+#: the compensation tests the summary states, with what a small p means
+COMPENSATION_TESTS = (
+    ("p_layers_differ", "the change differs between layers"),
+    ("p_concentrated", "the change is concentrated in the layers that lost heads"),
+    ("p_pruned_share", "the change follows the share of a layer's heads pruned"),
+)
+
+
+def compensation_lines(summary: pd.DataFrame, measures=("jsd", "jsd_retraining"), alpha: float = 0.05) -> list[str]:
+    """Markdown lines, per strategy, fraction and measure of the compensation summary table: for each
+    permutation test (null: the change is exchangeable across the remaining heads), the p value of every
+    seed and how many seeds reject at ``alpha``.  A seed that does not reject is no proof of an even spread."""
+    lines = []
+    sub = summary[summary["measure"].isin(measures)]
+    for (strategy, fraction, measure), rows in sub.groupby(["strategy", "fraction", "measure"], sort=True):
+        rows = rows.sort_values("seed")
+        parts = []
+        for column, meaning in COMPENSATION_TESTS:
+            if column not in rows.columns:
+                continue
+            p = rows[column].to_numpy(dtype=float)
+            shown = ", ".join("n/a" if not np.isfinite(v) else f"{v:.3g}" for v in p)
+            parts.append(f"{meaning}: p = {shown} ({int(np.sum(p < alpha))} of {len(p)} seeds < {alpha:g})")
+        lines.append(f"compensation, {strategy} at {fraction:g}, {measure}: " + "; ".join(parts) + ".")
+    return lines
