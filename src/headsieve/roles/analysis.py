@@ -259,10 +259,20 @@ def score_cube(scores: pd.DataFrame, tests: pd.DataFrame) -> ScoreCube:
     a retest uses exactly the settings the role map was made with)."""
     units = tests[["layer", "head", "role", "tau"]].assign(role=lambda f: f["role"].astype(str))
     units = units.reset_index(drop=True)
-    position = {key: k for k, key in enumerate(zip(units["layer"], units["head"], units["role"]))}
+    names = sorted(set(units["role"]) | set(scores["role"].astype(str).unique()))
+    code = {r: k for k, r in enumerate(names)}
+    n_layers = int(max(units["layer"].max(), scores["layer"].max())) + 1
+    n_heads = int(max(units["head"].max(), scores["head"].max())) + 1
+
+    def flat(layer, head, role_codes):
+        return (np.asarray(role_codes, dtype=np.int64) * n_layers + np.asarray(layer)) * n_heads + np.asarray(head)
+
+    lookup = np.full(len(names) * n_layers * n_heads, -1, dtype=np.int64)
+    lookup[flat(units["layer"], units["head"], units["role"].map(code))] = np.arange(len(units))
+    role = scores["role"].astype("category")
+    role_codes = np.array([code[str(r)] for r in role.cat.categories])[role.cat.codes.to_numpy()]
+    row = lookup[flat(scores["layer"].to_numpy(), scores["head"].to_numpy(), role_codes)]
     sentences = np.unique(scores["sentence_index"].to_numpy())
-    keys = zip(scores["layer"].to_numpy(), scores["head"].to_numpy(), scores["role"].astype(str).to_numpy())
-    row = np.fromiter((position.get(k, -1) for k in keys), dtype=np.int64, count=len(scores))
     col = np.searchsorted(sentences, scores["sentence_index"].to_numpy())
     cube = np.full((len(units), len(sentences)), np.nan)
     keep = row >= 0
@@ -272,26 +282,29 @@ def score_cube(scores: pd.DataFrame, tests: pd.DataFrame) -> ScoreCube:
                      str(first["correction"]))  # fmt: skip
 
 
-def weighted_labels(cube: ScoreCube, weights: np.ndarray) -> np.ndarray:
+def weighted_labels(cube: ScoreCube, weights: np.ndarray, chunk: int = 512) -> np.ndarray:
     """Labels of every unit when sentence ``s`` enters the test ``weights[s, b]`` times (0 = left out),
     for each column ``b`` of weights: the one-sided t test and correction of :func:`role_tests`,
     from weighted sums.  Returns bool [units, columns]."""
-    present = ~np.isnan(cube.scores)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        centre = np.nan_to_num(np.nansum(cube.scores, axis=1, keepdims=True) / present.sum(axis=1, keepdims=True))
-    x = np.where(present, cube.scores - centre, 0.0)  # centred: the sums of squares stay accurate
     w = np.asarray(weights, dtype=float)
-    n = present.astype(float) @ w
-    s1, s2 = x @ w, (x * x) @ w
-    with np.errstate(divide="ignore", invalid="ignore"):
-        m = s1 / n
-        var = np.clip(s2 - n * m * m, 0, None) / (n - 1)
-    mean, sd = m + centre, np.sqrt(var)
-    labels = np.zeros(n.shape, dtype=bool)
-    for b in range(n.shape[1]):
-        _, p = t_test_greater(n[:, b], mean[:, b], sd[:, b], cube.tau)
-        p = np.where(n[:, b] >= 2, p, np.nan)
-        labels[:, b] = adjust(p, cube.correction) < cube.alpha
+    p = np.full((len(cube.units), w.shape[1]), np.nan)
+    for start in range(0, len(cube.units), chunk):  # a block of units at a time bounds the memory
+        block = cube.scores[start : start + chunk]
+        present = ~np.isnan(block)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            centre = np.nan_to_num(np.nansum(block, axis=1, keepdims=True) / present.sum(axis=1, keepdims=True))
+        x = np.where(present, block - centre, 0.0)  # centred: the sums of squares stay accurate
+        n = present.astype(float) @ w
+        s1, s2 = x @ w, (x * x) @ w
+        with np.errstate(divide="ignore", invalid="ignore"):
+            m = s1 / n
+            var = np.clip(s2 - n * m * m, 0, None) / (n - 1)
+        tau = np.broadcast_to(cube.tau[start : start + chunk, None], n.shape)
+        _, pb = t_test_greater(n, m + centre, np.sqrt(var), tau)
+        p[start : start + chunk] = np.where(n >= 2, pb, np.nan)
+    labels = np.zeros(p.shape, dtype=bool)
+    for b in range(p.shape[1]):
+        labels[:, b] = adjust(p[:, b], cube.correction) < cube.alpha
     return labels
 
 
