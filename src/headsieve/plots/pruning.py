@@ -53,7 +53,8 @@ def metric_curves(evaluations: pd.DataFrame, stem, title: str):
             g = s.groupby("fraction")["value"].apply(mean_ci).unstack().reset_index()
             ax.plot(g["fraction"], g["mean"], marker="o", ms=3, label=strategy, color=colours(k % 20))
             ax.fill_between(g["fraction"], g["low"].astype(float), g["high"].astype(float), alpha=0.15, color=colours(k % 20))
-        ax.set_title(name)
+        if len(panels) > 1 or "protocol" in evaluations.columns:  # a table without protocols: one panel, no title
+            ax.set_title(name)
         ax.set_xlabel("share of heads pruned")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
