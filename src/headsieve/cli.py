@@ -283,16 +283,23 @@ def cmd_roles_test(sub):
 
     def run(args):
         from headsieve.io.atomic import write_frame
+        from headsieve.roles.controls import add_controls
         from headsieve.roles.tests import read_scores, role_tests
 
-        tests = role_tests(
-            read_scores(args.scores), args.tau, args.alpha, args.correction, tau_by_role=args.tau_by_role
-        )
+        scores = read_scores(args.scores)
+        tests = role_tests(scores, args.tau, args.alpha, args.correction, tau_by_role=args.tau_by_role)
         labelled = tests[tests["label"]]
         log.info(
             "%d tests (tau %g, alpha %g, %s): %d labels on %d heads",
             len(tests), args.tau, args.alpha, args.correction, len(labelled),
             labelled[["layer", "head"]].drop_duplicates().shape[0],
+        )  # fmt: skip
+        # positional control of the syntactic roles (roles/controls.py): paired test against decoys
+        tests = add_controls(tests, scores, args.alpha, args.correction)
+        syntactic = tests["diff_n"] > 0
+        log.info(
+            "positional control: %d of %d syntactic labels hold against shape-matched decoys",
+            int(tests["label_controlled"].sum()), int(tests.loc[syntactic, "label"].sum()),
         )  # fmt: skip
         write_frame(tests, args.output)
 

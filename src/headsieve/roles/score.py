@@ -16,6 +16,7 @@ from headsieve.progress import progress_bar
 from headsieve.errors import HeadsieveError
 from headsieve.io.shards import check_coverage, check_provenance, index_provenance, input_crc, iter_dump, read_index
 from headsieve.roles.clark import HeadStats
+from headsieve.roles.controls import score_controls
 from headsieve.roles.sieve import DEFAULT_OPTIONS, Batch, SentenceFacts, role_family, score_batch
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ SCORES_SCHEMA = pa.schema(
         ("n_queries", pa.int32()),
         ("n_undefined", pa.int32()),
         ("form", pa.dictionary(pa.int8(), pa.string())),
+        ("control", pa.float32()),  # syntactic roles: the shape-matched decoy score (roles/controls.py)
     ]
 )
 
@@ -108,13 +110,16 @@ def score_dump(
     n_queries: list[int] = []
     n_undefined: list[int] = []
     forms: list[str] = []
+    controls: list[np.ndarray] = []  # [L*H] decoy scores of the syntactic roles, NaN for the others
     bar = progress_bar(total=index.num_rows, desc="roles", unit="sent", enabled=progress)
     stream = _checked(dump_dir, tokens_path, tokens, iter_dump(dump_dir, check=False))
     for batch in length_batched(stream, key=lambda item: item[0]["n_pieces"], budget=budget):
         facts = [SentenceFacts.from_row(tok) for _, _, tok in batch]
         view = Batch([att for _, att, _ in batch], facts)
         view.check([f"{dump_dir}: sentence '{row['sentence_id']}'" for row, _, _ in batch])
+        decoys = score_controls(view, opts)
         for b, role, scores, nq, nu, form in score_batch(view, opts, detail=True):
+            controls.append(decoys.get((b, role), np.full(len(scores), np.nan, dtype=np.float32)))
             keys.append((batch[b][0]["sentence_index"], role))
             vectors.append(scores)
             n_queries.append(nq)
@@ -133,7 +138,7 @@ def score_dump(
                 f"{tokens_path}: no sentence has the relation(s) {', '.join(missing)} "
                 "(config key roles.relations; check the spelling or the corpus)"
             )
-    table = _scores_table(keys, vectors, n_queries, n_undefined, forms, L, H, model, corpus)
+    table = _scores_table(keys, vectors, n_queries, n_undefined, forms, L, H, model, corpus, controls)
     return table, stats.frame(model, corpus)
 
 
@@ -143,12 +148,13 @@ def _dictionary(values: np.ndarray) -> pa.DictionaryArray:
     return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names))
 
 
-def _scores_table(keys, vectors, n_queries, n_undefined, forms, L, H, model, corpus) -> pa.Table:
+def _scores_table(keys, vectors, n_queries, n_undefined, forms, L, H, model, corpus, controls) -> pa.Table:
     """Long table, one row per sentence, role, layer and head, sorted in that order.
 
     ``score`` is NaN (``n_queries`` 0) for an input with the role's targets none of whose queries could be
     scored; ``n_undefined`` counts the queries left out; ``form`` names the score form (mass, ratio,
-    block_contrast, block_plain, block_entropy), which sets the test's default threshold."""
+    block_contrast, block_plain, block_entropy), which sets the test's default threshold; ``control`` is the
+    syntactic roles' decoy score (NaN for the other roles, or without a decoy of any arc's shape)."""
     roles = sorted({role for _, role in keys})
     code = {r: k for k, r in enumerate(roles)}
     sentence = np.array([s for s, _ in keys], dtype=np.int32)
@@ -180,5 +186,6 @@ def _scores_table(keys, vectors, n_queries, n_undefined, forms, L, H, model, cor
         "n_queries": pa.array(repeat(np.array(n_queries, dtype=np.int32))),
         "n_undefined": pa.array(repeat(np.array(n_undefined, dtype=np.int32))),
         "form": _dictionary(repeat(np.array(forms, dtype=object))),
+        "control": pa.array(np.stack(controls)[order].astype(np.float32).ravel()),
     }
     return pa.Table.from_pydict(columns, schema=SCORES_SCHEMA)
