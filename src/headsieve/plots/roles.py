@@ -21,6 +21,22 @@ def _matrix(tests: pd.DataFrame, role: str, column: str) -> np.ndarray:
     return out
 
 
+#: score forms whose values are shares of a row in [0, 1] (drawn on a linear scale; the others are ratios to
+#: uniform attention, drawn on a log2 scale)
+SHARE_FORMS = ("mass", "block_contrast")
+SCALE_LABELS = {
+    "share": "mean score: share of the attention on the targets",
+    "ratio": "mean sieve score (log2; 0 = uniform)",
+}
+
+
+def _scale(tests: pd.DataFrame, role: str) -> str:
+    if "form" not in tests:
+        return "ratio"
+    forms = set(tests.loc[tests["role"].astype(str) == role, "form"].astype(str))
+    return "share" if forms and forms <= set(SHARE_FORMS) else "ratio"
+
+
 def _empty(stem, title: str, note: str):
     """A figure that says why there is nothing to draw (e.g. no relation roles on a corpus without trees)."""
     fig, ax = plt.subplots(figsize=(5, 2.2), layout="constrained")
@@ -36,10 +52,17 @@ def role_maps(tests: pd.DataFrame, roles: list[str], stem, title: str, empty_not
     if not roles:
         return _empty(stem, title, empty_note)
     fig, axes = grid(len(roles))
+    scales = {role: _scale(tests, role) for role in roles}
+    mixed = len(set(scales.values())) > 1
     for ax, role in zip(axes, roles):
         mean = _matrix(tests, role, "mean")
         label = _matrix(tests, role, "label") == 1
-        img = ax.imshow(np.log2(np.clip(mean, 1 / 16, 64)), origin="lower", cmap="viridis", vmin=-2, vmax=5, aspect="auto")
+        if scales[role] == "share":
+            img = ax.imshow(mean, origin="lower", cmap="viridis", vmin=0, vmax=1, aspect="auto")
+        else:
+            img = ax.imshow(np.log2(np.clip(mean, 1 / 16, 64)), origin="lower", cmap="viridis", vmin=-2, vmax=5, aspect="auto")
+        if mixed:
+            fig.colorbar(img, ax=ax, shrink=0.8).set_label(SCALE_LABELS[scales[role]], fontsize=6)
         ly, hx = np.nonzero(label)
         ax.scatter(hx, ly, s=40, facecolors="none", edgecolors="white", linewidths=1.2)
         tau = tests.loc[tests["role"].astype(str) == role, "tau"].iloc[0]
@@ -49,8 +72,8 @@ def role_maps(tests: pd.DataFrame, roles: list[str], stem, title: str, empty_not
         ax.set_xticks(range(mean.shape[1]))
         ax.set_yticks(range(mean.shape[0]))
         ax.tick_params(labelsize=7)
-    cbar = fig.colorbar(img, ax=axes[: len(roles)], shrink=0.8)
-    cbar.set_label("mean sieve score (log2; 0 = uniform)")
+    if not mixed:
+        fig.colorbar(img, ax=axes[: len(roles)], shrink=0.8).set_label(SCALE_LABELS[scales[roles[0]]])
     fig.suptitle(f"{title}\ncolour: mean score; rings: heads labelled with the role")
     return save(fig, stem)
 
@@ -100,23 +123,29 @@ def colocation_figure(tests: pd.DataFrame, table: pd.DataFrame, stem, title: str
     marks = np.full((k, k), "", dtype=object)
     index = {r: i for i, r in enumerate(roles)}
     for r in overall.itertuples():
-        if r.role_a in index and r.role_b in index:
+        if r.role_a in index and r.role_b in index and not np.isnan(r.p):
             i, j = index[r.role_a], index[r.role_b]
-            value = np.nan if np.isnan(r.ratio) else (np.log2(r.ratio) if r.ratio > 0 else -3.0)
-            ratio[i, j] = ratio[j, i] = np.clip(value, -3, 3)
-            marks[i, j] = marks[j, i] = "+" if r.enriched else ("-" if r.depleted else "")
+            # half a head added to both: a pair of rare roles sharing no head is not drawn as "far below chance"
+            ratio[i, j] = ratio[j, i] = np.clip(np.log2((r.observed + 0.5) / (r.expected + 0.5)), -2, 2)
+            sign = "+" if r.enriched else ("-" if r.depleted else "")
+            marks[i, j] = marks[j, i] = f"{r.observed}{sign}"
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11.5, 4.8), gridspec_kw={"width_ratios": [3, 2]}, layout="constrained")
     nest = np.array([[float(a == b or nested(a, b)) for b in roles] for a in roles]) if k else np.zeros((0, 0))
     ax.imshow(np.where(nest > 0, 0.8, np.nan), cmap="gray", vmin=0, vmax=1)
-    img = ax.imshow(ratio, cmap="RdBu_r", vmin=-3, vmax=3)
+    significant = np.array([[m.endswith(("+", "-")) for m in row] for row in marks], dtype=bool).reshape(k, k)
+    img = ax.imshow(ratio, cmap="RdBu_r", vmin=-2, vmax=2, alpha=np.where(significant, 1.0, 0.35))
     for i in range(k):
         for j in range(k):
             if marks[i, j]:
-                ax.text(j, i, marks[i, j], ha="center", va="center", fontsize=9, fontweight="bold")
+                bold = significant[i, j]
+                light = bold and abs(ratio[i, j]) > 1.2
+                ax.text(j, i, marks[i, j], ha="center", va="center", fontsize=6 if k > 12 else 7,
+                        fontweight="bold" if bold else "normal", color="white" if light else ("black" if bold else "0.3"))  # fmt: skip
     ax.set_xticks(range(k), roles, rotation=90, fontsize=7)
     ax.set_yticks(range(k), roles, fontsize=7)
-    ax.set_title("shared heads against chance (grey: nested by definition)", fontsize=8)
-    fig.colorbar(img, ax=ax, shrink=0.8).set_label("log2 observed / expected heads holding both")
+    ax.set_title("heads holding both; + / - and full colour: more / fewer than chance (corrected);\n"
+                 "grey: nested by definition; white: no test", fontsize=7)  # fmt: skip
+    fig.colorbar(img, ax=ax, shrink=0.8).set_label("log2 (observed + 0.5) / (expected + 0.5)")
     per_layer = table[table["scope"] == "layer"].groupby("layer")[["enriched", "depleted"]].sum()
     layers = per_layer.index.to_numpy(dtype=int)
     bx.bar(layers - 0.2, per_layer["enriched"], width=0.4, label="enriched pairs", color="tab:red")
@@ -124,6 +153,11 @@ def colocation_figure(tests: pd.DataFrame, table: pd.DataFrame, stem, title: str
     bx.set_xticks(layers)
     bx.set_xlabel("layer")
     bx.set_ylabel("pairs of roles (corrected)")
+    bx.set_ylim(0, max(1, float(per_layer.to_numpy().max()) if len(per_layer) else 1) * 1.15)
+    bx.yaxis.get_major_locator().set_params(integer=True)
+    if not per_layer.to_numpy().any():
+        bx.text(0.5, 0.5, "no pair of roles shares heads\nmore or less than chance within a layer",
+                ha="center", va="center", transform=bx.transAxes, fontsize=8)  # fmt: skip
     bx.legend(fontsize=7)
     first = table.iloc[0] if len(table) else None
     note = f"hypergeometric tests, {first['correction']}, alpha {first['alpha']:g}" if first is not None else "no pairs"
@@ -142,9 +176,10 @@ def finetuning_change(by_layer: pd.DataFrame, agreement: pd.DataFrame, stem, tit
     for role in [r for r in MAIN_ROLES if r in present] + ["all"]:
         sub = frame[frame["role"] == role].sort_values("layer")
         style = {"color": "black", "linewidth": 2.2} if role == "all" else {}
-        ax.plot(sub["layer"], sub["mean"], marker="o", label=role, **style)
+        (line,) = ax.plot(sub["layer"], sub["mean"], marker="o", label=role, **style)
         if seeds >= 2:
-            ax.fill_between(sub["layer"], sub["ci_low"], sub["ci_high"], alpha=0.12, **({"color": "black"} if role == "all" else {}))
+            ax.fill_between(sub["layer"], sub["ci_low"], sub["ci_high"], alpha=0.12, color=line.get_color())
+    ax.set_xticks(sorted(frame["layer"].unique()))
     ax.set_xlabel("layer")
     ax.set_ylabel("mean |standardised change| (Cohen's d_av)")
     ax.legend(fontsize=7, ncol=2)
