@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +23,9 @@ from corpora import GOOD
         (GOOD.replace("\t4\tnsubj", "\t12\tnsubj"), "x.conllu:3: HEAD 12 out of range"),
         (GOOD.replace("\tnsubj\t_\t_", "\tnsubj\t_"), "x.conllu:3: expected 10 tab-separated columns"),
         ("", "no sentences (empty corpus)"),
+        (GOOD.replace("\t4\tnsubj\t", "\t4\t_\t"), "x.conllu:3: DEPREL '_' is unspecified"),
+        (GOOD.replace("2\tdid\tdo", "2-4\tdidntgo\t_\t_\t_\t_\t_\t_\t_\t_\n2\tdid\tdo"),
+         "x.conllu:5: multi-word token range '2-4' overlaps '2-3' (line 4)"),
     ],
 )
 def test_bad_corpus_one_line_no_output(tmp_path, tiny_bert, text, expected):
@@ -88,3 +94,145 @@ def test_encoder_loads_with_eager_attention(tiny_bert, tiny_roberta):
     for folder in (tiny_bert, tiny_roberta):
         model = load_encoder("t", {"source": str(folder)})
         assert model.config._attn_implementation == "eager"
+
+
+# ---------------------------------------------------------------- issue 18: one line, no traceback, no output
+
+
+def refused(proc, expected: str, *outputs) -> str:
+    """One ``headsieve: error:`` line holding ``expected``, exit status 2, no traceback, none of ``outputs``."""
+    line = one_error_line(proc)
+    assert "Traceback" not in proc.stderr
+    assert expected in line, line
+    for out in outputs:
+        assert not Path(out).exists(), out
+    return line
+
+
+def tokenize(tmp_path, model_dir, corpus, spec=None, max_length=64, corpus_key="c", output=None):
+    output = output or tmp_path / "tokens.parquet"
+    args = tokenize_args({"source": str(model_dir)}, corpus, output, log=tmp_path / "tokenize.log")
+    args[args.index("--corpus-spec") + 1] = json.dumps(spec or {"format": "conllu"})
+    args[args.index("--max-length") + 1] = str(max_length)
+    args[args.index("--corpus") + 1] = corpus_key
+    return run_cli(*args)
+
+
+def test_glue_tab_inside_a_text_through_the_command_line(tmp_path, tiny_bert):
+    header = "index\tpromptID\tpairID\tgenre\tb1\tb2\tp1\tp2\tsentence1\tsentence2\tlabel1\tgold_label"
+    row = '0\t1\t1n\tgov\t_\t_\t_\t_\t"Price caps\tmay sound attractive.\tThey do.\tneutral\tneutral'
+    tsv = tmp_path / "mnli.tsv"
+    tsv.write_text(f"{header}\n{row}\n", encoding="utf-8")
+    proc = tokenize(tmp_path, tiny_bert, tsv, {"format": "glue", "task": "mnli"})
+    refused(proc, "mnli.tsv:2: 13 tab-separated columns, but line 1 has 12", tmp_path / "tokens.parquet")
+
+
+@pytest.mark.parametrize(
+    "command, flag, value, expected",
+    [
+        ("tokenize", "--max-length", "1", "--max-length 1: 1 is less than the minimum of 8 (the range of config key attention.max_length)"),
+        ("dump", "--batch-tokens", "-5", "--batch-tokens -5: -5 is less than the minimum of 64"),
+        ("dump", "--shard-mb", "0", "--shard-mb 0: 0 is less than the minimum of 1"),
+        ("roles-test", "--alpha", "7", "--alpha 7.0: 7.0 is greater than or equal to the maximum of 1"),
+        ("roles-test", "--tau", "nan", "--tau nan: "),
+        ("dump", "--model-spec", "{bad json", "bad JSON argument"),
+        ("roles-test", "--tau-by-role", '{"blok": 1.5}', "--tau-by-role key 'blok': unknown role 'blok'"),
+        ("roles-test", "--tau-by-role", '{"block": -1}', "less than the minimum of 0"),
+    ],
+)
+def test_numbers_are_checked_against_the_config_schema(tmp_path, command, flag, value, expected):
+    """The command line refuses what the schema refuses (the schema is the one place of the ranges)."""
+    base = {
+        "tokenize": ["--model", "m", "--model-spec", "{}", "--corpus", "c", "--corpus-spec", '{"format": "conllu"}',
+                     "--input", "x.conllu", "--max-length", "64", "--output", str(tmp_path / "t.parquet")],
+        "dump": ["--model", "m", "--model-spec", "{}", "--corpus", "c", "--tokens", "t.parquet",
+                 "--output", str(tmp_path / "attention")],
+        "roles-test": ["--scores", "s.parquet", "--tau", "0.4", "--alpha", "0.05", "--correction", "bh",
+                       "--output", str(tmp_path / "tests.parquet")],
+    }[command]  # fmt: skip
+    if flag in base:
+        base[base.index(flag) + 1] = value
+    else:
+        base += [flag, value]
+    refused(run_cli(command, *base), expected, tmp_path / "t.parquet", tmp_path / "attention", tmp_path / "tests.parquet")
+
+
+def edited_model(tmp_path, tiny_bert, name, **changes) -> Path:
+    folder = tmp_path / name
+    shutil.copytree(tiny_bert, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"num_hidden_layers": 0}, "config.json num_hidden_layers is 0; it must be a whole number of at least 1"),
+        ({"num_attention_heads": 0}, "config.json num_attention_heads is 0"),
+        ({"num_attention_heads": -2}, "config.json num_attention_heads is -2"),
+        ({"max_position_embeddings": 16}, "its position table holds 16 pieces (config.json max_position_embeddings 16), "
+                                          "fewer than attention.max_length 64"),
+    ],
+)
+def test_bad_model_config_is_one_line(tmp_path, tiny_bert, changes, expected):
+    folder = edited_model(tmp_path, tiny_bert, "bad", **changes)
+    corpus = tmp_path / "x.conllu"
+    corpus.write_text(GOOD, encoding="utf-8")
+    refused(tokenize(tmp_path, folder, corpus), expected, tmp_path / "tokens.parquet")
+
+
+def test_position_table_shorter_than_the_tokens_in_the_dump(tmp_path, tiny_bert):
+    corpus = tmp_path / "x.conllu"
+    corpus.write_text(GOOD, encoding="utf-8")
+    assert tokenize(tmp_path, tiny_bert, corpus).returncode == 0
+    short = edited_model(tmp_path, tiny_bert, "short", max_position_embeddings=16)
+    out = tmp_path / "attention"
+    proc = run_cli(
+        "--log", str(tmp_path / "dump.log"), "dump", "--model", "m", "--model-spec", json.dumps({"source": str(short)}),
+        "--corpus", "c", "--tokens", str(tmp_path / "tokens.parquet"), "--output", str(out),
+    )  # fmt: skip
+    refused(proc, "its position table holds 16 pieces", out)
+
+
+def test_pickle_weights_only_when_allowed(tmp_path, tiny_bert):
+    """safetensors only, unless the model's config entry sets allow_pickle_weights (then weights_only)."""
+    import torch
+    from transformers import AutoModel
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_bert, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    torch.save(AutoModel.from_pretrained(tiny_bert).state_dict(), folder / "pytorch_model.bin")
+    assert (folder / "pytorch_model.bin").exists() and not list(folder.glob("*.safetensors"))
+    with pytest.raises(HeadsieveError, match=r"only pickle weights \(pytorch_model.bin\); headsieve reads safetensors only"):
+        load_encoder("p", {"source": str(folder)})
+    model = load_encoder("p", {"source": str(folder), "allow_pickle_weights": True})
+    reference = load_encoder("s", {"source": str(tiny_bert)})
+    for (name, got), (_, want) in zip(model.state_dict().items(), reference.state_dict().items()):
+        assert torch.equal(got, want), name  # the pickled weights, not a fresh initialisation
+
+
+def test_full_disk_is_one_line(tmp_path, tiny_bert, data):
+    """A write that fails for want of space (here a file size limit: EFBIG) is one line; the traceback is logged."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
+
+    out = tmp_path / "tokens.parquet"
+    log = tmp_path / "t.log"
+    corpus = data / "ud/UD_English-EWT/en_ewt-ud-dev.conllu"
+    args = tokenize_args({"source": str(tiny_bert)}, corpus, out, log=log)
+    proc = subprocess.run(
+        [sys.executable, "-m", "headsieve", *args], capture_output=True, text=True, preexec_fn=limit,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )  # fmt: skip
+    refused(proc, "tokens.parquet: cannot write (", out)
+    assert "free space or raise the limit, then rerun" in proc.stderr
+    assert not list(tmp_path.glob(".tokens.parquet.tmp-*"))
+    assert "Traceback" in log.read_text()  # the traceback stays in the log

@@ -116,3 +116,66 @@ def test_custom_task_columns(tmp_path):
     spec = task_spec("custom", {"columns": {"text_a": "text", "label": "y"}, "labels": ["neg", "pos"]})
     ex = read_glue(path, spec)
     assert [(e.text_a, e.label_id) for e in ex] == [("hello", 1), ("bye", 0)]
+
+
+# ---------------------------------------------------------------- issue 18: inputs that used to pass silently
+
+MNLI_HEADER = "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t" \
+    "sentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label"  # fmt: skip
+
+
+def mnli_row(s1, s2, label="neutral"):
+    return f"0\t1\t1n\tgov\t_\t_\t_\t_\t{s1}\t{s2}\t{label}\t{label}"
+
+
+def test_glue_row_with_a_tab_inside_a_text_is_refused(tmp_path):
+    """A quoted sentence1 holding a tab would shift every later column (text_b and the label)."""
+    good = mnli_row("Prices rise.", "Costs go up.", "entailment")
+    bad = mnli_row('"Price caps\tmay sound attractive."', "They do.", "neutral")
+    path = write(tmp_path, "\n".join([MNLI_HEADER, good, bad]) + "\n", "mnli.tsv")
+    with pytest.raises(HeadsieveError, match=r"mnli\.tsv:3: 13 tab-separated columns, but line 1 has 12"):
+        read_glue(path, task_spec("mnli"))
+    assert len(read_glue(write(tmp_path, f"{MNLI_HEADER}\n{good}\n", "ok.tsv"), task_spec("mnli"))) == 1
+
+
+def test_glue_row_with_extra_columns_is_refused(tmp_path):
+    path = write(tmp_path, "sentence\tlabel\ngood film\t1\nbad film\t0\textra\n", "sst.tsv")
+    with pytest.raises(HeadsieveError, match=r"sst\.tsv:3: 3 tab-separated columns, but line 1 has 2"):
+        read_glue(path, task_spec("sst2"))
+    headerless = write(tmp_path, "a\tb\tentailment\nc\td\tneutral\tx\n", "xnli.txt")
+    with pytest.raises(HeadsieveError, match=r"xnli\.txt:2: 4 tab-separated columns, but line 1 has 3"):
+        read_glue(headerless, task_spec("xnli"))
+
+
+def test_glue_header_names_with_trailing_space(tmp_path):
+    """'label ' in a header is the column 'label' (it used to be reported as an unknown label 'label')."""
+    path = write(tmp_path, "sentence \tlabel \ngood film\t1\nbad film\t0\n", "sst.tsv")
+    assert [(e.text_a, e.label) for e in read_glue(path, task_spec("sst2"))] == [("good film", "1"), ("bad film", "0")]
+
+
+@pytest.mark.parametrize(
+    "second, at, message",
+    [
+        ("2-3", 3, "x.conllu:4: multi-word token range '2-3' overlaps '1-2' (line 2)"),  # starts inside 1-2
+        ("1-3", 2, "x.conllu:3: multi-word token range '1-3' overlaps '1-2' (line 2)"),  # a second range at word 1
+    ],
+)
+def test_overlapping_or_duplicate_multiword_ranges(tmp_path, second, at, message):
+    """They used to pass: the later range silently won, or '2-3' vanished."""
+    lines = [
+        "# sent_id = o1",
+        "1-2\tdidnt\t_\t_\t_\t_\t_\t_\t_\t_",
+        "1\tdid\tdo\tAUX\t_\t_\t3\taux\t_\t_",
+        "2\tn't\tnot\tPART\t_\t_\t3\tadvmod\t_\t_",
+        "3\tgo\tgo\tVERB\t_\t_\t0\troot\t_\t_",
+    ]
+    lines.insert(at, f"{second}\tntgo\t_\t_\t_\t_\t_\t_\t_\t_")
+    with pytest.raises(HeadsieveError) as err:
+        read_conllu(write(tmp_path, "\n".join(lines) + "\n\n"))
+    assert message in str(err.value)
+
+
+def test_unspecified_deprel_is_refused(tmp_path):
+    path = write(tmp_path, GOOD.replace("\t4\tnsubj\t", "\t4\t_\t"))
+    with pytest.raises(HeadsieveError, match=r"x\.conllu:3: DEPREL '_' is unspecified"):
+        read_conllu(path)

@@ -740,7 +740,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except HeadsieveError as err:  # raised by an argument's type (bad JSON, a bad number): one line, no traceback
+        print(f"headsieve: error: {err}", file=sys.stderr, flush=True)
+        return 2
     if getattr(args, "threads", None):
         # before torch is imported: the thread pools' sizes change how some kernels split their work, and
         # so the last bits of their results; pin them to --threads whatever the environment says

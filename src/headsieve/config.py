@@ -69,6 +69,9 @@ def validate_config(config: dict, schema_path: str | os.PathLike) -> dict:
     """Validate ``config`` in place (filling defaults) and return it; raise one line on the first problem."""
     schema = load_yaml(schema_path)
     validator = _DefaultFilling(schema)
+    roles = config.get("roles") if isinstance(config, dict) else None
+    if isinstance(roles, dict) and isinstance(roles.get("tau_by_role"), dict):
+        _check_role_names(config)  # before the schema, whose name pattern would not say which names exist
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         err = errors[0]
@@ -223,11 +226,11 @@ def check_setting(value, key: str, flag: str) -> None:
 
     if not finite(value):
         raise HeadsieveError(f"{flag} {value}: not a finite number (config key {key})")
+    if key == "roles.tau_by_role" and isinstance(value, dict):
+        check_role_names(value, lambda name: f"{flag} key '{name}'")
     errors = list(Draft202012Validator(setting_schema(key)).iter_errors(value))
     if errors:
         raise HeadsieveError(f"{flag} {json_text(value)}: {errors[0].message} (the range of config key {key})")
-    if key == "roles.tau_by_role":
-        check_role_names(value, lambda name: f"{flag} key '{name}'")
 
 
 def json_text(value) -> str:
