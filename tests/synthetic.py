@@ -109,6 +109,18 @@ def planted_rows(kind: str, row: dict, window: int = 2) -> np.ndarray:
     idx = np.arange(n)
     if kind == "local":
         return normalise((np.abs(idx[:, None] - idx[None, :]) <= window).astype(float))
+    if kind in ("prev", "next", "self"):  # one-hot at the offset; the row without one: uniform
+        A = (idx[None, :] - idx[:, None] == {"prev": -1, "next": 1, "self": 0}[kind]).astype(float)
+        A[A.sum(1) == 0] = 1.0
+        return normalise(A)
+    if kind == "uniform":
+        return np.full((n, n), 1.0 / n)
+    if kind == "other_segment":  # a regular piece of a pair attends to the other segment's regular pieces
+        seg = np.asarray(row["piece_segment"])
+        regular = special == REGULAR
+        A = ((seg[:, None] != seg[None, :]) & regular[None, :] & regular[:, None]).astype(float)
+        A[~regular] = 1.0
+        return normalise(A)
     if kind == "cls":
         return np.tile((special == CLS).astype(float), (n, 1))
     if kind == "sep":

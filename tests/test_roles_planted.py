@@ -1,8 +1,9 @@
 """Statistics against planted truth.
 
-* Synthetic attention in the dump format, where chosen heads attend to neighbours, to [CLS], to [SEP],
-  along dependency arcs or within their own segment, gets exactly those labels (and the union roles
-  that contain them), and nothing else, through the real score -> test code path.
+* Synthetic attention in the dump format, where chosen heads attend to neighbours, to the next token, to
+  [CLS], to [SEP], along dependency arcs or within their own segment, gets exactly those labels (and the
+  roles that contain them by definition, from the registry), and nothing else, through the real
+  score -> test code path, with the default options (mass score, block contrast).
 * Attention with no role (Dirichlet rows) is labelled at a per-test rate <= alpha at the null boundary,
   and with Holm at a family-wise rate <= alpha, over repeated draws.
 """
@@ -17,6 +18,7 @@ from headsieve.io.atomic import write_table
 from headsieve.io.shards import ShardWriter
 from headsieve.roles.score import score_dump
 from headsieve.roles.sieve import Batch, SentenceFacts, score_batch
+from headsieve.roles.targets import containers
 from headsieve.roles.tests import role_tests
 from headsieve.tokens import records_table
 
@@ -56,8 +58,10 @@ def write_corpus(folder, rows, planted: dict, noise: float, seed: int):
     writer.close()
 
 
-def labels_by_head(folder, **test_options) -> dict:
-    scores, _ = score_dump(folder / "tokens.parquet", folder / "attention", "synthetic", "planted", progress=False)
+def labels_by_head(folder, options=None, **test_options) -> dict:
+    scores, _ = score_dump(
+        folder / "tokens.parquet", folder / "attention", "synthetic", "planted", options, progress=False
+    )
     tests = role_tests(scores.to_pandas(), **test_options)
     labelled = tests[tests.label]
     return {
@@ -66,33 +70,46 @@ def labels_by_head(folder, **test_options) -> dict:
     }
 
 
+def with_containers(*roles) -> set:
+    return set(roles).union(*(containers(r) for r in roles))
+
+
 def test_planted_roles_on_trees(tmp_path):
-    # sentences of 20-31 pieces: a perfect local head scores N / (2w + 1), above tau = 3 only for N > 15
+    # sentences of 20-31 pieces: every query's local window is scorable (uniform share 5/N <= 0.25)
     rng = np.random.default_rng(0)
     rows = [
         sentence_row(rng, int(rng.integers(18, 30)), max_pieces=1, mwt=False, lost=False, min_distance=3, index=k)
         for k in range(40)
     ]
-    planted = {(0, 0): "local", (0, 1): "cls", (1, 2): "sep", (1, 3): "syntactic"}
+    planted = {(0, 0): "local", (0, 1): "cls", (1, 2): "sep", (1, 3): "syntactic", (0, 2): "next"}
     write_corpus(tmp_path, rows, planted, noise=0.15, seed=1)
     got = labels_by_head(tmp_path)
     relations = {f"dep:{r}" for row in rows for r, h in zip(row["word_deprel"], row["word_head"]) if h}
     assert got == {
         (0, 0): {"local"},
-        (0, 1): {"cls", "delimiter"},  # delimiter = [CLS] and [SEP] averaged: half of N, above tau
-        (1, 2): {"sep", "delimiter"},
-        (1, 3): relations | {"syntactic"},
+        (0, 1): with_containers("cls"),  # delimiter = [CLS] and [SEP]: contains cls by definition
+        (1, 2): with_containers("sep"),
+        (1, 3): with_containers(*relations) | {"syntactic"},
+        (0, 2): with_containers("next"),  # next-token heads are local heads too
     }
+    assert with_containers("next") == {"next", "local"}
 
 
 def test_planted_block_on_pairs(tmp_path):
     rng = np.random.default_rng(2)
-    rows = [pair_row(rng, int(rng.integers(6, 10)), int(rng.integers(6, 10)), index=k) for k in range(40)]
-    write_corpus(tmp_path, rows, {(0, 4): "block", (1, 0): "cls"}, noise=0.15, seed=3)
+    rows = [pair_row(rng, int(rng.integers(14, 22)), int(rng.integers(14, 22)), index=k) for k in range(40)]
+    planted = {(0, 4): "block", (1, 0): "cls", (0, 1): "local", (0, 2): "self", (1, 1): "other_segment"}
+    write_corpus(tmp_path, rows, planted, noise=0.15, seed=3)
     got = labels_by_head(tmp_path)
-    assert got == {(0, 4): {"block"}, (1, 0): {"cls", "delimiter"}}
-    # the plain block ratio of a perfect block head is N/|segment| (about 2): tau = 3 cannot find it
-    assert labels_by_head(tmp_path, tau_by_role={}) == {(1, 0): {"cls", "delimiter"}}
+    assert got == {
+        (0, 4): {"block"},
+        (1, 0): with_containers("cls"),
+        (0, 1): {"local"},
+        (0, 2): with_containers("self"),
+    }  # neither the local, the self nor the other-segment head is a block head
+    # the reference ratio: a perfect block head's plain ratio is N/|segment| (about 2), unreachable at tau 3
+    reference = labels_by_head(tmp_path, {"score": "ratio", "block_weighting": "plain"}, tau=3.0)
+    assert (0, 4) not in reference
 
 
 def null_draw(rng, n_sentences: int, options: dict) -> pd.DataFrame:
@@ -110,12 +127,12 @@ def null_draw(rng, n_sentences: int, options: dict) -> pd.DataFrame:
 
 
 def test_no_role_false_positive_rate():
-    """At the null boundary (tau = 1: Dirichlet rows give an expected ratio of exactly 1 for every role
-    scored with means), the rejection rate must not exceed alpha: per test without correction, per
+    """At the null boundary (tau = 1: Dirichlet rows give an expected reference ratio of exactly 1 for every
+    role scored with means; the t test is the same for every score form), the rejection rate must not exceed alpha: per test without correction, per
     family (any label in a draw) with Holm."""
     alpha, draws = 0.05, 120
     rng = np.random.default_rng(42)
-    options = {"relations": ["nsubj", "obj", "amod", "det"], "union": ["nsubj", "obj"]}
+    options = {"score": "ratio", "relations": ["nsubj", "obj", "amod", "det"], "union": ["nsubj", "obj"]}
     per_test, per_family = [], []
     for _ in range(draws):
         scores = null_draw(rng, 25, options)
@@ -149,4 +166,6 @@ def test_requested_relation_absent_is_an_error(tmp_path):
     rows = [sentence_row(rng, 10, index=k) for k in range(5)]
     write_corpus(tmp_path, rows, {}, noise=1.0, seed=1)
     with pytest.raises(HeadsieveError, match=r"no sentence has the relation\(s\) xcomp \(config key roles.relations"):
-        score_dump(tmp_path / "tokens.parquet", tmp_path / "attention", "m", "c", {"relations": ["nsubj", "xcomp"]})
+        score_dump(
+            tmp_path / "tokens.parquet", tmp_path / "attention", "synthetic", "planted", {"relations": ["nsubj", "xcomp"]}
+        )

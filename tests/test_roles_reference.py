@@ -76,8 +76,9 @@ def ref_piece_mass(A, row, role, window, cap):
 
 def ref_block_contrast(A, row, window):
     """Per regular query of a pair: density on its own segment's regular pieces farther than ``window``
-    against density on the other segment's regular pieces, d_own / (d_own + d_other) (0.5 when both are
-    0); queries with no own piece outside the window left out.  (score or None, scored, left out)."""
+    against density on the other segment's regular pieces farther than ``window``, d_own / (d_own +
+    d_other) (0.5 when both are 0); queries with no own or no other piece outside the window left out.  (score or
+    None, scored, left out)."""
     n, special, seg = row["n_pieces"], row["piece_special"], row["piece_segment"]
     if len({seg[j] for j in range(n) if special[j] == REGULAR}) < 2:
         return None, 0, 0
@@ -86,8 +87,8 @@ def ref_block_contrast(A, row, window):
         if special[i] != REGULAR:
             continue
         own = [j for j in range(n) if special[j] == REGULAR and seg[j] == seg[i] and abs(i - j) > window]
-        other = [j for j in range(n) if special[j] == REGULAR and seg[j] != seg[i]]
-        if not own:
+        other = [j for j in range(n) if special[j] == REGULAR and seg[j] != seg[i] and abs(i - j) > window]
+        if not own or not other:
             left_out += 1
             continue
         d_own = sum(A[i, j] for j in own) / len(own)

@@ -272,13 +272,25 @@ def cmd_roles_score(sub):
     return run
 
 
+def _tau(text: str) -> float | None:
+    """``--tau``: a number, or null/none for the default threshold of each role's score form."""
+    if text.strip().lower() in ("null", "none", ""):
+        return None
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise HeadsieveError(f"--tau {text}: must be a finite number >= 0, or null")
+    return value
+
+
 @command("roles-test", "role scores -> one-sided t tests per head and role, corrected, with labels")
 def cmd_roles_test(sub):
     sub.add_argument("--scores", required=True)
-    sub.add_argument("--tau", type=float, required=True)
+    sub.add_argument(
+        "--tau", type=_tau, default=None, help="a number, or null: the default of each role's score form"
+    )
     sub.add_argument("--alpha", type=float, required=True)
     sub.add_argument("--correction", choices=["none", "holm", "bh"], required=True)
-    sub.add_argument("--tau-by-role", type=_json, default=None, help='e.g. {"block": 1.5}')
+    sub.add_argument("--tau-by-role", type=_json, default=None, help='e.g. {"block": 0.6}')
     sub.add_argument("--output", required=True)
 
     def run(args):
@@ -290,8 +302,8 @@ def cmd_roles_test(sub):
         tests = role_tests(scores, args.tau, args.alpha, args.correction, tau_by_role=args.tau_by_role)
         labelled = tests[tests["label"]]
         log.info(
-            "%d tests (tau %g, alpha %g, %s): %d labels on %d heads",
-            len(tests), args.tau, args.alpha, args.correction, len(labelled),
+            "%d tests (tau %s, alpha %g, %s): %d labels on %d heads",
+            len(tests), "by score form" if args.tau is None else args.tau, args.alpha, args.correction, len(labelled),
             labelled[["layer", "head"]].drop_duplicates().shape[0],
         )  # fmt: skip
         # positional control of the syntactic roles (roles/controls.py): paired test against decoys

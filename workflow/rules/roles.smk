@@ -19,7 +19,9 @@ rule score_roles:
         mem_mb=8000,
         runtime=60,
     params:
-        options=lambda w: json.dumps(role_options(), sort_keys=True),
+        options=lambda w: json.dumps(
+            dict(role_options(), **{k: config["roles"][k] for k in ("score", "max_uniform_share")}), sort_keys=True
+        ),
     shell:
         "headsieve --log {log:q} roles-score --model {wildcards.model:q} --corpus {wildcards.corpus:q}"
         " --tokens {input.tokens:q} --dump {input.dump:q} --options {params.options:q}"
@@ -42,7 +44,7 @@ rule test_roles:
         mem_mb=4000,
         runtime=20,
     params:
-        tau=config["roles"]["tau"],
+        tau=json.dumps(config["roles"]["tau"]),
         tau_by_role=json.dumps(config["roles"]["tau_by_role"], sort_keys=True),
         alpha=config["roles"]["alpha"],
         correction=config["roles"]["correction"],

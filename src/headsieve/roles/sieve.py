@@ -13,9 +13,10 @@ sets ``S_i``, two score forms (``roles.score``):
   A[i, j]``; sentence score: the mean of ``r_i`` over the queries with a non-empty ``S_i``.
 
 Block has its own forms (``roles.block_weighting``): ``contrast`` (default) per query of a pair, the
-density of attention on its own segment's regular pieces outside the local window against the density
-on the other segment's regular pieces, ``b_i = d_own / (d_own + d_other)`` (0.5 = no preference; queries
-with no own-segment piece outside the window are undefined); ``plain``, the ratio over the own segment;
+density of attention on its own segment's regular pieces against the density on the other segment's
+regular pieces, both outside the query's local window, ``b_i = d_own / (d_own + d_other)`` (0.5 = no
+preference, also when neither gets any attention; queries with no own-segment or no other-segment piece
+outside the window are undefined); ``plain``, the ratio over the own segment;
 ``entropy``, the reference code exactly (ratio x row entropy averaged over ALL rows, [CLS] and the first
 segment's pieces targeting the first segment, the rest the second).
 
@@ -343,16 +344,16 @@ def _piece_scores(batch: Batch, roles: list[str], opts: dict):
 
 def block_contrast_masks(facts: SentenceFacts, window: int):
     """(own, other) [N, N] target sets of the ``contrast`` block form for a pair, or None for a single input:
-    own = the query's own segment's regular pieces outside its local window, other = the other segment's
-    regular pieces; queries are the regular pieces."""
+    the regular pieces outside the query's local window, of its own segment and of the other segment
+    (the window is left out of both, so a local head has no preference); queries are the regular pieces."""
     special, segment = facts.special, facts.segment
     regular = special == REGULAR
     if len(np.unique(segment[regular])) < 2:
         return None
     both = regular[:, None] & regular[None, :]
     same = segment[:, None] == segment[None, :]
-    own = both & same & ~local_targets(facts.n_pieces, window)
-    return own, both & ~same
+    outside = both & ~local_targets(facts.n_pieces, window)
+    return outside & same, outside & ~same
 
 
 def block_entropy_targets(facts: SentenceFacts):
@@ -376,6 +377,15 @@ def _dense(batch: Batch, masks: list) -> torch.Tensor:
     for b, m in enumerate(masks):
         if m is not None:
             out[b, : m.shape[0], : m.shape[1]] = torch.from_numpy(m.astype(np.float32))
+    return out
+
+
+def _dense_rows(batch: Batch, rows: list) -> np.ndarray:
+    """Per-input [N] bool vectors (None: False) stacked and padded: [B, N]."""
+    out = np.zeros((len(rows), batch.A.shape[1]), dtype=bool)
+    for b, r in enumerate(rows):
+        if r is not None:
+            out[b, : len(r)] = r
     return out
 
 
@@ -406,8 +416,8 @@ def _block_scores(batch: Batch, opts: dict):
     total = (d_own + d_other).numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
         contrast = np.where(total > 1e-12, d_own.numpy() / total, 0.5)  # no attention on either: no preference
-    query = (other.sum(2) > 0).numpy()  # regular pieces of a pair
-    defined = query & (own.sum(2) > 0).numpy()
+    query = _dense_rows(batch, [(f.special == REGULAR) if p else None for f, p in zip(batch.facts, pairs)])
+    defined = query & (own.sum(2) > 0).numpy() & (other.sum(2) > 0).numpy()
     b = np.flatnonzero(has)
     n_def = defined[b].sum(1)
     with np.errstate(divide="ignore", invalid="ignore"):
