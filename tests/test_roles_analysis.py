@@ -358,3 +358,34 @@ def test_config_keys_of_the_report():
         validate_config({"roles": {"stability": {"seeds": 1}}}, schema)
     with pytest.raises(HeadsieveError, match="finetuned_seeds"):
         validate_config({"roles": {"finetuned_seeds": [1, 1]}}, schema)
+
+
+def test_finetuned_seeds_wiring_dry_run(tmp_path, data):
+    """roles.finetuned_seeds: one fine-tuning, dump and scoring per seed (the first pruning seed under the plain
+    <model>--<task> key), and one comparison reading every seed's scores."""
+    from workflow_utils import job_counts, sample_config, snakemake, write_config
+
+    config = sample_config(
+        data, n=10,
+        roles={"models": ["minilm"], "corpora": ["ewt"], "finetuned": ["sst2"], "finetuned_seeds": [2, 5, 7]},
+        tasks={"sst2": {"train": "sst2_train", "eval": "sst2_dev", "max_train": 32, "max_length": 32}},
+        pruning={"seeds": [5]},
+    )  # fmt: skip
+    config["corpora"]["sst2_train"] = {"format": "glue", "task": "sst2", "path": "glue/SST-2/train.tsv"}
+    config["corpora"]["sst2_dev"] = {"format": "glue", "task": "sst2", "path": "glue/SST-2/dev.tsv"}
+    proc = snakemake(tmp_path, "-n", "-p", config=write_config(tmp_path, config))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = job_counts(proc.stdout)
+    assert counts["finetune"] == 3 and counts["compare_finetuned_roles"] == 1
+    assert counts["score_roles"] == 4  # the pre-trained model and three fine-tuned ones
+    out = proc.stdout
+    for seed in (2, 5, 7):
+        assert f"results/minilm/sst2/seed{seed}/finetuned" in out
+    for key in ("minilm--sst2--seed2", "minilm--sst2--seed7", "minilm--sst2/"):
+        assert f"results/{key}" in out
+    assert "minilm--sst2--seed5" not in out  # the first pruning seed keeps the plain key: computed once
+    compare = [line for line in out.splitlines() if "roles-compare" in line][0]
+    assert "--seeds 2 5 7" in compare and compare.count("scores.parquet") == 4
+    after = compare.split("--after")[1].split("--seeds")[0]
+    positions = [after.index(f"results/{k}/ewt/") for k in ("minilm--sst2--seed2", "minilm--sst2", "minilm--sst2--seed7")]
+    assert positions == sorted(positions)  # each table sits at its seed's place
