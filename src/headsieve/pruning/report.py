@@ -29,6 +29,8 @@ fine-tuned model).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -91,12 +93,18 @@ def check_correction(correction: str) -> str:
 def minimal_detectable_difference(n: int, sd: float, alpha: float = 0.05, power: float = 0.8) -> float:
     """The true mean paired difference that a two-sided paired t test at ``alpha`` with ``n`` pairs detects
     with probability ``power``, for differences of sd ``sd`` (NaN with n < 2 or sd not positive)."""
-    from statsmodels.stats.power import TTestPower
-
     if n < 2 or not np.isfinite(sd) or sd <= 0:
         return float("nan")
+    return _detectable_effect(int(n), float(alpha), float(power)) * float(sd)
+
+
+@functools.lru_cache(maxsize=256)
+def _detectable_effect(n: int, alpha: float, power: float) -> float:
+    """The standardised effect (mean / sd of the differences) of :func:`minimal_detectable_difference`."""
+    from statsmodels.stats.power import TTestPower
+
     effect = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power, alternative="two-sided")
-    return float(effect) * float(sd)
+    return float(np.asarray(effect).reshape(-1)[0])
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray, alpha: float = 0.05, power: float = 0.8) -> dict:
