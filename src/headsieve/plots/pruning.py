@@ -107,7 +107,7 @@ def comparison_map(comparisons: pd.DataFrame, stem, title: str, note: str = ""):
     fig.colorbar(img, ax=axes[0][-1]).set_label("mean paired difference")
     head = f"{title}: paired over seeds, mean difference [95% t interval]; * {p_col} < {alpha:g}"
     if p_col == "p_adj":
-        head += f" ({correction}, all comparisons)"
+        head += f" ({correction}-corrected across the comparisons of the table)"
     fig.suptitle(head + (f"\n{note}" if note else ""), fontsize=9)
     return save(fig, stem)
 
