@@ -346,8 +346,8 @@ def test_control_column_and_cli_columns(tmp_path):
     write_table(table, tmp_path / "scores.parquet")
     out = tmp_path / "tests.parquet"
     proc = run_cli(
-        "roles-test", "--scores", str(tmp_path / "scores.parquet"), "--alpha", "0.05", "--correction", "bh",
-        "--output", str(out),
+        "roles-test", "--scores", str(tmp_path / "scores.parquet"), "--tau", "0.4", "--alpha", "0.05",
+        "--correction", "bh", "--output", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     tests = pd.read_parquet(out)
