@@ -418,3 +418,139 @@ def test_config_and_input_errors(tiny_bert, sst2, tmp_path):
     with pytest.raises(HeadsieveError, match="holds out nothing"):
         F.finetune(classifier(tiny_bert), D.TaskData("sst2", sst2.labels, "accuracy", sst2.examples[:3]),
                    config(early_stopping=1, held_out_fraction=0.1), tmp_path, progress=False)
+
+
+# ------------------------------------------------------------------------------------- prune, then fine-tune
+
+
+PTF_TASK = {"max_length": 32, "max_train": 64, "max_eval": 48}
+PTF_OPTIONS = {"max_steps": 6, "batch_size": 16, "learning_rate": 3e-3, "checkpoint_every": 2}
+SST2 = {"format": "glue", "task": "sst2"}
+
+
+def ptf_masks(path: Path) -> Path:
+    """Masks of one seed and fraction: two strategies with the same heads, one with others, one with none."""
+    import pandas as pd
+
+    rows = [("a", 0.5, 3, 0, 1)] + [("a", 0.5, 3, 2, h) for h in range(4)]
+    rows += [("b", 0.5, 3, layer, head) for _, _, _, layer, head in rows]
+    rows += [("c", 0.5, 3, 1, 2), ("empty", 0.5, 3, -1, -1)]
+    frame = pd.DataFrame(rows, columns=["strategy", "fraction", "seed", "layer", "head"])
+    frame.astype({"seed": "int32", "layer": "int16", "head": "int16"}).to_parquet(path, index=False)
+    return path
+
+
+def run_ptf(tiny_bert, data, finetuned: Path, masks: Path, out: Path, keep=("a",)):
+    from headsieve.pruning import jobs
+
+    return jobs.prune_then_finetune(
+        "tiny", {"source": str(tiny_bert)}, finetuned, masks, SST2, [data / "glue/SST-2/train.tsv"], SST2,
+        [data / "glue/SST-2/dev.tsv"], PTF_TASK, PTF_OPTIONS, 3, list(keep), out, Path(f"{out}.work"), "cpu",
+        progress=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ptf_run(tmp_path_factory, tiny_bert, data, one_thread):
+    """The unpruned fine-tuning of seed 3, then one uninterrupted prune_then_finetune job over ptf_masks."""
+    from headsieve.pruning import jobs
+
+    root = tmp_path_factory.mktemp("ptf")
+    finetuned = root / "finetuned"
+    jobs.finetune_base(
+        "tiny", {"source": str(tiny_bert)}, SST2, [data / "glue/SST-2/train.tsv"], SST2, [data / "glue/SST-2/dev.tsv"],
+        PTF_TASK, PTF_OPTIONS, 3, finetuned, root / "finetuned.work", "cpu",
+    )  # fmt: skip
+    masks = ptf_masks(root / "masks.parquet")
+    frame = run_ptf(tiny_bert, data, finetuned, masks, root / "out")
+    return root, frame
+
+
+def test_prune_then_finetune_starts_from_the_pretrained_model(ptf_run, tiny_bert, data, bert_tokenizer):
+    import pandas as pd
+
+    from headsieve.pruning import jobs
+
+    root, frame = ptf_run
+    table = pd.read_parquet(root / "out/evaluation.parquet")
+    assert set(table.protocol) == {"prune_then_finetune"} and (table.n == 48).all()
+    acc = table[table.metric == "accuracy"].set_index("strategy")
+    assert dict(acc.heads_pruned) == {"a": 5, "b": 5, "c": 1, "empty": 0}
+    assert acc.loc["a", "value"] == acc.loc["b", "value"]  # same heads: one fine-tuning
+    base = json.loads((root / "finetuned/metrics.json").read_text())
+    assert acc.loc["empty", "value"] == base["eval"]["accuracy"]  # nothing pruned: the unpruned fine-tuning
+    assert not (root / "out.work").exists() and sorted(p.name for p in (root / "out/models").iterdir()) == ["a"]
+    # the kept model: the pre-trained model with the heads removed, fine-tuned with the seed's init and order
+    kept = H.load_pruned(str(root / "out/models/a"))
+    assert H.head_counts(kept) == [3, 4, 0] and H.pruned_heads(kept) == {0: [1], 2: [0, 1, 2, 3]}
+    direct = jobs.pretrained_classifier("tiny", {"source": str(tiny_bert)}, 2, 3, [(0, 1), (2, 0), (2, 1), (2, 2), (2, 3)], "cpu")
+    train = jobs.read_task(SST2, [data / "glue/SST-2/train.tsv"], bert_tokenizer, 32, 64, 0)
+    F.finetune(direct, train, F.FinetuneConfig.from_dict(dict(PTF_OPTIONS, seed=3)), root / "direct", progress=False)
+    assert weights(root / "direct") == (root / "out/models/a/model.safetensors").read_bytes()
+    unpruned = (root / "finetuned/model/model.safetensors").read_bytes()
+    assert weights(root / "direct") != unpruned
+    metrics = json.loads((root / "out/metrics.json").read_text())
+    assert metrics["a@0.5"]["train"]["pruned_heads"] == {"0": [1], "2": [0, 1, 2, 3]} and metrics["a@0.5"]["train"]["steps"] == 6
+
+
+def test_masked_training_equals_pruned_training(tiny_bert, sst2, one_thread, tmp_path):
+    """With dropout off, fine-tuning with the heads' gates held at 0 gives the model that fine-tuning the
+    physically pruned one gives: the fixed mask is the pruning, and the gated heads stay off throughout."""
+    from headsieve.pruning import jobs
+
+    heads = [(0, 1), (1, 0), (1, 3), (2, 0), (2, 1), (2, 2), (2, 3)]
+
+    def start(prune: bool):
+        model = jobs.pretrained_classifier("tiny", {"source": str(tiny_bert)}, 2, 5, heads if prune else [], "cpu")
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        return model
+
+    cfg = config(seed=5, epochs=None, max_steps=8, weight_decay=0.0)
+    pruned = start(True)
+    F.finetune(pruned, sst2, cfg, tmp_path / "pruned", progress=False)
+    masked = start(False)
+    gates = H.make_gates(masked, off=heads)
+    with H.apply_head_gates(masked, gates):
+        F.finetune(masked, sst2, cfg, tmp_path / "masked", progress=False)
+        assert torch.equal(gates, H.make_gates(masked, off=heads))  # still off after training
+        batches = list(D.iter_batches(sst2.examples[:64], 32, 0, True))
+        with torch.no_grad():
+            got = torch.cat([masked.eval()(**{k: v for k, v in b.items() if k != "labels"}).logits for b in batches])
+    with torch.no_grad():
+        want = torch.cat([pruned.eval()(**{k: v for k, v in b.items() if k != "labels"}).logits for b in batches])
+    with torch.no_grad():
+        untrained = torch.cat([start(True).eval()(**{k: v for k, v in b.items() if k != "labels"}).logits for b in batches])
+    assert not torch.allclose(want, untrained, atol=1e-3)  # training moved the model
+    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+
+
+def test_prune_then_finetune_resumes_after_a_kill(ptf_run, tiny_bert, data, tmp_path, monkeypatch, caplog):
+    """Interrupted in its second fine-tuning, the job started again skips the finished head set, resumes the
+    other from its checkpoint and writes the same table and kept model as the uninterrupted run."""
+    import logging
+
+    import pandas as pd
+
+    root, _ = ptf_run
+    interrupt_after_checkpoints(monkeypatch, 5)  # 3 checkpoints per fine-tuning (steps 2, 4 and the end)
+    with pytest.raises(Interrupt):
+        run_ptf(tiny_bert, data, root / "finetuned", root / "masks.parquet", tmp_path / "out")
+    done = list((tmp_path / "out.work").glob("*/result.json"))
+    assert len(done) == 1 and not (tmp_path / "out").exists()
+    monkeypatch.undo()
+    with caplog.at_level(logging.INFO):
+        run_ptf(tiny_bert, data, root / "finetuned", root / "masks.parquet", tmp_path / "out")
+    assert "resuming from" in caplog.text
+    for rel in ("evaluation.parquet", "models/a/model.safetensors"):
+        assert (tmp_path / "out" / rel).read_bytes() == (root / "out" / rel).read_bytes(), rel
+    assert pd.read_parquet(tmp_path / "out/evaluation.parquet").equals(pd.read_parquet(root / "out/evaluation.parquet"))
+
+
+def test_predict_keeps_the_data_order(tiny_bert, sst2):
+    model = classifier(tiny_bert).eval()
+    pred = F.predict(model, sst2, 16)
+    with torch.no_grad():
+        one = [int(model(input_ids=torch.tensor([e["input_ids"]]), token_type_ids=torch.tensor([e["token_type_ids"]])).logits.argmax()) for e in sst2.examples[:40]]
+    assert pred[:40].tolist() == one and len(pred) == len(sst2.examples)

@@ -522,31 +522,33 @@ def cmd_evaluate_masks(sub):
     return run
 
 
-@command("retrain", "prune the heads a strategy picked, fine-tune further, evaluate")
-def cmd_retrain(sub):
-    sub.add_argument("--finetuned", required=True)
-    sub.add_argument("--masks", default="", help="masks of the fraction (none for the unpruned reference)")
-    sub.add_argument("--strategy", required=True)
-    sub.add_argument("--fraction", type=float, required=True)
+@command("prune-finetune", "prune the pre-trained model by every mask of one seed and fraction, fine-tune, evaluate")
+def cmd_prune_finetune(sub):
+    sub.add_argument("--model", required=True)
+    sub.add_argument("--model-spec", required=True, type=_json)
+    sub.add_argument("--finetuned", required=True, help="the unpruned fine-tuning of the seed (the empty mask)")
+    sub.add_argument("--masks", required=True, help="masks of one seed and fraction (select-masks)")
     _task_args(sub)
-    sub.add_argument("--options", type=_json, required=True)
+    sub.add_argument("--options", type=_json, required=True, help="fine-tuning options (those of finetune)")
     sub.add_argument("--seed", type=int, required=True)
-    sub.add_argument("--output", required=True)
-    sub.add_argument("--work", required=True)
+    sub.add_argument("--keep-models", type=_json_list, default=[], help="strategies whose models are saved")
+    sub.add_argument("--output", required=True, help="folder: evaluation.parquet, metrics.json, models/")
+    sub.add_argument("--work", required=True, help="checkpoint folder (kept until the job ends)")
 
     def run(args):
         from headsieve.pruning import jobs
 
         _setup_torch(args.threads, args.seed)
-        jobs.retrain(
-            args.finetuned, args.masks, args.strategy, args.fraction, args.train_spec, args.train, args.eval_spec,
-            args.eval, args.task_options, args.options, args.seed, args.output, args.work, pick_device(args.device),
+        jobs.prune_then_finetune(
+            args.model, args.model_spec, args.finetuned, args.masks, args.train_spec, args.train, args.eval_spec,
+            args.eval, args.task_options, args.options, args.seed, args.keep_models, args.output, args.work,
+            pick_device(args.device),
         )  # fmt: skip
 
     return run
 
 
-@command("collect-pruning", "one evaluations table from every masked and retrained evaluation")
+@command("collect-pruning", "one evaluations table from every evaluation of both protocols")
 def cmd_collect(sub):
     sub.add_argument("--inputs", nargs="+", required=True)
     sub.add_argument("--output", required=True)
@@ -559,11 +561,12 @@ def cmd_collect(sub):
     return run
 
 
-@command("compensation", "how the remaining heads changed after retraining pruned models")
+@command("compensation", "how the remaining heads changed in models pruned, then fine-tuned")
 def cmd_compensation(sub):
-    sub.add_argument("--reference", required=True, help="the unpruned model retrained alike")
-    sub.add_argument("--finetuned", required=True, help="the fine-tuned model the pruned ones started from")
-    sub.add_argument("--pruned", nargs="+", required=True, help="STRATEGY=FRACTION=FOLDER")
+    sub.add_argument("--reference", required=True, help="the unpruned fine-tuning of the seed (finetuned/)")
+    sub.add_argument("--model", required=True, help="the pre-trained model the pruned ones started from")
+    sub.add_argument("--model-spec", required=True, type=_json)
+    sub.add_argument("--pruned", nargs="+", required=True, help="STRATEGY=FRACTION=MODEL_FOLDER")
     _task_args(sub, evaluation=False)
     sub.add_argument("--examples", type=int, required=True)
     sub.add_argument("--seed", type=int, required=True)
@@ -579,8 +582,8 @@ def cmd_compensation(sub):
             strategy, fraction, folder = item.split("=", 2)
             pruned[(strategy, float(fraction))] = folder
         jobs.compensation(
-            args.reference, args.finetuned, pruned, args.train_spec, args.train, args.task_options, args.examples, args.seed,
-            args.output, args.summary, pick_device(args.device),
+            args.reference, args.model, args.model_spec, pruned, args.train_spec, args.train, args.task_options,
+            args.examples, args.seed, args.output, args.summary, pick_device(args.device),
         )  # fmt: skip
 
     return run

@@ -126,20 +126,17 @@ def _check_references(config: dict) -> None:
     for i, key in enumerate(pruning.get("tasks", [])):
         if key not in tasks:
             raise HeadsieveError(f"config key 'pruning.tasks[{i}]': unknown task '{key}' (defined: {', '.join(tasks) or 'none'})")
-    retrain = pruning.get("retrain") or {}
-    for key, values in (("pruning.fractions", pruning.get("fractions", [])), ("pruning.retrain.fractions", retrain.get("fractions", []))):
-        for i, value in enumerate(values):
-            if abs(round(value, 2) - value) > 1e-9:
-                raise HeadsieveError(f"config key '{key}[{i}]': {value} has more than 2 decimals (fractions are 0.00 to 0.99)")
+    for i, value in enumerate(pruning.get("fractions", [])):
+        if abs(round(value, 2) - value) > 1e-9:
+            raise HeadsieveError(f"config key 'pruning.fractions[{i}]': {value} has more than 2 decimals (fractions are 0.00 to 0.99)")
     from headsieve.pruning.strategies import FIXED_SIZE, needs_role_labels
 
-    for i, name in enumerate(retrain.get("strategies", [])):
+    strategies = list(pruning.get("strategies", []))
+    for i, name in enumerate(pruning.get("compensation_strategies", [])):
         if str(name).split(":")[0] in FIXED_SIZE:
             raise HeadsieveError(
-                f"config key 'pruning.retrain.strategies[{i}]': '{name}' prunes a fixed set of heads, not a share; "
-                "retraining takes strategies that prune a fraction (pruning.retrain.fractions)"
+                f"config key 'pruning.compensation_strategies[{i}]': '{name}' prunes a fixed set of heads, not a share"
             )
-    strategies = list(pruning.get("strategies", [])) + list(retrain.get("strategies", []))
     if needs_role_labels(strategies):
         corpus = pruning.get("role_labels")
         if not corpus:

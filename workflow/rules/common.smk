@@ -190,7 +190,7 @@ def fraction_tag(fraction):
 
 def all_strategies():
     block = config["pruning"]
-    return list(dict.fromkeys(block["strategies"] + block["retrain"]["strategies"]))
+    return list(block["strategies"])
 
 
 def is_fixed_size(strategy):
@@ -205,34 +205,11 @@ def strategies_for(group):
 def mask_groups():
     """Fraction tags (masks are selected and evaluated per fraction), plus 'fixed' for fixed-size strategies."""
     block = config["pruning"]
-    fractions = sorted(set(block["fractions"]) | set(block["retrain"]["fractions"]))
+    fractions = sorted(set(block["fractions"]))
     groups = [fraction_tag(f) for f in fractions]
     return groups + (
         ["fixed"] if any(is_fixed_size(s) for s in all_strategies()) else []
     )
-
-
-def retrain_masks(wildcards):
-    """The masks a retraining job prunes by (none for the unpruned reference)."""
-    if wildcards.strategy == "none":
-        return []
-    return f"results/{wildcards.model}/{wildcards.task}/seed{wildcards.seed}/masks/{wildcards.fraction}.parquet"
-
-
-def retrained_items(wildcards, seed=None, pruned_only=False):
-    """(strategy slug, fraction tag, folder) of every retraining job of a model, task and seed."""
-    seed = wildcards.seed if seed is None else seed
-    base = f"results/{wildcards.model}/{wildcards.task}/seed{seed}/retrained"
-    items = [] if pruned_only else [("none", "0.00", f"{base}/none/0.00")]
-    for strategy in config["pruning"]["retrain"]["strategies"]:
-        for fraction in config["pruning"]["retrain"]["fractions"]:
-            slug, tag = strategy_slug(strategy), fraction_tag(fraction)
-            items.append((slug, tag, f"{base}/{slug}/{tag}"))
-    return items
-
-
-def retrained_dirs(wildcards, seed=None, pruned_only=False):
-    return [d for _, _, d in retrained_items(wildcards, seed, pruned_only)]
 
 
 def role_labels_input(wildcards):

@@ -1,5 +1,59 @@
-# Pruning: fine-tune on a task, head importance, head masks per strategy, masked evaluation (many masks
-# in one job), fine-tuning after pruning (one independent job each), compensation, collected tables.
+# Pruning: fine-tune on a task, head importance, head masks per strategy and fraction, then both protocols
+# (pruning.protocols): finetune_then_prune (heads masked in the fine-tuned model, every mask of a seed and
+# fraction in one job) and prune_then_finetune (heads removed from the pre-trained model, which is then
+# fine-tuned; every mask of a seed and fraction in one job); compensation, collected tables, report.
+
+
+def protocol_on(name):
+    return name in config["pruning"]["protocols"]
+
+
+def finetune_options(task):
+    """The fine-tuning options of a task: the unpruned fine-tuning's and, alike, every pruned one's."""
+    return json.dumps(
+        {**config["pruning"]["finetune"], **config["tasks"][task].get("finetune", {})},
+        sort_keys=True,
+    )
+
+
+def pruned_finetuned_dir(model, task, seed, group):
+    return f"results/{model}/{task}/seed{seed}/pruned_finetuned/{group}"
+
+
+def compensation_items(wildcards):
+    """(strategy, fraction tag, model folder) of the models pruned, then fine-tuned, that compensation reads."""
+    keep = config["pruning"]["compensation_strategies"]
+    items = []
+    for strategy in keep:
+        if is_fixed_size(strategy) or strategy not in all_strategies():
+            continue
+        for fraction in sorted(config["pruning"]["fractions"]):
+            if fraction > 0:
+                folder = pruned_finetuned_dir(
+                    wildcards.model,
+                    wildcards.task,
+                    wildcards.seed,
+                    fraction_tag(fraction),
+                )
+                items.append(
+                    (
+                        strategy,
+                        fraction_tag(fraction),
+                        f"{folder}/models/{strategy_slug(strategy)}",
+                    )
+                )
+    return items
+
+
+def compensation_wanted():
+    return (
+        protocol_on("prune_then_finetune")
+        and any(
+            not is_fixed_size(s) and s in all_strategies()
+            for s in config["pruning"]["compensation_strategies"]
+        )
+        and any(f > 0 for f in config["pruning"]["fractions"])
+    )
 
 
 rule finetune:
@@ -25,10 +79,7 @@ rule finetune:
         train_spec=lambda w: task_corpus_json(w.task, "train"),
         eval_spec=lambda w: task_corpus_json(w.task, "eval"),
         task=lambda w: task_json(w.task),
-        options=lambda w: json.dumps(
-            {**config["pruning"]["finetune"], **config["tasks"][w.task]["finetune"]},
-            sort_keys=True,
-        ),
+        options=lambda w: finetune_options(w.task),
         device=config["device"],
     shell:
         "headsieve --log {log:q} finetune --model {wildcards.model:q} --model-spec {params.model_spec:q}"
@@ -121,47 +172,54 @@ rule evaluate_masks:
         " --batch-size {resources.batch_size} --output {output:q} --threads {threads} --device {params.device:q}"
 
 
-rule retrain:
+rule prune_finetune:
     input:
         finetuned="results/{model}/{task}/seed{seed}/finetuned",
-        masks=lambda w: retrain_masks(w),
+        masks="results/{model}/{task}/seed{seed}/masks/{fraction}.parquet",
         train=lambda w: task_file(w.task, "train"),
         eval=lambda w: task_file(w.task, "eval"),
+        model=model_inputs,
     output:
-        directory("results/{model}/{task}/seed{seed}/retrained/{strategy}/{fraction}"),
+        directory("results/{model}/{task}/seed{seed}/pruned_finetuned/{fraction}"),
     log:
-        "logs/{model}/{task}/seed{seed}/retrain/{strategy}/{fraction}.log",
+        "logs/{model}/{task}/seed{seed}/prune_finetune_{fraction}.log",
     benchmark:
-        "benchmarks/{model}/{task}/seed{seed}/retrain/{strategy}/{fraction}.tsv"
+        "benchmarks/{model}/{task}/seed{seed}/prune_finetune_{fraction}.tsv"
     conda:
         "../../envs/headsieve.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
-        runtime=120,
+        runtime=480,
         gpu=gpu_count,
     params:
-        strategy=lambda w: strategy_name(w.strategy),
-        masks=lambda w, input: input.masks if input.masks else "",
+        model_spec=lambda w: model_spec_json(w.model),
         train_spec=lambda w: task_corpus_json(w.task, "train"),
         eval_spec=lambda w: task_corpus_json(w.task, "eval"),
         task=lambda w: task_json(w.task),
-        options=json.dumps(config["pruning"]["retrain"]["finetune"], sort_keys=True),
+        options=lambda w: finetune_options(w.task),
+        keep=json.dumps(config["pruning"]["compensation_strategies"]),
         device=config["device"],
     shell:
-        "headsieve --log {log:q} retrain --finetuned {input.finetuned:q} --masks={params.masks:q}"
-        " --strategy {params.strategy:q} --fraction {wildcards.fraction} --train-spec {params.train_spec:q}"
+        "headsieve --log {log:q} prune-finetune --model {wildcards.model:q} --model-spec {params.model_spec:q}"
+        " --finetuned {input.finetuned:q} --masks {input.masks:q} --train-spec {params.train_spec:q}"
         " --train {input.train:q} --eval-spec {params.eval_spec:q} --eval {input.eval:q}"
         " --task-options {params.task:q} --options {params.options:q} --seed {wildcards.seed}"
-        " --output {output:q} --work {output:q}.work --threads {threads} --device {params.device:q}"
+        " --keep-models {params.keep:q} --output {output:q} --work {output:q}.work --threads {threads}"
+        " --device {params.device:q}"
 
 
 rule compensation:
     input:
-        reference="results/{model}/{task}/seed{seed}/retrained/none/0.00",
-        finetuned="results/{model}/{task}/seed{seed}/finetuned",
-        pruned=lambda w: retrained_dirs(w, pruned_only=True),
+        reference="results/{model}/{task}/seed{seed}/finetuned",
+        pruned=lambda w: sorted(
+            {
+                pruned_finetuned_dir(w.model, w.task, w.seed, tag)
+                for _, tag, _ in compensation_items(w)
+            }
+        ),
         train=lambda w: task_file(w.task, "train"),
+        model=model_inputs,
     output:
         heads="results/{model}/{task}/seed{seed}/compensation.parquet",
         summary="results/{model}/{task}/seed{seed}/compensation_summary.parquet",
@@ -171,23 +229,21 @@ rule compensation:
         "benchmarks/{model}/{task}/seed{seed}/compensation.tsv"
     conda:
         "../../envs/headsieve.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=60,
         gpu=gpu_count,
     params:
-        pruned=lambda w: [
-            f"{strategy_name(s)}={f}={d}"
-            for s, f, d in retrained_items(w, pruned_only=True)
-        ],
+        pruned=lambda w: [f"{s}={f}={d}" for s, f, d in compensation_items(w)],
+        model_spec=lambda w: model_spec_json(w.model),
         train_spec=lambda w: task_corpus_json(w.task, "train"),
         task=lambda w: task_json(w.task),
         examples=config["pruning"]["compensation_examples"],
         device=config["device"],
     shell:
-        "headsieve --log {log:q} compensation --reference {input.reference:q} --finetuned {input.finetuned:q}"
-        " --pruned {params.pruned:q}"
+        "headsieve --log {log:q} compensation --reference {input.reference:q} --model {wildcards.model:q}"
+        " --model-spec {params.model_spec:q} --pruned {params.pruned:q}"
         " --train-spec {params.train_spec:q} --train {input.train:q} --task-options {params.task:q}"
         " --examples {params.examples} --seed {wildcards.seed} --output {output.heads:q}"
         " --summary {output.summary:q} --threads {threads} --device {params.device:q}"
@@ -195,16 +251,24 @@ rule compensation:
 
 rule collect_pruning:
     input:
-        masked=lambda w: [
-            f"results/{w.model}/{w.task}/seed{seed}/masked/{group}.parquet"
-            for seed in config["pruning"]["seeds"]
-            for group in mask_groups()
-        ],
-        retrained=lambda w: [
-            d
-            for seed in config["pruning"]["seeds"]
-            for d in retrained_dirs(w, seed=seed)
-        ],
+        masked=lambda w: (
+            [
+                f"results/{w.model}/{w.task}/seed{seed}/masked/{group}.parquet"
+                for seed in config["pruning"]["seeds"]
+                for group in mask_groups()
+            ]
+            if protocol_on("finetune_then_prune")
+            else []
+        ),
+        pruned_finetuned=lambda w: (
+            [
+                pruned_finetuned_dir(w.model, w.task, seed, group)
+                for seed in config["pruning"]["seeds"]
+                for group in mask_groups()
+            ]
+            if protocol_on("prune_then_finetune")
+            else []
+        ),
     output:
         "results/{model}/{task}/pruning/evaluations.parquet",
     log:
@@ -218,20 +282,29 @@ rule collect_pruning:
         mem_mb=2000,
         runtime=10,
     shell:
-        "headsieve --log {log:q} collect-pruning --inputs {input.masked:q} {input.retrained:q} --output {output:q}"
+        "headsieve --log {log:q} collect-pruning --inputs {input.masked:q} {input.pruned_finetuned:q}"
+        " --output {output:q}"
 
 
 rule report_pruning:
     input:
         evaluations="results/{model}/{task}/pruning/evaluations.parquet",
-        compensation=lambda w: [
-            f"results/{w.model}/{w.task}/seed{seed}/compensation.parquet"
-            for seed in config["pruning"]["seeds"]
-        ],
-        summary=lambda w: [
-            f"results/{w.model}/{w.task}/seed{seed}/compensation_summary.parquet"
-            for seed in config["pruning"]["seeds"]
-        ],
+        compensation=lambda w: (
+            [
+                f"results/{w.model}/{w.task}/seed{seed}/compensation.parquet"
+                for seed in config["pruning"]["seeds"]
+            ]
+            if compensation_wanted()
+            else []
+        ),
+        summary=lambda w: (
+            [
+                f"results/{w.model}/{w.task}/seed{seed}/compensation_summary.parquet"
+                for seed in config["pruning"]["seeds"]
+            ]
+            if compensation_wanted()
+            else []
+        ),
     output:
         **{
             f"fig_{name}": report(

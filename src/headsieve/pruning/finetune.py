@@ -167,16 +167,23 @@ def set_seed(seed: int) -> None:
 
 
 def predict(model, data: D.TaskData, batch_size: int, device=None) -> np.ndarray:
-    """Class ids (argmax of the logits) for every example of ``data``, in order; model in eval mode, no grad."""
+    """Class ids (argmax of the logits) for every example of ``data``, in order; model in eval mode, no grad.
+
+    Batches hold examples of similar length (less padding); the predictions are put back in the data's order.
+    """
     device = torch.device(device) if device is not None else model_device(model)
     pad, types = batch_options(model)
+    order = np.argsort([len(e["input_ids"]) for e in data.examples], kind="stable")
     out: list[np.ndarray] = []
     with eval_mode(model), torch.no_grad():
-        for batch in D.iter_batches(data.examples, batch_size, pad, types):
-            batch.pop("labels")
+        for batch in D.iter_batches(data.examples, batch_size, pad, types, order=order):
+            batch.pop("labels", None)
             logits = model(**to_device(batch, device)).logits
             out.append(logits.argmax(-1).cpu().numpy())
-    return np.concatenate(out).astype(np.int64) if out else np.zeros(0, dtype=np.int64)
+    pred = np.zeros(len(order), dtype=np.int64)
+    if out:
+        pred[order] = np.concatenate(out)
+    return pred
 
 
 def evaluate(model, data: D.TaskData, batch_size: int, device=None) -> dict:

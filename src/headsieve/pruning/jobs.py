@@ -3,10 +3,26 @@
 Each function loads what it needs, calls the science (fine-tuning, importance, strategies, the mask
 evaluator, compensation) and writes its outputs atomically.  The evaluation split is only ever scored:
 importance, early stopping and the compensation inputs come from the training split.
+
+Two protocols (:data:`PROTOCOLS`), both scored on the evaluation split with the same masks:
+
+* ``finetune_then_prune`` (Michel et al. 2019): the heads a strategy picks are masked in the fine-tuned
+  model, which is scored without further training (:func:`evaluate_masks`);
+* ``prune_then_finetune`` (the seed study): the same heads are physically removed from the *pre-trained*
+  model, which is then fine-tuned on the task with exactly the recipe, seed, classifier initialisation and
+  data order of the unpruned fine-tuning (:func:`finetune_base`), and scored (:func:`prune_then_finetune`).
+  The removed heads cannot come back during training.  With no head removed it reproduces the unpruned
+  fine-tuning bit for bit, so the unpruned model is the fraction-0 point of both protocols.
+
+Masks are selected once per seed and fraction (:func:`select_masks`) from the fine-tuned model of that seed:
+``importance`` under ``prune_then_finetune`` therefore ranks heads by the importance they have in the
+unpruned model fine-tuned with the same seed (the pre-trained model has no task loss to differentiate).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -24,6 +40,13 @@ from headsieve.pruning import data as D
 from headsieve.pruning.metrics import primary_metric
 
 log = logging.getLogger(__name__)
+
+FINETUNE_THEN_PRUNE = "finetune_then_prune"
+PRUNE_THEN_FINETUNE = "prune_then_finetune"
+#: the protocols, in the order tables list them
+PROTOCOLS = (FINETUNE_THEN_PRUNE, PRUNE_THEN_FINETUNE)
+#: the strategy name of the unpruned model in the evaluations table (fraction 0 of prune_then_finetune)
+UNPRUNED = "none"
 
 
 def read_task(corpus_spec: dict, path, tokenizer, max_length: int, limit: int | None, seed: int) -> D.TaskData:
@@ -46,6 +69,20 @@ def _load_finetuned(folder, device):
 # ------------------------------------------------------------------------------------------ fine-tuning
 
 
+def pretrained_classifier(model_key, model_spec, n_labels: int, seed: int, heads, device):
+    """The pre-trained model as a classifier whose head is initialised from ``seed``, with ``heads`` removed.
+
+    The start of every fine-tuning: the unpruned one (no heads) and each of prune_then_finetune.
+    """
+    from headsieve.pruning.finetune import set_seed
+
+    set_seed(seed)
+    model = load_encoder(model_key, model_spec, task_labels=n_labels, device=device)
+    if heads:
+        H.prune_heads(model, heads)
+    return model
+
+
 def finetune_base(
     model_key, model_spec, train_spec, train_path, eval_spec, eval_path, task_opts, ft_opts, seed, output, work, device
 ) -> dict:
@@ -53,13 +90,12 @@ def finetune_base(
 
     ``work`` holds the checkpoints: a killed run started again resumes there.
     """
-    from headsieve.pruning.finetune import FinetuneConfig, evaluate, finetune, set_seed
+    from headsieve.pruning.finetune import FinetuneConfig, evaluate, finetune
 
     tokenizer = load_tokenizer(model_key, model_spec)
     train = read_task(train_spec, train_path, tokenizer, task_opts["max_length"], task_opts.get("max_train"), 0)
     test = read_task(eval_spec, eval_path, tokenizer, task_opts["max_length"], task_opts.get("max_eval"), 0)
-    set_seed(seed)
-    model = load_encoder(model_key, model_spec, task_labels=train.n_labels, device=device)
+    model = pretrained_classifier(model_key, model_spec, train.n_labels, seed, [], device)
     config = FinetuneConfig.from_dict(dict(ft_opts, seed=seed))
     train_metrics = finetune(model, train, config, work, tokenizer=tokenizer, device=device)
     metrics = {"train": train_metrics, "eval": evaluate(model, test, config.eval_batch_size, device)}
@@ -131,10 +167,16 @@ def select_masks(model_shape, strategies, fractions, seed, labels_path, importan
     return frame
 
 
-def heads_of(masks: pd.DataFrame, strategy: str, fraction: float) -> list[tuple[int, int]]:
-    sel = masks[(masks.strategy == strategy) & np.isclose(masks.fraction, fraction) & (masks.layer >= 0)]
-    if not len(masks[(masks.strategy == strategy) & np.isclose(masks.fraction, fraction)]):
+def heads_of(masks: pd.DataFrame, strategy: str, fraction: float | None) -> list[tuple[int, int]]:
+    """The (layer, head) pairs a strategy prunes at ``fraction`` (None: its only mask, a fixed-size strategy)."""
+    rows = masks[masks.strategy == strategy]
+    if fraction is not None:
+        rows = rows[np.isclose(rows.fraction, fraction)]
+    if not len(rows):
         raise HeadsieveError(f"no mask for strategy '{strategy}' at fraction {fraction}")
+    if rows["fraction"].nunique() > 1:
+        raise HeadsieveError(f"strategy '{strategy}' has masks at several fractions; name the fraction")
+    sel = rows[rows.layer >= 0]
     return list(zip(sel["layer"].astype(int).tolist(), sel["head"].astype(int).tolist()))
 
 
@@ -159,53 +201,121 @@ def evaluate_masks(finetuned, masks_path, eval_spec, eval_path, task_opts, batch
     for (strategy, fraction), mask in named.items():
         result = found[mask.tobytes()]
         result = {k: v for k, v in result.items() if k != "mask"}
-        rows += _metric_rows(result, test, strategy, fraction, seed, finetuned=False)
+        rows += _metric_rows(result, test, strategy, fraction, seed, FINETUNE_THEN_PRUNE)
     write_frame(pd.DataFrame(rows), output)
 
 
-def _metric_rows(result: dict, data: D.TaskData, strategy, fraction, seed, finetuned: bool) -> list[dict]:
-    base = {"task": data.task, "strategy": strategy, "fraction": float(fraction), "seed": int(seed),
-            "finetuned": finetuned, "heads_pruned": int(result.get("heads_pruned", 0)), "n": int(result["n"])}  # fmt: skip
+def _metric_rows(result: dict, data: D.TaskData, strategy, fraction, seed, protocol: str) -> list[dict]:
+    base = {"task": data.task, "protocol": protocol, "strategy": strategy, "fraction": float(fraction),
+            "seed": int(seed), "heads_pruned": int(result.get("heads_pruned", 0)), "n": int(result["n"])}  # fmt: skip
     skip = {"n", "heads_pruned"}
     return [dict(base, metric=k, value=float(v), primary=k == primary_metric(data.metric)) for k, v in result.items() if k not in skip]
 
 
-# ------------------------------------------------------------------------------------------ retraining
+# ------------------------------------------------------------------------------------------ prune, then fine-tune
 
 
-def retrain(
-    finetuned, masks_path, strategy, fraction, train_spec, train_path, eval_spec, eval_path, task_opts, ft_opts, seed,
-    output, work, device,
-) -> dict:  # fmt: skip
-    """Prune (physically) the heads a strategy picked, fine-tune the pruned model further, evaluate it."""
-    from headsieve.pruning.finetune import FinetuneConfig, evaluate, finetune, set_seed
+def heads_key(heads) -> str:
+    """A short name of a head set (the folder of its fine-tuning in a job's work folder)."""
+    text = json.dumps(sorted([int(l), int(h)] for l, h in heads), separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    model, tokenizer = _load_finetuned(finetuned, device)
-    heads = heads_of(pd.read_parquet(masks_path), strategy, fraction) if fraction > 0 else []
-    if heads:
-        H.prune_heads(model, heads)
+
+def prune_then_finetune(
+    model_key, model_spec, finetuned, masks_path, train_spec, train_path, eval_spec, eval_path, task_opts, ft_opts,
+    seed, keep_models, output, work, device, progress=True,
+) -> pd.DataFrame:  # fmt: skip
+    """The seed study's protocol for every mask of one seed and fraction (one job, one mask group).
+
+    For each distinct head set of the masks table: load the pre-trained model as a classifier with the seed
+    (the classifier initialisation of the unpruned fine-tuning), physically remove the heads, fine-tune with
+    the unpruned fine-tuning's options and seed (the removed heads cannot come back), score on the evaluation
+    split.  A head set that is empty is the unpruned fine-tuning itself: its metrics are read from
+    ``finetuned/metrics.json``.  Strategies that pick the same heads share one fine-tuning.
+
+    ``work`` holds one folder per head set (its checkpoints, then ``result.json``): a killed job started again
+    skips the finished head sets and resumes the unfinished one from its last checkpoint.  Writes ``output/``:
+    ``evaluation.parquet`` (the evaluations table's columns), ``metrics.json`` (training metrics per head set)
+    and ``models/<strategy>/`` for the strategies in ``keep_models`` (the compensation analysis reads them).
+    """
+    from headsieve.pruning.finetune import FinetuneConfig, evaluate, finetune
+
+    masks = pd.read_parquet(masks_path)
+    if masks.empty:
+        raise HeadsieveError(f"{masks_path}: no masks")
+    work = Path(work)
+    _reset_stale_work(work, {"model": model_spec, "train": [train_spec, [str(p) for p in train_path]],
+                             "eval": [eval_spec, [str(p) for p in eval_path]], "task": task_opts, "finetune": ft_opts,
+                             "seed": int(seed), "device": str(device)})  # fmt: skip
+    groups = {}  # head set key -> (heads, [(strategy, fraction)])
+    for (strategy, fraction), _ in masks.groupby(["strategy", "fraction"], sort=True):
+        heads = heads_of(masks, strategy, fraction)
+        groups.setdefault(heads_key(heads), (heads, []))[1].append((strategy, float(fraction)))
+    base = json.loads((Path(finetuned) / "metrics.json").read_text(encoding="utf-8"))
+    tokenizer = load_tokenizer(model_key, model_spec)
     train = read_task(train_spec, train_path, tokenizer, task_opts["max_length"], task_opts.get("max_train"), 0)
     test = read_task(eval_spec, eval_path, tokenizer, task_opts["max_length"], task_opts.get("max_eval"), 0)
-    set_seed(seed)
     config = FinetuneConfig.from_dict(dict(ft_opts, seed=seed))
-    train_metrics = finetune(model, train, config, work, tokenizer=tokenizer, device=device)
-    result = evaluate(model, test, config.eval_batch_size, device)
-    result["heads_pruned"] = len(heads)
-    rows = _metric_rows(result, test, strategy, fraction, seed, finetuned=True)
+    keep = set(keep_models)
+    rows, records = [], {}
+    log.info("%d masks, %d distinct head sets", sum(len(n) for _, n in groups.values()), len(groups))
+    for key, (heads, named) in sorted(groups.items()):
+        folder, kept = work / key, [s for s, _ in named if s in keep and heads]
+        if not heads:  # nothing pruned: the unpruned fine-tuning of this seed
+            result = {"eval": dict(base["eval"]), "train": base["train"], "heads": []}
+        elif (folder / "result.json").is_file():  # finished before a kill
+            result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+        else:
+            model = pretrained_classifier(model_key, model_spec, train.n_labels, seed, heads, device)
+            log.info("%s: %d heads removed from the pre-trained model; fine-tuning", ", ".join(s for s, _ in named), len(heads))
+            train_metrics = finetune(model, train, config, folder, progress=progress, device=device)
+            result = {"eval": evaluate(model, test, config.eval_batch_size, device), "train": train_metrics,
+                      "heads": [[int(l), int(h)] for l, h in heads]}  # fmt: skip
+            log.info("%s: %s", ", ".join(s for s, _ in named), result["eval"])
+            for strategy in kept:
+                shutil.copytree(folder / "model", folder / "keep" / strategy_folder(strategy), dirs_exist_ok=True)
+            shutil.rmtree(folder / "model", ignore_errors=True)
+            write_json(result, folder / "result.json")  # last: marks the head set done
+        for strategy, fraction in named:
+            rows += _metric_rows(dict(result["eval"], heads_pruned=len(heads)), test, strategy, fraction, seed, PRUNE_THEN_FINETUNE)
+            records[f"{strategy}@{fraction:g}"] = {"heads_pruned": len(heads), "train": result["train"], "eval": result["eval"]}
     with atomic_dir(output) as tmp:
-        shutil.copytree(Path(work) / "model", tmp / "model")
-        write_json({"train": train_metrics, "eval": result, "heads": heads}, tmp / "metrics.json")
         write_frame(pd.DataFrame(rows), tmp / "evaluation.parquet")
+        write_json(records, tmp / "metrics.json")
+        for key, (heads, named) in groups.items():
+            for strategy, _ in named:
+                if strategy in keep and heads:
+                    shutil.copytree(work / key / "keep" / strategy_folder(strategy), tmp / "models" / strategy_folder(strategy))
+                    tokenizer.save_pretrained(str(tmp / "models" / strategy_folder(strategy)))
     shutil.rmtree(work, ignore_errors=True)
-    return result
+    return pd.DataFrame(rows)
+
+
+def strategy_folder(strategy: str) -> str:
+    """A strategy name as a folder name (``prune_role:syntactic`` -> ``prune_role+syntactic``)."""
+    return strategy.replace(":", "+")
+
+
+def _reset_stale_work(work: Path, params: dict) -> None:
+    """Keep ``work`` for a resume only if it was started with the same parameters; else start it afresh."""
+    record = work / "job.json"
+    text = json.dumps(params, sort_keys=True)
+    if work.exists() and (not record.is_file() or record.read_text(encoding="utf-8") != text):
+        log.info("%s was started with other settings: starting over", work)
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    if not record.is_file():
+        record.write_text(text, encoding="utf-8")
 
 
 def collect(paths: list, output) -> pd.DataFrame:
-    """One evaluations table from every masked and retrained evaluation."""
+    """One evaluations table from every masked (finetune_then_prune) and prune_then_finetune evaluation."""
     frames = [pd.read_parquet(Path(p) / "evaluation.parquet" if Path(p).is_dir() else p) for p in paths]
     frame = pd.concat(frames, ignore_index=True)
-    frame = frame.sort_values(["task", "finetuned", "strategy", "fraction", "seed", "metric"], kind="stable")
-    cols = ["task", "strategy", "fraction", "seed", "finetuned", "heads_pruned", "metric", "value", "primary", "n"]
+    order = {name: k for k, name in enumerate(PROTOCOLS)}
+    frame = frame.assign(_order=frame["protocol"].map(order))
+    frame = frame.sort_values(["task", "_order", "strategy", "fraction", "seed", "metric"], kind="stable")
+    cols = ["task", "protocol", "strategy", "fraction", "seed", "heads_pruned", "metric", "value", "primary", "n"]
     frame = frame[cols].reset_index(drop=True)
     write_frame(frame, output)
     return frame
@@ -215,15 +325,17 @@ def collect(paths: list, output) -> pd.DataFrame:
 
 
 def compensation(
-    reference_dir, finetuned_dir, pruned_dirs: dict, train_spec, train_path, task_opts, n_examples, seed, output, summary,
-    device,
+    reference_dir, model_key, model_spec, pruned_models: dict, train_spec, train_path, task_opts, n_examples, seed,
+    output, summary, device,
 ):  # fmt: skip
-    """How the remaining heads changed, for each retrained pruned model, on a sample of training inputs.
+    """How the remaining heads changed in each model pruned, then fine-tuned, on a sample of training inputs.
 
-    Two comparisons per remaining head: against the unpruned model retrained alike (``jsd``, ``norm_change``,
-    ``importance_change``: everything pruning changed, including what its removal passes on to later layers),
-    and against the same pruned model before retraining (``jsd_retraining``, ``norm_change_retraining``: what
-    the retraining changed to compensate).
+    ``reference_dir``: the unpruned fine-tuning of the seed (``finetuned/``); ``pruned_models``: (strategy,
+    fraction) -> folder of a model pruned, then fine-tuned with the same recipe and seed.  Two comparisons per
+    remaining head: against the unpruned model fine-tuned alike (``jsd``, ``norm_change``, ``importance_change``:
+    everything pruning changed, including what its removal passes on to later layers), and against the same
+    pruned model before fine-tuning, i.e. the pruned pre-trained model it started from (``jsd_retraining``,
+    ``norm_change_retraining``: what the fine-tuning changed).
     """
     from headsieve.pruning.compensation import compare_heads, head_activity, spread_summary
     from headsieve.pruning.importance import head_importance
@@ -236,12 +348,11 @@ def compensation(
     ref_activity = head_activity(reference, batches, device)
     ref_importance = head_importance(reference, batches, device=device)
     frames, summaries = [], []
-    for (strategy, fraction), folder in sorted(pruned_dirs.items()):
-        model, _ = _load_finetuned(folder, device)
+    for (strategy, fraction), folder in sorted(pruned_models.items()):
+        model = H.load_pruned(str(folder), device=device)
         activity = head_activity(model, batches, device)
         heads = compare_heads(ref_activity, activity, ref_importance, head_importance(model, batches, device=device))
-        before, _ = _load_finetuned(finetuned_dir, device)
-        H.prune_heads(before, H.pruned_heads(model))
+        before = pretrained_classifier(model_key, model_spec, train.n_labels, seed, H.pruned_heads(model), device)
         retraining = compare_heads(head_activity(before, batches, device), activity)
         heads["jsd_retraining"] = retraining["jsd"].to_numpy()
         heads["norm_change_retraining"] = retraining["norm_change"].to_numpy()
@@ -255,4 +366,3 @@ def compensation(
             )
     write_frame(pd.concat(frames, ignore_index=True), output)
     write_frame(pd.DataFrame(summaries), summary)
-
