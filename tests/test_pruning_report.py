@@ -182,8 +182,9 @@ def test_compensation_lines_state_the_permutation_tests_per_seed():
     assert len(lines) == 2 and lines[0].startswith("compensation, random at 0.5, jsd:")
     concentrated = summary[summary.measure == "jsd"].sort_values("seed")
     shown = ", ".join(f"{v:.3g}" for v in concentrated.p_layers_differ)
-    assert f"the change differs between layers: p = {shown} (2 of 2 seeds < 0.05)" in lines[0]
-    assert "(0 of 2 seeds < 0.05)" in lines[0]  # no layer lost all its change: layer 1 is the pruned one
+    combined = stats.combine_pvalues(concentrated.p_layers_differ, method="fisher")[1]
+    assert f"the change differs between layers: p = {shown} (2 of 2 seeds < 0.05; Fisher combined p = {combined:.3g})" in lines[0]
+    assert "(0 of 2 seeds < 0.05;" in lines[0]  # not concentrated in layer 1, the pruned one
     assert "differs between layers: p = " in lines[1] and "(2 of 2" not in lines[1].split(";")[0]
 
 

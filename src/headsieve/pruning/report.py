@@ -222,7 +222,9 @@ COMPENSATION_TESTS = (
 def compensation_lines(summary: pd.DataFrame, measures=("jsd", "jsd_retraining"), alpha: float = 0.05) -> list[str]:
     """Markdown lines, per strategy, fraction and measure of the compensation summary table: for each
     permutation test (null: the change is exchangeable across the remaining heads), the p value of every
-    seed and how many seeds reject at ``alpha``.  A seed that does not reject is no proof of an even spread."""
+    seed, how many seeds reject at ``alpha``, and the seeds' p values combined by Fisher's method (the seeds
+    are independent fine-tunings; permutation p values are valid, so the combination is too).  A test that
+    does not reject is no proof of an even spread."""
     lines = []
     sub = summary[summary["measure"].isin(measures)]
     for (strategy, fraction, measure), rows in sub.groupby(["strategy", "fraction", "measure"], sort=True):
@@ -233,6 +235,10 @@ def compensation_lines(summary: pd.DataFrame, measures=("jsd", "jsd_retraining")
                 continue
             p = rows[column].to_numpy(dtype=float)
             shown = ", ".join("n/a" if not np.isfinite(v) else f"{v:.3g}" for v in p)
-            parts.append(f"{meaning}: p = {shown} ({int(np.sum(p < alpha))} of {len(p)} seeds < {alpha:g})")
+            finite = p[np.isfinite(p)]
+            combined = float(stats.combine_pvalues(finite, method="fisher")[1]) if len(finite) else float("nan")
+            combined_text = "n/a" if not np.isfinite(combined) else f"{combined:.3g}"
+            parts.append(f"{meaning}: p = {shown} ({int(np.sum(p < alpha))} of {len(p)} seeds < {alpha:g}; "
+                         f"Fisher combined p = {combined_text})")  # fmt: skip
         lines.append(f"compensation, {strategy} at {fraction:g}, {measure}: " + "; ".join(parts) + ".")
     return lines
