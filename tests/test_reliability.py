@@ -155,3 +155,60 @@ def test_glue_file_errors_through_the_command_line(tmp_path, tiny_bert):
     tsv.write_bytes("sentence\tlabel\ncaf\xe9\t1\n".encode("latin-1"))
     assert "sst.tsv:2: not UTF-8" in one_error_line(run_cli(*args))
     assert not (tmp_path / "t.parquet").exists()
+
+
+# ---------------------------------------------------------------- issue 18: degenerate samples, config typos
+
+
+def test_tau_by_role_typo_is_one_line_naming_the_key(data):
+    """It used to be accepted (and to replace the default map)."""
+    config = sample_config(data, roles={"tau_by_role": {"blok": 1.5}})
+    assert "config key 'roles.tau_by_role.blok': unknown role 'blok' (known: local," in config_error(config)
+    config = sample_config(data, roles={"tau_by_role": {"block": 0.6, "dep:nsubj": 2.0}})
+    assert validate_config(config, SCHEMA)["roles"]["tau_by_role"] == {"block": 0.6, "dep:nsubj": 2.0}
+
+
+def test_degenerate_samples_are_not_tested():
+    """n < 2 and sd 0 give no t, no p and a reason; a real spread is tested as before."""
+    from headsieve.roles.tests import t_test_greater, untested_reason
+
+    n, mean, sd = np.array([1, 3, 3, 10]), np.array([9.0, 9.0, 3.0, 4.0]), np.array([np.nan, 0.0, 0.0, 1.0])
+    t, p = t_test_greater(n, mean, sd, 3.0)
+    assert np.isnan(t[:3]).all() and np.isnan(p[:3]).all()
+    assert t[3] == pytest.approx((4.0 - 3.0) / (1.0 / np.sqrt(10)))
+    assert list(untested_reason(n, mean, sd)) == ["fewer than 2 inputs", "no spread (sd 0)", "no spread (sd 0)", ""]
+
+
+def scores_frame(per_sentence: list[float], role="local", heads=2):
+    import pandas as pd
+
+    rows = [
+        {"model": "m", "corpus": "c", "sentence_index": k, "layer": 0, "head": h, "role": role, "score": s + 0.1 * h}
+        for k, s in enumerate(per_sentence)
+        for h in range(heads)
+    ]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    "per_sentence, reason",
+    [
+        ([0.9, 0.9, 0.9], "no spread (sd 0)"),  # three copies of one sentence: t was infinite, p 0, "significant"
+        ([0.9], "fewer than 2 inputs"),  # a one-sentence corpus
+    ],
+)
+def test_copies_and_single_sentences_get_no_labels_and_a_reason(per_sentence, reason):
+    from headsieve.roles.tests import role_tests
+
+    tests = role_tests(scores_frame(per_sentence), tau=0.4)
+    assert not tests["label"].any()
+    assert tests["p"].isna().all() and tests["p_adj"].isna().all()
+    assert (tests["untested_reason"] == reason).all()
+
+
+def test_a_spread_sample_is_still_tested_and_labelled():
+    from headsieve.roles.tests import role_tests
+
+    rng = np.random.default_rng(0)
+    tests = role_tests(scores_frame(list(0.8 + 0.05 * rng.standard_normal(12))), tau=0.4)
+    assert tests["label"].all() and (tests["untested_reason"] == "").all()
