@@ -14,7 +14,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def roles_run(tmp_path_factory, data):
     workdir = tmp_path_factory.mktemp("roles")
-    config = sample_config(data, n=80, roles={"models": ["minilm"], "corpora": ["ewt"]})
+    config = sample_config(data, n=80, roles={"models": ["minilm"], "corpora": ["ewt", "rte"], "stability": {"bootstrap": 20}})
+    config["corpora"]["rte"] = {"format": "glue", "task": "rte", "path": "glue/RTE/dev.tsv", "max_sentences": 40}
     path = write_config(workdir, config)
     proc = snakemake(workdir, config=path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -73,8 +74,23 @@ def test_figures_and_summary(roles_run):
     assert "| role | tau | heads | share | bottom | middle | top |" in summary
     assert "heads with at least one role" in summary
     colocation = pd.read_parquet(roles_run / "colocation.parquet")
-    diag = colocation[colocation.role_a == colocation.role_b]
-    assert (diag.both == diag.either).all()
+    assert {"local", "syntactic"} <= set(colocation.role_a) | set(colocation.role_b)
+    assert not ((colocation.role_a == "cls") & (colocation.role_b == "delimiter")).any()  # nested: not tested
+    assert (colocation.observed <= colocation[["n_a", "n_b"]].min(axis=1)).all()
+    stability = pd.read_parquet(roles_run / "stability.parquet")
+    assert {"local", "delimiter", "syntactic", "all"} <= set(stability.family)
+    assert (stability.sentences_a + stability.sentences_b == 80).all()
+    assert "label stability" in summary
+
+
+def test_pairs_without_trees(roles_run):
+    """A GLUE pair corpus: block is scored, no relation exists, and the report is complete."""
+    pairs = roles_run.parents[1] / "rte" / "roles"
+    roles = set(pd.read_parquet(pairs / "tests.parquet").role.astype(str))
+    assert "block" in roles and not any(r.startswith("dep:") for r in roles)
+    for name in ("role_map", "relation_map", "colocation"):
+        assert (pairs / "figures" / f"{name}.png").stat().st_size > 3000
+    assert "block" in set(pd.read_parquet(pairs / "stability.parquet").family)
 
 
 def test_report_has_every_figure_captioned(roles_run, data, tmp_path):
