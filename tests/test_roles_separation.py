@@ -148,3 +148,70 @@ def test_registry_nesting_is_by_definition():
                 assert not (inner_S & ~outer_S).any(), (role.name, outer)
     assert expected_labels(Head((("prev", 0.5),))) == {"prev", "local"}
     assert expected_labels(Head((("syntactic", 0.5),)), ["dep:nsubj"]) == {"syntactic", "dep:nsubj"}
+
+
+# ------------------------------------------------------------------ syntactic rows on the gold trees (positional control)
+
+
+@pytest.fixture(scope="module")
+def gold(data):
+    """Planted heads on UD EWT dev with its GOLD trees (most arcs span 1-2 words, so position restates syntax):
+    (heads, scores)."""
+    from headsieve.roles.separation import CORPUS_KINDS, CORPUS_MIXTURES, default_heads, planted_scores, sample_rows
+
+    rows, _ = sample_rows(np.random.default_rng(4), real_rows(data, "ewt"), 200, 0)
+    heads = default_heads(CORPUS_KINDS["ewt"], mixtures=CORPUS_MIXTURES["ewt"])
+    scores = planted_scores(rows, heads, seed=4)
+    scores.insert(0, "corpus", "ewt_gold")
+    return heads, scores
+
+
+def syntactic_rows(tests, min_inputs: int = 10):
+    """Syntactic tests with enough inputs for power at 50% (rare gold relations have 2-3 sentences)."""
+    role = tests["role"].astype(str)
+    return tests[(role.str.startswith("dep:") | (role == "syntactic")) & (tests["diff_n"] >= min_inputs)]
+
+
+def test_syntactic_rows_on_gold_trees_by_the_controlled_label(gold):
+    """On gold trees the reference label of a next- or previous-token head includes relations whose arcs sit
+    at its offset; with the run's correction (BH) the controlled label (true head against shape-matched
+    decoys, roles/controls.py) is exactly the planted syntactic roles for heads with >= 50% on the
+    syntactic head, and no other head holds one (relations tested on at least 10 sentences)."""
+    from headsieve.roles.separation import planted_tests
+
+    heads, scores = gold
+    tests = planted_tests(scores, correction="bh")
+    syn = syntactic_rows(tests)
+    relations = sorted(set(syn["role"].astype(str)) - {"syntactic"})
+    syntactic_heads = [x for x, h in enumerate(heads) if "syntactic" in h.kind]
+    for x in syntactic_heads:
+        mine = syn[syn["head"] == x]
+        want = expected_labels(heads[x], relations) & set(mine["role"].astype(str))
+        got = set(mine.loc[mine["label_controlled"], "role"].astype(str))
+        if heads[x].strength >= 0.5:
+            assert got == want and len(want) >= 10, (heads[x].name, want - got)
+        else:
+            assert got <= want, heads[x].name
+    others = syn[~syn["head"].isin(syntactic_heads)]
+    positional = [x for x, h in enumerate(heads) if h.kind in ("next", "prev") and h.strength >= 0.5]
+    assert others["head"].isin(positional).any() and (others["head"].isin(positional) & others["label"]).sum() >= 5
+    assert not others["label_controlled"].any(), others.loc[others["label_controlled"], ["head", "role", "diff_p"]]
+    matrix = separation_tables(tests, heads)
+    rows = matrix[matrix["role"].isin(set(syn["role"].astype(str)))]
+    assert rows["controlled_rate"].notna().all()
+    off = rows[~rows["expected"]]
+    assert (off["controlled_rate"] == 0).all() and (off["label_rate"] > 0).any()  # position fools only the reference
+
+
+def test_controlled_label_null_rate_on_gold_trees(gold):
+    """Uncorrected, the paired test rejects every head without a syntactic component (next, prev, local,
+    self, [CLS], [SEP], uniform, noise and their mixtures) at a per-test rate <= alpha."""
+    from headsieve.roles.controls import control_tests
+
+    heads, scores = gold
+    tests = control_tests(scores, ALPHA, "none", keys=("corpus",))
+    without = np.array(["syntactic" not in heads[x].kind for x in tests["head"]])
+    null = tests[without & (tests["diff_n"] >= 5).to_numpy()]
+    assert len(null) > 500
+    rate = float((null["diff_p"] < ALPHA).mean())
+    assert ALPHA / 5 <= rate <= ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / len(null)), rate
