@@ -1,8 +1,7 @@
 """Positional controls of the syntactic roles: shape-matched decoys and a paired test per head.
 
-Most dependency arcs are short (in UD EWT dev about 4 in 10 join adjacent words; det, amod and compound
-mostly at +1), so a head that attends to the next word scores high on those relations without knowing any
-syntax.  The control asks, sentence by sentence, whether the head attends to the syntactic head MORE than
+Many dependency arcs are short (det, amod and compound mostly join adjacent words in English), so a head
+that attends to the next word scores high on those relations without knowing any syntax.  The control asks, sentence by sentence, whether the head attends to the syntactic head MORE than
 to words at the same position relative to the query that are not syntactically linked to it.
 
 Decoys.  For every true (query, target) pair of a syntactic role (``dep2head``: dependent -> head, or the
