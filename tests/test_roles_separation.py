@@ -5,9 +5,9 @@ trees, uniform, Dirichlet noise, mixtures of two roles) at 40-90% of each row's 
 lengths (and words) of the real corpora as the project tokenizes them with minilm: UD EWT dev single
 sentences, MRPC and QNLI dev pairs.  Asserted, with the default options (mass score, block contrast):
 
-* every head with >= 50% of each row on its targets gets exactly its planted roles plus the roles whose
-  target sets contain them by definition (the registry's nesting), among the roles tested on that corpus;
-  weaker heads get no other label;
+* every head with >= 50% of each row on its targets, and every mixture of two roles (40-50% each), gets
+  exactly its planted roles plus the roles whose target sets contain them by definition (the registry's
+  nesting), among the roles tested on that corpus; weaker heads get no other label;
 * recall >= 95% in every length bin (N < 10, 10-20, 20-40, > 40 pieces) where the role is defined on at least
   20 inputs, for heads with >= 50% on their targets;
 * uniform and Dirichlet-noise heads are labelled at a rate <= alpha per test.
@@ -57,7 +57,7 @@ def test_labels_are_the_planted_roles_and_their_containers(planted):
     for x, head in enumerate(heads):
         got, tested = labels_of(tests, x)
         want = expected_labels(head, relations) & tested
-        if head.strength >= 0.5:
+        if head.strength >= 0.5 or len(head.components) > 1:  # mixtures: 40-50% on each of two roles
             assert got == want, (corpus, head.name, got, want)
             checked += bool(want)
         else:

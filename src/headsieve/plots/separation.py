@@ -10,11 +10,18 @@ from headsieve.plots.common import plt, save
 ORDER = ("local", "prev", "next", "self", "cls", "sep", "delimiter", "block", "syntactic", "dep:*")
 
 
+def shown(matrix: pd.DataFrame, min_strength: float = 0.5) -> pd.DataFrame:
+    """The rows of single-role heads with >= ``min_strength`` on their targets and of every mixture of two
+    roles (each component 40-50% of the row), relation roles pooled as ``dep:*``."""
+    keep = (matrix["strength"] >= min_strength) | matrix["planted"].str.contains("+", regex=False)
+    strong = matrix[keep]
+    return strong.assign(role=strong["role"].where(~strong["role"].str.startswith("dep:"), "dep:*"))
+
+
 def matrix_for_figure(matrix: pd.DataFrame, min_strength: float = 0.5) -> pd.DataFrame:
-    """Mean label rate per planted kind and tested role over corpora and strengths >= ``min_strength``
-    (relation roles pooled as ``dep:*``)."""
-    strong = matrix[matrix["strength"] >= min_strength]
-    role = strong["role"].where(~strong["role"].str.startswith("dep:"), "dep:*")
+    """Mean label rate per planted kind and tested role over corpora (see :func:`shown`)."""
+    strong = shown(matrix, min_strength)
+    role = strong["role"]
     table = strong.assign(role=role).groupby(["planted", "role"], observed=True)["label_rate"].mean().unstack("role")
     cols = [c for c in ORDER if c in table.columns] + sorted(c for c in table.columns if c not in ORDER)
     return table[cols]
@@ -23,9 +30,8 @@ def matrix_for_figure(matrix: pd.DataFrame, min_strength: float = 0.5) -> pd.Dat
 def separation_figure(matrix: pd.DataFrame, stem, min_strength: float = 0.5):
     """Heat map of label rates; expected cells (planted role or a role containing it) outlined."""
     table = matrix_for_figure(matrix, min_strength)
-    strong = matrix[matrix["strength"] >= min_strength]
-    role = strong["role"].where(~strong["role"].str.startswith("dep:"), "dep:*")
-    expected = strong.assign(role=role).groupby(["planted", "role"], observed=True)["expected"].any().unstack("role")
+    strong = shown(matrix, min_strength)
+    expected = strong.groupby(["planted", "role"], observed=True)["expected"].any().unstack("role")
     expected = expected.reindex(index=table.index, columns=table.columns).fillna(False).astype(bool)
     fig, ax = plt.subplots(figsize=(1.0 + 0.55 * table.shape[1], 1.0 + 0.4 * table.shape[0]))
     values = table.to_numpy(dtype=float)
@@ -43,7 +49,7 @@ def separation_figure(matrix: pd.DataFrame, stem, min_strength: float = 0.5):
     ax.set_yticks(range(table.shape[0]), table.index)
     ax.set_xlabel("tested role")
     ax.set_ylabel("planted head")
-    ax.set_title(f"Label rate, planted strength >= {min_strength:g} (outlined: expected)")
+    ax.set_title(f"Label rate: single roles at >= {min_strength:g} of each row, mixtures (outlined: expected)")
     fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()
     return save(fig, stem)

@@ -13,8 +13,8 @@ them (a row where it has none gives that share to the noise).  Kinds:
 The roles a planted component holds (:func:`planted_roles`) plus the roles whose target sets contain those by
 definition (:func:`headsieve.roles.targets.containers`) are the labels it should get; any other label is a
 confusion.  :func:`separation_tables` gives the matrix (planted kind x tested role -> label rate) and the
-recall per length bin; ``python -m headsieve.roles.separation`` writes them for UD EWT dev, MRPC and QNLI
-dev as tokenized by the minilm tokenizer.
+recall per length bin; ``python -m headsieve.roles.separation`` writes them for UD EWT dev (random trees, and
+``ewt_gold`` with the gold trees), MRPC and QNLI dev as tokenized by the minilm tokenizer.
 
 Trees: syntactic components are planted on random trees whose arcs span at least 3 words where the
 sentence allows (``tree_min_distance``), so that the syntactic role is not restated by position; on the
@@ -344,10 +344,11 @@ def run_corpus(rows: list[dict], corpus: str, n: int, per_bin: int, seed: int, o
     """(heads, tests on the corpus's length distribution, tests per length bin) for one corpus's rows."""
     rng = np.random.default_rng(seed)
     natural, extra = sample_rows(rng, rows, n, per_bin)
-    if corpus == "ewt":
+    if corpus == "ewt":  # random trees, arcs >= 3 words where possible; ewt_gold keeps the gold trees
         natural = [with_tree(rng, r) for r in natural]
         extra = [with_tree(rng, r) for r in extra]
-    heads = default_heads(CORPUS_KINDS[corpus], mixtures=CORPUS_MIXTURES[corpus], replicates=replicates)
+    kinds = corpus.replace("_gold", "")
+    heads = default_heads(CORPUS_KINDS[kinds], mixtures=CORPUS_MIXTURES[kinds], replicates=replicates)
     scores = planted_scores(natural + extra, heads, options, seed=seed)
     scores.insert(0, "corpus", corpus)
     in_natural = scores["sentence_index"].isin({r["sentence_index"] for r in natural})
@@ -358,20 +359,22 @@ def run_corpus(rows: list[dict], corpus: str, n: int, per_bin: int, seed: int, o
 
 def main(argv=None) -> None:
     from headsieve.io.atomic import write_frame
-    from headsieve.plots.separation import separation_figure
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="the data mirror (ud/, glue/)")
     parser.add_argument("--output", required=True, help="folder for separation.parquet/.csv, recall_by_bin.*, figure")
+    parser.add_argument("--summaries-only", action="store_true", help="redraw the figure and markdown from the tables")
     parser.add_argument("--n", type=int, default=200, help="inputs per corpus at the corpus's length distribution")
     parser.add_argument("--per-bin", type=int, default=40, help="more inputs from each length bin")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     out = Path(args.output)
+    if args.summaries_only:
+        return write_summaries(out)
     out.mkdir(parents=True, exist_ok=True)
     matrices, recalls = [], []
-    for k, corpus in enumerate(("ewt", "mrpc", "qnli")):
-        rows = real_rows(args.data, corpus)
+    for k, corpus in enumerate(("ewt", "ewt_gold", "mrpc", "qnli")):
+        rows = real_rows(args.data, corpus.replace("_gold", ""))
         heads, tests, tests_by_bin = run_corpus(rows, corpus, args.n, args.per_bin, args.seed + k)
         matrices.append(separation_tables(tests, heads))
         recalls.append(recall_by_bin(tests_by_bin, heads))
@@ -381,24 +384,59 @@ def main(argv=None) -> None:
     write_frame(recall, out / "recall_by_bin.parquet")
     matrix.to_csv(out / "separation.csv", index=False)
     recall.to_csv(out / "recall_by_bin.csv", index=False)
-    separation_figure(matrix, out / "separation")
-    (out / "separation.md").write_text(markdown_summary(matrix, recall))
+    write_summaries(out)
+
+
+def write_summaries(folder) -> None:
+    """separation.md and the figure (separation.png/.pdf; EWT with random trees, MRPC, QNLI) from the tables
+    in ``folder``."""
+    from headsieve.plots.separation import separation_figure
+
+    folder = Path(folder)
+    matrix = pd.read_parquet(folder / "separation.parquet")
+    recall = pd.read_parquet(folder / "recall_by_bin.parquet")
+    separation_figure(matrix[matrix["corpus"] != "ewt_gold"], folder / "separation")
+    (folder / "separation.md").write_text(markdown_summary(matrix, recall))
 
 
 def markdown_summary(matrix: pd.DataFrame, recall: pd.DataFrame) -> str:
-    """Label rates per planted kind (strength >= 0.5) and tested role, and the smallest recall per bin."""
-    strong = matrix[matrix["strength"] >= 0.5]
-    strong = strong.assign(role=strong["role"].where(~strong["role"].str.startswith("dep:"), "dep:*"))
-    table = strong.groupby(["planted", "role"], observed=True)["label_rate"].mean().unstack("role").fillna(0)
-    lines = ["Label rate of planted heads with >= 50% of each row on their targets (all corpora):", ""]
+    """Label rates per planted kind (single roles at >= 50%, mixtures) and tested role, the smallest recall
+    per bin, and the syntactic labels of positional heads on gold trees (reference and controlled)."""
+    from headsieve.plots.separation import matrix_for_figure
+
+    synthetic = matrix[matrix["corpus"] != "ewt_gold"]
+    table = matrix_for_figure(synthetic)
+    lines = [
+        "Label rate of planted heads (rows) per tested role (columns), EWT (random trees), MRPC and QNLI;",
+        "single-role heads with >= 50% of each row on their targets, mixtures of two roles at 40-50% each;",
+        "'-': the role is not tested there (no pairs, or no tree):",
+        "",
+    ]
     cols = list(table.columns)
     lines.append("| planted | " + " | ".join(cols) + " |")
     lines.append("|---|" + "---|" * len(cols))
     for planted, row in table.iterrows():
-        lines.append(f"| {planted} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+        lines.append(f"| {planted} | " + " | ".join("-" if np.isnan(v) else f"{v:.2f}" for v in row) + " |")
+    gold = matrix[(matrix["corpus"] == "ewt_gold") & (matrix["strength"] >= 0.5)]
+    gold = gold[gold["role"].str.startswith("dep:") | (gold["role"] == "syntactic")]
+    if len(gold):
+        lines += [
+            "",
+            "EWT gold trees (most arcs span 1-2 words): label rate of the union role `syntactic` and of the",
+            "relation roles `dep:*` (mean over relations), reference label against the positional control's:",
+            "",
+            "| planted | syntactic | syntactic, controlled | dep:* | dep:*, controlled |",
+            "|---|---|---|---|---|",
+        ]
+        for planted, g in gold.groupby("planted", observed=True):
+            union, rel = g[g["role"] == "syntactic"], g[g["role"] != "syntactic"]
+            cells = [x[c].mean() for x in (union, rel) for c in ("label_rate", "controlled_rate")]
+            lines.append(f"| {planted} | " + " | ".join(f"{v:.2f}" for v in cells) + " |")
     lines += ["", "Smallest recall per corpus and length bin (planted role, strength >= 0.5):", ""]
     r = recall[recall["strength"] >= 0.5].groupby(["corpus", "bin"], observed=True)
     summary = r.agg(heads=("heads", "sum"), recall=("recall", "min")).reset_index()
+    order = {name: k for k, (_, _, name) in enumerate(BINS)}
+    summary = summary.sort_values(["corpus", "bin"], key=lambda c: c.map(order) if c.name == "bin" else c)
     lines.append("| corpus | bin | tests | min recall |")
     lines.append("|---|---|---|---|")
     for row in summary.itertuples():
