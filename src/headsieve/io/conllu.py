@@ -105,6 +105,8 @@ def _parse_block(path, block: list[tuple[int, str]], index: int) -> Sentence:
         if len(cols) != 10:
             raise HeadsieveError(f"{path}:{lineno}: expected 10 tab-separated columns, found {len(cols)}")
         tid, form, _lemma, upos, _xpos, _feats, head, deprel, _deps, _misc = cols
+        if not form.strip():
+            raise HeadsieveError(f"{path}:{lineno}: empty FORM (every word and multi-word token needs its text)")
         m = _RANGE.match(tid)
         if m:
             first, last = int(m.group(1)), int(m.group(2))

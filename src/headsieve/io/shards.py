@@ -68,6 +68,11 @@ def input_crc(input_ids) -> int:
     return zlib.crc32(np.asarray(input_ids, dtype=np.int32).tobytes())
 
 
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def inputs_fingerprint(pairs) -> str:
     """sha256 over sorted (sentence_index, input_crc) pairs: which inputs, with which token ids."""
     digest = hashlib.sha256()
@@ -181,7 +186,7 @@ def read_index(folder: str | os.PathLike) -> pa.Table:
     try:
         table = pq.read_table(path)
     except Exception as err:
-        raise HeadsieveError(f"{path}: unreadable Parquet ({str(err).splitlines()[0]}): {RERUN}") from None
+        raise HeadsieveError(f"{path}: unreadable Parquet ({_first_line(err)}): {RERUN}") from None
     missing = [n for n in INDEX_SCHEMA.names if n not in table.column_names]
     if missing:
         raise HeadsieveError(f"{path}: index lacks columns {', '.join(missing)}")
@@ -189,7 +194,7 @@ def read_index(folder: str | os.PathLike) -> pa.Table:
     try:
         table = table.select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-        raise HeadsieveError(f"{path}: index columns of the wrong type ({str(err).splitlines()[0]})") from None
+        raise HeadsieveError(f"{path}: index columns of the wrong type ({_first_line(err)})") from None
     _check_index(path, table, _provenance(path, meta))
     return table.replace_schema_metadata(meta)
 
@@ -294,7 +299,7 @@ def _load_shard(path: Path) -> np.ndarray:
         with np.load(path, allow_pickle=False) as npz:
             arr = npz["attention"]
     except Exception as err:
-        raise HeadsieveError(f"{path}: unreadable shard ({str(err).splitlines()[0]}): {RERUN}") from None
+        raise HeadsieveError(f"{path}: unreadable shard ({_first_line(err)}): {RERUN}") from None
     if arr.dtype != np.float16 or arr.ndim != 1:
         raise HeadsieveError(f"{path}: 'attention' must be a flat float16 array, found {arr.dtype} {arr.shape}")
     return arr
