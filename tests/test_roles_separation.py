@@ -215,3 +215,24 @@ def test_controlled_label_null_rate_on_gold_trees(gold):
     assert len(null) > 500
     rate = float((null["diff_p"] < ALPHA).mean())
     assert ALPHA / 5 <= rate <= ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / len(null)), rate
+
+
+def test_readme_holds_the_generated_summary():
+    """README.md quotes docs/separation/separation.md (written by python -m headsieve.roles.separation) verbatim."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text()
+    start = readme.index("<!-- generated: docs/separation/separation.md -->\n") + len(
+        "<!-- generated: docs/separation/separation.md -->\n"
+    )
+    quoted = readme[start : readme.index("<!-- generated: end -->", start)]
+    assert quoted == (repo / "docs/separation/separation.md").read_text()
+    # and the summary is the one its tables give
+    import pandas as pd
+
+    from headsieve.roles.separation import markdown_summary
+
+    folder = repo / "docs/separation"
+    matrix, recall = pd.read_parquet(folder / "separation.parquet"), pd.read_parquet(folder / "recall_by_bin.parquet")
+    assert markdown_summary(matrix, recall) == quoted
