@@ -34,9 +34,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from headsieve.roles.sieve import (
-    DEFAULT_OPTIONS, Batch, _pairs, mass_from_pairs, sentence_roles, sieve_from_pairs,
-)  # fmt: skip
+from headsieve.roles.sieve import DEFAULT_OPTIONS, Batch, _pairs, sentence_roles, syntactic_form
 from headsieve.roles.targets import syntactic_targets
 from headsieve.roles.tests import adjust, t_test_greater
 
@@ -74,30 +72,6 @@ def pair_shapes(batch: Batch, b, q, t) -> np.ndarray:
     counts = batch.piece_counts.astype(np.int64)
     first = batch.membership.argmax(-1).astype(np.int64)  # first piece of each word
     return np.stack([b, t - q, counts[b, q], counts[b, t], first[b, t] - first[b, q]], axis=1)
-
-
-# ------------------------------------------------------------------ the score form of the syntactic roles
-
-
-def syntactic_form(batch: Batch, opts: dict):
-    """The syntactic roles' score form, as :func:`headsieve.roles.sieve._syntactic_scores` applies it:
-    (aggregation over the target word's pieces, per-query-word reference [B, W, X], scorer).
-    ``scorer(values, b, r, q, t)`` takes the word attention of the (input, role, query, target) pairs and
-    returns (b_s, role_s, scores [S, X], ...).  ``mass``: reference = the word's row mass, sum over the
-    target's pieces; ``ratio``: reference = the word's uniform reference, ``aggregation`` as configured."""
-    if opts["score"] == "mass":
-        row_mass = batch.word_abar * batch.lengths[:, None, None]
-
-        def mass(values, b, r, q, t):
-            share = batch.piece_counts[b, t] / batch.lengths[b]
-            return mass_from_pairs(values, b, r, q, row_mass, share, opts["max_uniform_share"])
-
-        return "sum", row_mass, mass
-
-    def ratio(values, b, r, q, t):
-        return sieve_from_pairs(values, b, r, q, batch.word_abar)
-
-    return opts["aggregation"], batch.word_abar, ratio
 
 
 # ------------------------------------------------------------------ control scores

@@ -436,13 +436,31 @@ def _syntactic_scores(batch: Batch, roles: list[str], opts: dict):
     b, r, q, t = _pairs(masks)
     if len(b) == 0:
         return [], [], [], [], []
-    if opts["score"] == "mass":  # share of the query word's mass on the target words' pieces
-        share = batch.piece_counts[b, t] / batch.lengths[b]
+    aggregation, _, scorer = syntactic_form(batch, opts)
+    return scorer(batch.word_values(b, q, t, aggregation), b, r, q, t)
+
+
+def syntactic_form(batch: Batch, opts: dict):
+    """The syntactic roles' score form (shared with the positional control, roles/controls.py):
+    (aggregation over the target word's pieces, per-query-word reference [B, W, X], scorer).
+    ``scorer(values, b, r, q, t)`` takes the word attention of the (input, role, query, target) pairs and
+    returns (b_s, role_s, scores, n_queries, n_undefined).  ``mass``: the share of the query word's mass on
+    the target words' pieces (reference: the word's row mass); ``ratio``: the reference sieve ratio
+    (reference: the word's uniform reference, ``aggregation`` as configured)."""
+    if opts["score"] == "mass":
         row_mass = batch.word_abar * batch.lengths[:, None, None]
-        values = batch.word_values(b, q, t, "sum")
-        return mass_from_pairs(values, b, r, q, row_mass, share, opts["max_uniform_share"])
-    res = sieve_from_pairs(batch.word_values(b, q, t, opts["aggregation"]), b, r, q, batch.word_abar)
-    return (*res, np.zeros(len(res[0]), dtype=np.int64))
+
+        def mass(values, b, r, q, t):
+            share = batch.piece_counts[b, t] / batch.lengths[b]
+            return mass_from_pairs(values, b, r, q, row_mass, share, opts["max_uniform_share"])
+
+        return "sum", row_mass, mass
+
+    def ratio(values, b, r, q, t):
+        res = sieve_from_pairs(values, b, r, q, batch.word_abar)
+        return (*res, np.zeros(len(res[0]), dtype=np.int64))
+
+    return opts["aggregation"], batch.word_abar, ratio
 
 
 def block_form(opts: dict) -> str:
