@@ -389,3 +389,12 @@ def test_finetuned_seeds_wiring_dry_run(tmp_path, data):
     after = compare.split("--after")[1].split("--seeds")[0]
     positions = [after.index(f"results/{k}/ewt/") for k in ("minilm--sst2--seed2", "minilm--sst2", "minilm--sst2--seed7")]
     assert positions == sorted(positions)  # each table sits at its seed's place
+
+
+def test_bad_arguments_give_one_line_in_the_terminal_and_the_log(tmp_path):
+    log = tmp_path / "step.log"
+    proc = run_cli("--log", str(log), "roles-report", "--tests", "t.parquet")
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("headsieve: error: headsieve roles-report: the following arguments are required")
+    assert log.read_text().rstrip().splitlines()[-1] == lines[0]

@@ -740,8 +740,15 @@ def pick_device(name: str) -> str:
 # ---------------------------------------------------------------- entry
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line (``headsieve: error: ...``, status 2) that also reaches the log."""
+
+    def error(self, message):
+        raise HeadsieveError(f"{self.prog}: {message}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="headsieve", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="headsieve", description=__doc__.splitlines()[0])
     parser.add_argument("--log", default=None, help="write the log and progress here (errors also go to stderr)")
     subs = parser.add_subparsers(dest="command", required=True)
     for name, (factory, help) in COMMANDS.items():
@@ -757,8 +764,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except HeadsieveError as err:  # raised by an argument's type (bad JSON, a bad number): one line, no traceback
-        print(f"headsieve: error: {err}", file=sys.stderr, flush=True)
+    except HeadsieveError as err:  # a bad argument (bad JSON, a bad number, a missing option): one line
+        _report(f"headsieve: error: {err}", _early_log(argv), close=True)
         return 2
     if getattr(args, "threads", None):
         # before torch is imported: the thread pools' sizes change how some kernels split their work, and
@@ -798,11 +805,27 @@ def main(argv=None) -> int:
     return 0
 
 
-def _report(line: str, log_file) -> None:
-    """The one error line goes to the terminal, and into the log file when there is one."""
+def _report(line: str, log_file, close: bool = False) -> None:
+    """The one error line goes to the terminal, and into the log file when there is one (closed after it
+    when ``close``: a log opened only for this line)."""
     print(line, file=sys.__stderr__, flush=True)
     if log_file is not None:
         print(line, file=log_file, flush=True)
+        if close:
+            log_file.close()
+
+
+def _early_log(argv):
+    """The --log file of a command line whose arguments did not parse (opened for the error line), or None."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--log", default=None)
+    known, _ = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if not known.log:
+        return None
+    try:
+        return open(known.log, "a", encoding="utf-8")
+    except OSError:
+        return None
 
 
 if __name__ == "__main__":
