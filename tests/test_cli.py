@@ -213,8 +213,8 @@ def test_pickle_weights_only_when_allowed(tmp_path, tiny_bert):
         assert torch.equal(got, want), name  # the pickled weights, not a fresh initialisation
 
 
-def test_full_disk_is_one_line(tmp_path, tiny_bert, data):
-    """A write that fails for want of space (here a file size limit: EFBIG) is one line; the traceback is logged."""
+def run_with_file_size_limit(*args, limit_bytes=50_000):
+    """The CLI with writes limited to ``limit_bytes`` per file (EFBIG, as a full disk gives ENOSPC)."""
     import resource
     import signal
     import subprocess
@@ -222,17 +222,34 @@ def test_full_disk_is_one_line(tmp_path, tiny_bert, data):
 
     def limit():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
-    out = tmp_path / "tokens.parquet"
-    log = tmp_path / "t.log"
-    corpus = data / "ud/UD_English-EWT/en_ewt-ud-dev.conllu"
-    args = tokenize_args({"source": str(tiny_bert)}, corpus, out, log=log)
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "headsieve", *args], capture_output=True, text=True, preexec_fn=limit,
         env=dict(os.environ, HF_HUB_OFFLINE="1"),
     )  # fmt: skip
+
+
+def test_full_disk_is_one_line(tmp_path, tiny_bert, data):
+    """A write that fails for want of space (here a file size limit: EFBIG) is one line; the traceback is logged."""
+    out = tmp_path / "tokens.parquet"
+    log = tmp_path / "t.log"
+    corpus = data / "ud/UD_English-EWT/en_ewt-ud-dev.conllu"
+    proc = run_with_file_size_limit(*tokenize_args({"source": str(tiny_bert)}, corpus, out, log=log))
     refused(proc, "tokens.parquet: cannot write (", out)
     assert "free space or raise the limit, then rerun" in proc.stderr
     assert not list(tmp_path.glob(".tokens.parquet.tmp-*"))
     assert "Traceback" in log.read_text()  # the traceback stays in the log
+
+
+def test_full_disk_during_a_download_is_not_called_a_network_problem(tmp_path):
+    import hashlib
+
+    source = tmp_path / "big.bin"
+    source.write_bytes(bytes(range(256)) * 800)
+    out = tmp_path / "data" / "big.bin"
+    proc = run_with_file_size_limit(
+        "fetch", "--url", source.as_uri(), "--sha256", hashlib.sha256(source.read_bytes()).hexdigest(), "--output", str(out)
+    )
+    line = refused(proc, "big.bin: cannot write (", out)
+    assert "no network" not in line

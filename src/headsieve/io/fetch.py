@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 from headsieve.errors import HeadsieveError
-from headsieve.io.atomic import atomic_path
+from headsieve.io.atomic import atomic_path, write_errors
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,9 @@ def fetch(url: str, sha256: str, output: str | os.PathLike, member: str | None =
     with tempfile.TemporaryDirectory(dir=output.parent if output.parent.exists() else None) as tmpdir:
         download = Path(tmpdir) / "download"
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp, open(download, "wb") as fh:
-                shutil.copyfileobj(resp, fh, 1 << 20)
+            with write_errors(output):  # a full disk is not a network problem
+                with urllib.request.urlopen(url, timeout=timeout) as resp, open(download, "wb") as fh:
+                    shutil.copyfileobj(resp, fh, 1 << 20)
         except (urllib.error.URLError, OSError, ValueError) as err:
             reason = getattr(err, "reason", None) or err
             raise HeadsieveError(f"cannot download {url}: {reason} (no network? use a local data_dir mirror)") from None
