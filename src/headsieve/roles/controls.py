@@ -68,10 +68,14 @@ def decoy_targets(heads: np.ndarray, usable: np.ndarray, targets: np.ndarray) ->
 
 
 def pair_shapes(batch: Batch, b, q, t) -> np.ndarray:
-    """[P, 5] int64 (input, word offset, query pieces, target pieces, first-piece offset) of word pairs."""
+    """[P] int64 code of (input, word offset, query pieces, target pieces, first-piece offset) of word pairs:
+    equal codes, equal shapes in the same input."""
     counts = batch.piece_counts.astype(np.int64)
     first = batch.membership.argmax(-1).astype(np.int64)  # first piece of each word
-    return np.stack([b, t - q, counts[b, q], counts[b, t], first[b, t] - first[b, q]], axis=1)
+    W, N = counts.shape[1], batch.A.shape[1]  # |word offset| < W, pieces <= N, |piece offset| < N
+    code = np.asarray(b, dtype=np.int64) * (2 * W + 1) + (t - q + W)
+    code = (code * (N + 1) + counts[b, q]) * (N + 1) + counts[b, t]
+    return code * (2 * N + 1) + (first[b, t] - first[b, q] + N)
 
 
 # ------------------------------------------------------------------ control scores
@@ -94,8 +98,8 @@ def control_values(batch: Batch, b, q, t, decoys, aggregation: str, reference: n
     if len(db) == 0:
         return own, np.zeros(len(b), dtype=bool)
     shapes = np.concatenate([pair_shapes(batch, b, q, t), pair_shapes(batch, db, dq, dt)])
-    _, group = np.unique(shapes, axis=0, return_inverse=True)
-    group = group.ravel().astype(np.int64)
+    _, group = np.unique(shapes, return_inverse=True)
+    group = group.astype(np.int64)
     true_group, decoy_group = group[: len(b)], group[len(b) :]
     with np.errstate(divide="ignore", invalid="ignore"):
         normalised = batch.word_values(db, dq, dt, aggregation) / reference[db, dq]
