@@ -111,6 +111,23 @@ def test_colocation_against_chance_on_planted_labels():
     assert table.loc[table.scope == "all", "layer"].isna().all()
 
 
+def test_colocation_with_the_positionally_controlled_labels():
+    """Syntactic labels that do not survive the positional control do not count in the controlled table."""
+    heads = [(a, b) for a in range(6) for b in range(12)]
+    local = set(heads[:12])
+    tests = label_table({"local": local, "syntactic": local | set(heads[60:62]), "cls": set(heads[30:40])})
+    survives = tests["role"].eq("syntactic") & tests.apply(lambda r: (r.layer, r["head"]) in set(heads[60:62]), axis=1)
+    tests["label_controlled"] = survives  # as the control writes it: False for roles without a control
+    reference = colocation_tests(tests).set_index(["scope", "role_a", "role_b"])
+    controlled = colocation_tests(tests, controlled=True).set_index(["scope", "role_a", "role_b"])
+    assert (reference["labels"] == "reference").all() and (controlled["labels"] == "controlled").all()
+    assert reference.loc[("all", "local", "syntactic"), "observed"] == 12
+    assert reference.loc[("all", "local", "syntactic"), "enriched"]
+    assert controlled.loc[("all", "local", "syntactic"), "observed"] == 0
+    assert controlled.loc[("all", "local", "syntactic"), "n_b"] == 2
+    assert controlled.loc[("all", "local", "cls"), "n_a"] == 12  # roles without a control keep their labels
+
+
 def test_colocation_null_rate_at_most_alpha():
     """Roles that fall on heads independently are called enriched at most at the nominal rate."""
     rng = np.random.default_rng(1)

@@ -362,6 +362,9 @@ def cmd_roles_report(sub):
         plots.p_values(tests, figures / "pvalues", title)
         colocation = colocation_tests(tests, correction=str(first["correction"]))
         plots.colocation_figure(tests, colocation, figures / "colocation", title)
+        if "label_controlled" in tests:  # the syntactic labels that hold against the positional control, too
+            controlled = colocation_tests(tests, correction=str(first["correction"]), controlled=True)
+            colocation = pd.concat([colocation, controlled], ignore_index=True)
         stability = label_stability(read_scores(args.scores), tests, seed=args.stability_seed, n_boot=args.bootstrap)
         tables = Path(args.tables)
         write_frame(colocation, tables / "colocation.parquet")
@@ -723,6 +726,59 @@ def cmd_multilingual_pruning(sub):
         drops = relative_drops(evaluations)
         write_frame(drops, args.output)
         drop_heatmap(drops, language_facts(), args.figure, args.title)
+
+    return run
+
+
+# -- multilingual study (issue 15 item 6): random-pruning curves and per-layer fine-tuning influence
+
+
+@command("multilingual-effects", "one fine-tuned model: metric under random head masks of every share, and layer CKA")
+def cmd_multilingual_effects(sub):
+    sub.add_argument("--finetuned", required=True)
+    sub.add_argument("--model", required=True)
+    sub.add_argument("--model-spec", type=_json, required=True)
+    sub.add_argument("--task", required=True)
+    sub.add_argument("--eval-spec", type=_json, required=True)
+    sub.add_argument("--eval", nargs="+", required=True)
+    sub.add_argument("--task-options", type=_json, required=True)
+    sub.add_argument("--fractions", type=_json_list, required=True)
+    sub.add_argument("--draws", type=int, default=1)
+    sub.add_argument("--cka-examples", type=int, default=256)
+    sub.add_argument("--seed", type=int, required=True)
+    sub.add_argument("--batch-size", type=int, default=64)
+    sub.add_argument("--curve", required=True, help="output: evaluations under random masks (parquet)")
+    sub.add_argument("--cka", required=True, help="output: CKA per layer (parquet)")
+    sub.add_argument("--threads", type=int, default=1)
+    sub.add_argument("--device", default="auto")
+
+    def run(args):
+        from headsieve.multilingual.jobs import finetune_effects
+
+        _setup_torch(args.threads, args.seed)
+        finetune_effects(
+            args.finetuned, args.model, args.model_spec, args.eval_spec, args.eval, args.task_options, args.fractions,
+            args.draws, args.cka_examples, args.batch_size, args.seed, args.task, args.curve, args.cka,
+            pick_device(args.device),
+        )  # fmt: skip
+
+    return run
+
+
+@command("multilingual-study", "random-pruning curves and layer CKA of all seeds -> tables, tests, figures, summary.md")
+def cmd_multilingual_study(sub):
+    sub.add_argument("--curves", nargs="+", required=True)
+    sub.add_argument("--cka", nargs="+", required=True)
+    sub.add_argument("--metric", default="accuracy")
+    sub.add_argument("--compare", nargs=2, required=True, metavar=("BERT", "MULTILINGUAL"))
+    sub.add_argument("--output", required=True, help="folder for the tables and summary.md")
+    sub.add_argument("--figures", required=True)
+    sub.add_argument("--title", required=True)
+
+    def run(args):
+        from headsieve.multilingual.jobs import study_report
+
+        study_report(args.curves, args.cka, args.metric, args.compare, args.output, args.figures, args.title)
 
     return run
 

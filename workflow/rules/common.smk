@@ -269,6 +269,8 @@ def all_targets():
         targets.append(f"results/{model}/multilingual/similarity_by_fact.parquet")
     for task in block["prunability"]["tasks"]:
         targets.append(f"results/multilingual/{task}/relative_drops.parquet")
+    if block["study"]["models"] and block["study"]["tasks"]:  # multilingual study (issue 15 item 6)
+        targets.append("results/multilingual/summary.md")
     for model in config["pruning"]["models"]:
         for task in config["pruning"]["tasks"]:
             targets.append(f"results/{model}/{task}/pruning/comparisons.parquet")

@@ -151,7 +151,16 @@ def summary_markdown(tests: pd.DataFrame, title: str, colocation: pd.DataFrame |
 
 
 def colocation_lines(colocation: pd.DataFrame, top: int = 5) -> list[str]:
-    """Summary lines: pairs of roles (not nested by definition) sharing heads more / less than chance."""
+    """Summary lines: pairs of roles (not nested by definition) sharing heads more / less than chance (for
+    each kind of labels in the table: reference, and controlled where the positional control ran)."""
+    kinds = list(dict.fromkeys(colocation["labels"])) if "labels" in colocation and len(colocation) else [None]
+    if len(kinds) > 1:
+        lines = []
+        for kind in kinds:
+            sub = colocation_lines(colocation[colocation["labels"] == kind], top)
+            lines += [sub[0].replace("- roles sharing heads", f"- roles sharing heads ({kind} syntactic labels)", 1)]
+            lines += sub[1:]
+        return lines
     overall = colocation[colocation["scope"] == "all"]
     tested = int(overall["p"].notna().sum())
     if overall.empty:
@@ -192,7 +201,16 @@ def _hypergeom_tails(observed, n_heads, n_a, n_b):
     return np.where(testable, upper, np.nan), np.where(testable, lower, np.nan)
 
 
-def colocation_tests(tests: pd.DataFrame, correction: str = "bh") -> pd.DataFrame:
+def role_labels(tests: pd.DataFrame, controlled: bool = False) -> pd.Series:
+    """The labels of a tests table: ``label``, or with ``controlled`` the positional control's
+    ``label_controlled`` for the syntactic roles (``label`` for the others, which have no control)."""
+    if not controlled:
+        return tests["label"].astype(bool)
+    syntactic = tests["role"].astype(str).map(role_family) == "syntactic"
+    return tests["label"].astype(bool).where(~syntactic, tests["label_controlled"].fillna(False).astype(bool))
+
+
+def colocation_tests(tests: pd.DataFrame, correction: str = "bh", controlled: bool = False) -> pd.DataFrame:
     """Do two roles share heads more (or less) often than chance?  One row per pair of roles not nested by
     definition (:func:`headsieve.roles.targets.nested`) and scope: ``all`` heads of the model, and each
     ``layer`` on its own.
@@ -203,8 +221,10 @@ def colocation_tests(tests: pd.DataFrame, correction: str = "bh") -> pd.DataFram
     Each scope (the overall rows; the per-layer rows together) is one family, corrected by ``correction``
     (the tests' own correction); pairs whose margins fix the count (a role held by no head or by all) have
     no test (NaN) and do not count.  ``enriched`` / ``depleted``: adjusted p below the tests' alpha.
+    ``controlled``: the syntactic roles' labels are those that hold against the positional control
+    (:func:`role_labels`); column ``labels`` says which (reference / controlled).
     """
-    labelled = tests[tests["label"]]
+    labelled = tests[role_labels(tests, controlled)]
     alpha = float(tests["alpha"].iloc[0])
     pairs = _role_pairs(tests["role"].astype(str).unique())
     layers = sorted(int(x) for x in tests["layer"].unique())
@@ -220,6 +240,7 @@ def colocation_tests(tests: pd.DataFrame, correction: str = "bh") -> pd.DataFram
             rows.append((scope, layer, a, b, len(population), len(ha), len(hb), len(ha & hb)))
     first = tests.iloc[0]
     out = pd.DataFrame(rows, columns=["scope", "layer", "role_a", "role_b", "n_heads", "n_a", "n_b", "observed"])
+    out.insert(0, "labels", "controlled" if controlled else "reference")
     out.insert(0, "corpus", str(first["corpus"]))
     out.insert(0, "model", str(first["model"]))
     out["layer"] = out["layer"].astype("Int16")
