@@ -135,3 +135,102 @@ rule multilingual_pruning:
     shell:
         "headsieve --log {log:q} multilingual-pruning --evaluations {input:q} --output {output.drops:q}"
         " --figure {params.figure:q} --title {params.title:q}"
+
+
+# -- the study (issue 15 item 6): relative drop by share of heads pruned at random, BERT against the
+# multilingual encoder, and how much fine-tuning moves each layer (linear CKA before against after).
+
+
+def study_items():
+    """(model, task, seed) of every fine-tuned model the study reads."""
+    block = config["multilingual"]["study"]
+    return [(m, t, s) for m in block["models"] for t in block["tasks"] for s in block["seeds"]]
+
+
+rule multilingual_effects:
+    input:
+        finetuned="results/{model}/{task}/seed{seed}/finetuned",
+        eval=lambda w: task_file(w.task, "eval"),
+        model=model_inputs,
+    output:
+        curve="results/{model}/{task}/seed{seed}/random_curve.parquet",
+        cka="results/{model}/{task}/seed{seed}/layer_cka.parquet",
+    log:
+        "logs/{model}/{task}/seed{seed}/multilingual_effects.log",
+    benchmark:
+        "benchmarks/{model}/{task}/seed{seed}/multilingual_effects.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=gpu_count,
+        batch_size=config["pruning"]["eval_batch_size"],
+    params:
+        model_spec=lambda w: model_spec_json(w.model),
+        eval_spec=lambda w: task_corpus_json(w.task, "eval"),
+        task=lambda w: task_json(w.task),
+        fractions=json.dumps(config["multilingual"]["study"]["fractions"]),
+        draws=config["multilingual"]["study"]["draws"],
+        cka_examples=config["multilingual"]["study"]["cka_examples"],
+        device=config["device"],
+    shell:
+        "headsieve --log {log:q} multilingual-effects --finetuned {input.finetuned:q} --model {wildcards.model:q}"
+        " --model-spec {params.model_spec:q} --task {wildcards.task:q} --eval-spec {params.eval_spec:q}"
+        " --eval {input.eval:q} --task-options {params.task:q} --fractions {params.fractions:q}"
+        " --draws {params.draws} --cka-examples {params.cka_examples} --seed {wildcards.seed}"
+        " --batch-size {resources.batch_size} --curve {output.curve:q} --cka {output.cka:q}"
+        " --threads {threads} --device {params.device:q}"
+
+
+rule multilingual_study:
+    input:
+        curves=lambda w: [
+            f"results/{m}/{t}/seed{s}/random_curve.parquet" for m, t, s in study_items()
+        ],
+        cka=lambda w: [
+            f"results/{m}/{t}/seed{s}/layer_cka.parquet" for m, t, s in study_items()
+        ],
+    output:
+        curves="results/multilingual/fraction_curves.parquet",
+        summary="results/multilingual/fraction_summary.parquet",
+        tests="results/multilingual/fraction_tests.parquet",
+        cka="results/multilingual/layer_cka.parquet",
+        influence="results/multilingual/layer_influence.parquet",
+        markdown="results/multilingual/summary.md",
+        fig_curves=report(
+            "results/multilingual/figures/fraction_curves.png",
+            caption="../report/fraction_curves.rst",
+            category="Multilingual",
+            subcategory="BERT against the multilingual encoder",
+        ),
+        fig_influence=report(
+            "results/multilingual/figures/layer_influence.png",
+            caption="../report/layer_influence.rst",
+            category="Multilingual",
+            subcategory="BERT against the multilingual encoder",
+        ),
+        pdfs=multiext(
+            "results/multilingual/figures/", "fraction_curves.pdf", "layer_influence.pdf"
+        ),
+    log:
+        "logs/multilingual/multilingual_study.log",
+    benchmark:
+        "benchmarks/multilingual/multilingual_study.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        metric=config["multilingual"]["study"]["metric"],
+        compare=config["multilingual"]["study"]["models"][:2],
+        title="random pruning",
+        tables=folder_of("curves"),
+        figures=folder_of("fig_curves"),
+    shell:
+        "headsieve --log {log:q} multilingual-study --curves {input.curves:q} --cka {input.cka:q}"
+        " --metric {params.metric:q} --compare {params.compare:q} --output {params.tables:q}"
+        " --figures {params.figures:q} --title {params.title:q}"

@@ -73,3 +73,58 @@ def drop_heatmap(drops: pd.DataFrame, facts: pd.DataFrame, stem, title: str):
     fig.colorbar(img, ax=axes[0].tolist(), shrink=0.8).set_label("relative drop of the metric")
     fig.suptitle(f"{title}: relative drop when one layer (or band) of heads is pruned")
     return save(fig, stem)
+
+
+def _model_colours(models) -> dict:
+    cmap = plt.get_cmap("tab10")
+    return {m: cmap(k % 10) for k, m in enumerate(sorted(models))}
+
+
+def fraction_curves(summary: pd.DataFrame, curves: pd.DataFrame, stem, title: str):
+    """Relative drop against the share of heads pruned at random, one panel per task, one line per model:
+    mean over seeds with its confidence band, each seed as a faint line."""
+    tasks = sorted(summary["task"].unique())
+    colours = _model_colours(summary["model"].unique())
+    fig, axes = grid(len(tasks), cols=min(3, len(tasks)), size=(4.4, 3.6))
+    for ax, task in zip(axes, tasks):
+        for model, g in summary[summary["task"] == task].groupby("model", sort=True):
+            g = g.sort_values("fraction")
+            ax.plot(g["fraction"], g["mean"], marker="o", color=colours[model], label=f"{model} (n={int(g['seeds'].max())} seeds)")
+            ax.fill_between(g["fraction"], g["ci_low"], g["ci_high"], color=colours[model], alpha=0.2, linewidth=0)
+            seeds = curves[(curves["task"] == task) & (curves["model"] == model)]
+            for _, s in seeds.groupby("seed"):
+                s = s.sort_values("fraction")
+                ax.plot(s["fraction"], s["relative_drop"], color=colours[model], alpha=0.3, linewidth=0.7)
+        ax.axhline(0, color="grey", linewidth=0.6)
+        metric = summary.loc[summary["task"] == task, "metric"].iloc[0]
+        ax.set_xlabel("share of heads pruned at random")
+        ax.set_ylabel(f"relative drop of {metric}")
+        ax.set_title(task)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{title}: relative drop by share of heads pruned (mean, 95% CI over seeds)")
+    return save(fig, stem)
+
+
+def layer_influence(cka: pd.DataFrame, stem, title: str, level: float = 0.95):
+    """1 - CKA of each layer's outputs before against after fine-tuning, over relative depth, one panel per
+    task, one line per model (mean over seeds with a t-interval band)."""
+    from scipy import stats
+
+    tasks = sorted(cka["task"].unique())
+    colours = _model_colours(cka["model"].unique())
+    fig, axes = grid(len(tasks), cols=min(3, len(tasks)), size=(4.4, 3.6))
+    for ax, task in zip(axes, tasks):
+        for model, g in cka[(cka["task"] == task) & (cka["layer"] > 0)].groupby("model", sort=True):
+            change = (1.0 - g.pivot(index="seed", columns="layer", values="cka")).sort_index(axis=1)
+            depth = change.columns.to_numpy(float) / float(g["n_layers"].iloc[0])
+            mean = change.mean().to_numpy()
+            n = len(change)
+            half = stats.t.ppf(0.5 + level / 2, n - 1) * change.std(ddof=1).to_numpy() / np.sqrt(n) if n > 1 else np.zeros_like(mean)
+            ax.plot(depth, mean, marker="o", color=colours[model], label=f"{model} ({n} seeds)")
+            ax.fill_between(depth, mean - half, mean + half, color=colours[model], alpha=0.2, linewidth=0)
+        ax.set_xlabel("relative depth (layer / layers)")
+        ax.set_ylabel("1 - linear CKA (before vs after)")
+        ax.set_title(task)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{title}: how much fine-tuning moves each layer's outputs")
+    return save(fig, stem)
