@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -117,3 +118,55 @@ def test_index_parquet_columns_are_explicit(tmp_path, rows, model):
     schema = pq.read_schema(tmp_path / "d" / "index.parquet")
     assert schema.field("n_pieces").type == "int32"
     assert schema.metadata[b"headsieve_dump_format"] == b"1"
+
+
+# ---------------------------------------------------------------- issue 18: index structure and coverage
+
+
+def small_dump(folder, n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    writer = ShardWriter(folder, "m", "c", shard_bytes=10_000)
+    for k in range(n):
+        writer.add(k, f"s{k}", rng.dirichlet(np.ones(4), size=(1, 2, 4)).astype(np.float16), [k, 1, 2, 3])
+    writer.close()
+    return folder
+
+
+def rewrite_index(folder, edit):
+    table = pq.read_table(folder / "index.parquet")
+    rows = table.to_pylist()
+    edit(rows)
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), folder / "index.parquet")
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda rows: rows.__setitem__(1, dict(rows[1], offset=rows[0]["offset"] + 4)), "sentences 's0' and 's1' overlap in shard-00000.npz"),
+        (lambda rows: rows.__setitem__(2, dict(rows[2], sentence_index=0)), "sentence_index 0 is listed twice (rows 1 and 3)"),
+        (lambda rows: rows.__setitem__(2, dict(rows[2], n_heads=3)), "sentences with different numbers of layers or heads"),
+        (lambda rows: rows.__setitem__(0, dict(rows[0], shard="/tmp/x.npz")), "shard '/tmp/x.npz' is not a plain .npz file name"),
+        (lambda rows: rows.pop(), "2 sentences listed, but the dump was written with 3"),
+    ],
+)
+def test_index_structure_is_checked(tmp_path, edit, message):
+    folder = small_dump(tmp_path / "d")
+    rewrite_index(folder, edit)
+    with pytest.raises(HeadsieveError) as err:
+        read_index(folder)
+    assert message in str(err.value)
+
+
+def test_coverage_both_ways(tmp_path):
+    from headsieve.io.shards import check_coverage
+
+    folder = small_dump(tmp_path / "d")
+    index = read_index(folder)
+    expected = {k: input_crc([k, 1, 2, 3]) for k in range(3)}
+    check_coverage(index, expected, folder, "tokens.parquet")  # exactly the inputs: passes
+    with pytest.raises(HeadsieveError, match=r"1 of the 4 inputs of tokens.parquet are not in the dump \(first: sentence_index 3\)"):
+        check_coverage(index, {**expected, 3: 7}, folder, "tokens.parquet")
+    with pytest.raises(HeadsieveError, match=r"1 sentences are not in tokens.parquet \(first: sentence_index 2\)"):
+        check_coverage(index, {0: expected[0], 1: expected[1]}, folder, "tokens.parquet")
+    with pytest.raises(HeadsieveError, match="made from other token ids than those in tokens.parquet"):
+        check_coverage(index, {**expected, 2: 12345}, folder, "tokens.parquet")

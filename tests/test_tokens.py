@@ -138,3 +138,32 @@ def test_records_table_schema(bert_tokenizer, tmp_path):
     assert table.num_rows == 2
     assert table.column("model").to_pylist() == ["m", "m"]
     assert table.column("n_pieces").to_pylist() == [4, 3]
+
+
+def test_duplicates_are_found_and_the_first_copy_kept():
+    from headsieve.tokens import drop_duplicates
+
+    examples = [
+        Example("0", "a b", "c", "x", 0, 2),
+        Example("1", "a b", "d", "x", 0, 3),  # same first text, another second text: not a copy
+        Example("2", "a b", "c", "y", 1, 4),  # the same pair (another label): a copy of 0
+        Example("3", "a b", "c", "x", 0, 5),
+    ]
+    kept, dropped = drop_duplicates(examples, lambda e: (e.text_a, e.text_b), lambda e: e.example_id)
+    assert [e.example_id for e in kept] == ["0", "1"]
+    assert dropped == [("2", "0"), ("3", "0")]
+
+
+def test_provenance_is_recorded_in_the_table(bert_tokenizer, tmp_path):
+    import pyarrow.parquet as pq
+
+    from headsieve.io.atomic import write_table
+    from headsieve.tokens import read_provenance
+
+    recs, _ = encode_sentences(bert_tokenizer, [sentence(["a", "b"])], 16)
+    write_table(records_table(recs, "m", "c", {"max_length": 16, "input_sha256": "ab"}), tmp_path / "t.parquet")
+    record = read_provenance(tmp_path / "t.parquet")
+    assert record == {"max_length": 16, "input_sha256": "ab", "model": "m", "corpus": "c", "n_inputs": 1}
+    assert pq.read_table(tmp_path / "t.parquet").num_rows == 1
+    write_table(records_table(recs, "m", "c"), tmp_path / "plain.parquet")
+    assert read_provenance(tmp_path / "plain.parquet") == {}
