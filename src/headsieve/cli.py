@@ -98,6 +98,32 @@ def cmd_fetch(sub):
     return run
 
 
+@command("parse", "text without gold trees -> CoNLL-U with a spaCy parser's trees (name and version recorded)")
+def cmd_parse(sub):
+    sub.add_argument("--corpus", required=True, help="key of the parsed corpus (for messages)")
+    sub.add_argument("--source-spec", required=True, type=_json, help="config entry of the corpus to parse")
+    sub.add_argument("--input", nargs="+", required=True, help="the source corpus file(s)")
+    sub.add_argument("--parser", required=True, help="installed spaCy pipeline package, e.g. en_core_web_sm")
+    sub.add_argument("--output", required=True)
+
+    def run(args):
+        from headsieve.io.atomic import write_text
+        from headsieve.io.parse import conllu_text, load_parser, parse_texts, parser_id
+        from headsieve.io.sources import source_texts
+        from headsieve.progress import progress_bar
+
+        items = source_texts(args.corpus, args.source_spec, args.input)
+        nlp = load_parser(args.parser)
+        name = parser_id(nlp)
+        log.info("parsing %d inputs of %s with %s", len(items), args.input, name)
+        with progress_bar(total=len(items), desc="parse") as bar:
+            sentences, stats = parse_texts(nlp, items, progress=bar)
+        log.info("parsed: %s", stats.summary())
+        write_text(conllu_text(sentences, name), args.output)
+
+    return run
+
+
 # ---------------------------------------------------------------- tokens and attention
 
 

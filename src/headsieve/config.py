@@ -93,6 +93,10 @@ def validate_config(config: dict, schema_path: str | os.PathLike) -> dict:
     return config
 
 
+#: corpus formats that hold trees and no labels (a parsed corpus is written as CoNLL-U)
+TREEBANK_FORMATS = ("conllu", "parsed")
+
+
 def _check_references(config: dict) -> None:
     models, corpora = config.get("models", {}), config.get("corpora", {})
     for section in ("attention", "roles"):
@@ -114,8 +118,10 @@ def _check_references(config: dict) -> None:
             corpus = task[split]
             if corpus not in corpora:
                 raise HeadsieveError(f"config key 'tasks.{key}.{split}': unknown corpus '{corpus}'")
-            if corpora[corpus]["format"] == "conllu":
-                raise HeadsieveError(f"config key 'tasks.{key}.{split}': corpus '{corpus}' has no labels (conllu)")
+            if corpora[corpus]["format"] in TREEBANK_FORMATS:
+                raise HeadsieveError(
+                    f"config key 'tasks.{key}.{split}': corpus '{corpus}' has no labels ({corpora[corpus]['format']})"
+                )
     for i, key in enumerate((config.get("roles") or {}).get("finetuned", [])):
         if key not in tasks:
             raise HeadsieveError(f"config key 'roles.finetuned[{i}]': unknown task '{key}'")
@@ -159,11 +165,14 @@ def _check_references(config: dict) -> None:
             raise HeadsieveError(f"config key 'multilingual.prunability.tasks[{i}]': unknown task '{key}'")
     for task, evals in (prunability.get("evaluations") or {}).items():
         for language, corpus in evals.items():
-            if corpus not in corpora or corpora[corpus]["format"] == "conllu":
+            if corpus not in corpora or corpora[corpus]["format"] in TREEBANK_FORMATS:
                 raise HeadsieveError(
                     f"config key 'multilingual.prunability.evaluations.{task}.{language}': '{corpus}' is not a labelled corpus"
                 )
     for key, spec in corpora.items():
+        if spec["format"] == "parsed":
+            _check_parsed(key, spec, corpora)
+            continue
         if spec["format"] == "glue" and "task" not in spec:
             raise HeadsieveError(f"config key 'corpora.{key}.task': a glue corpus needs a task")
         if spec.get("task") == "custom" and not ("columns" in spec and "labels" in spec):
@@ -172,6 +181,18 @@ def _check_references(config: dict) -> None:
             raise HeadsieveError(f"config key 'corpora.{key}': give a path (under data_dir) or a url with its sha256")
         if "url" in spec and "sha256" not in spec:
             raise HeadsieveError(f"config key 'corpora.{key}.sha256': a url needs its sha256")
+
+
+def _check_parsed(key: str, spec: dict, corpora: dict) -> None:
+    """A parsed corpus names a single-text corpus to parse and the spaCy pipeline that parses it."""
+    for needed in ("source", "parser"):
+        if needed not in spec:
+            raise HeadsieveError(f"config key 'corpora.{key}.{needed}': a parsed corpus needs a {needed}")
+    source = spec["source"]
+    if source not in corpora:
+        raise HeadsieveError(f"config key 'corpora.{key}.source': unknown corpus '{source}'")
+    if corpora[source]["format"] == "parsed":
+        raise HeadsieveError(f"config key 'corpora.{key}.source': '{source}' is a parsed corpus itself")
 
 
 # ---------------------------------------------------------------- settings shared with the command line (H6)
