@@ -69,7 +69,7 @@ rule finetune:
         "benchmarks/{model}/{task}/seed{seed}/finetune.tsv"
     conda:
         "../../envs/headsieve.yaml"
-    threads: 2
+    threads: 1  # one each: on 2 cores, two fine-tunings run side by side
     resources:
         mem_mb=8000,
         runtime=240,
