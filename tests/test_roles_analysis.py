@@ -35,7 +35,8 @@ def synthetic_scores(rng, n_sent=60, roles=("local", "prev", "cls", "delimiter",
     """Per-sentence scores of every head and role: ``base`` plus the planted shift of (layer, head, role),
     plus normal noise; roles in ``sparse`` have no score (NaN) in about a third of the sentences."""
     planted = planted or {}
-    s, layer, head, role = np.meshgrid(np.arange(n_sent), np.arange(L), np.arange(H), np.arange(len(roles)), indexing="ij")
+    grid = np.meshgrid(np.arange(n_sent), np.arange(L), np.arange(H), np.arange(len(roles)), indexing="ij")
+    s, layer, head, role = grid
     s, layer, head, role = s.ravel(), layer.ravel(), head.ravel(), role.ravel()
     names = np.array(roles)[role]
     shift = np.array([planted.get((int(a), int(b), str(r)), 0.0) for a, b, r in zip(layer, head, names)])
@@ -165,7 +166,8 @@ def test_weighted_labels_reproduce_role_tests():
     w[a] = 1
     half = weighted_labels(cube, w)[:, 0]
     direct = role_tests(scores[scores.sentence_index.isin(cube.sentences[a])], tau=0.4, alpha=0.05, correction="bh")
-    merged = cube.units.assign(half=half).merge(direct.assign(role=direct.role.astype(str)), on=["layer", "head", "role"])
+    direct = direct.assign(role=direct.role.astype(str))
+    merged = cube.units.assign(half=half).merge(direct, on=["layer", "head", "role"])
     assert len(merged) == len(cube.units) and (merged["half"] == merged["label"]).all()
     assert merged["label"].sum() >= len(planted)
     # a sentence counted twice weighs as two copies of it
@@ -241,7 +243,8 @@ def test_paired_change_over_seeds_on_planted_shifts():
     # the paired t test is Student's paired test on the same sentences
     one = change[(change.seed == 2) & (change.layer == 1) & (change["head"] == 3) & (change.role == "local")].iloc[0]
     x = before[(before.layer == 1) & (before["head"] == 3) & (before.role == "local")].sort_values("sentence_index")
-    y = after[2][(after[2].layer == 1) & (after[2]["head"] == 3) & (after[2].role == "local")].sort_values("sentence_index")
+    y = after[2][(after[2].layer == 1) & (after[2]["head"] == 3) & (after[2].role == "local")]
+    y = y.sort_values("sentence_index")
     ref = stats.ttest_rel(y.score.astype(float), x.score.astype(float))
     assert one.t == pytest.approx(ref.statistic) and one.p == pytest.approx(ref.pvalue)
     assert one.ci_low <= one.change <= one.ci_high
@@ -286,12 +289,13 @@ def test_report_on_pairs_without_trees(tmp_path):
     """A pair corpus (GLUE, no trees): piece roles and block only, no relation; the report still draws everything."""
     rng = np.random.default_rng(6)
     planted = {(0, 1, "block"): 0.5, (1, 1, "local"): 0.5, (2, 2, "sep"): 0.5, (2, 2, "delimiter"): 0.5}
-    scores = synthetic_scores(rng, n_sent=40, roles=("local", "prev", "next", "self", "cls", "sep", "delimiter", "block"),
-                              planted=planted)  # fmt: skip
+    piece_roles = ("local", "prev", "next", "self", "cls", "sep", "delimiter", "block")
+    scores = synthetic_scores(rng, n_sent=40, roles=piece_roles, planted=planted)
     run = write_run(tmp_path, scores)
     log = tmp_path / "report.log"
     proc = run_cli(
-        "--log", str(log), "roles-report", "--tests", str(run / "tests.parquet"), "--scores", str(run / "scores.parquet"),
+        "--log", str(log), "roles-report", "--tests", str(run / "tests.parquet"),
+        "--scores", str(run / "scores.parquet"),
         "--figures", str(run / "figures"), "--tables", str(run), "--summary", str(run / "summary.md"),
         "--bootstrap", "20",
     )  # fmt: skip
@@ -339,7 +343,8 @@ def test_failing_step_log_ends_with_traceback_and_error_line(tmp_path):
     not_parquet.write_text("not a parquet file\n")
     log = tmp_path / "step.log"
     proc = run_cli("--log", str(log), "roles-report", "--tests", str(not_parquet), "--scores", str(not_parquet),
-                   "--figures", str(tmp_path / "f"), "--tables", str(tmp_path), "--summary", str(tmp_path / "s.md"))  # fmt: skip
+                   "--figures", str(tmp_path / "f"), "--tables", str(tmp_path),
+                   "--summary", str(tmp_path / "s.md"))  # fmt: skip
     assert proc.returncode != 0
     terminal = [x for x in proc.stderr.splitlines() if x.strip()]
     assert len(terminal) == 1 and terminal[0].startswith("headsieve: error: "), proc.stderr
@@ -355,7 +360,8 @@ def test_one_line_errors_also_leave_their_traceback_in_the_log(tmp_path):
     pd.DataFrame({"role": pd.Series([], dtype=str)}).to_parquet(empty)
     log = tmp_path / "step.log"
     proc = run_cli("--log", str(log), "roles-report", "--tests", str(empty), "--scores", str(empty),
-                   "--figures", str(tmp_path / "f"), "--tables", str(tmp_path), "--summary", str(tmp_path / "s.md"))  # fmt: skip
+                   "--figures", str(tmp_path / "f"), "--tables", str(tmp_path),
+                   "--summary", str(tmp_path / "s.md"))  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"headsieve: error: {empty}: no tests"
     text = log.read_text().rstrip().splitlines()
@@ -404,7 +410,8 @@ def test_finetuned_seeds_wiring_dry_run(tmp_path, data):
     compare = [line for line in out.splitlines() if "roles-compare" in line][0]
     assert "--seeds 2 5 7" in compare and compare.count("scores.parquet") == 4
     after = compare.split("--after")[1].split("--seeds")[0]
-    positions = [after.index(f"results/{k}/ewt/") for k in ("minilm--sst2--seed2", "minilm--sst2", "minilm--sst2--seed7")]
+    keys = ("minilm--sst2--seed2", "minilm--sst2", "minilm--sst2--seed7")
+    positions = [after.index(f"results/{k}/ewt/") for k in keys]
     assert positions == sorted(positions)  # each table sits at its seed's place
 
 

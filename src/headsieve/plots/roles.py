@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from headsieve.plots.common import grid, plt, save
-from headsieve.roles.analysis import PIECE_ORDER, heads_per_layer, role_order
+from headsieve.roles.analysis import PIECE_ORDER, heads_per_layer
 from headsieve.roles.targets import nested
 
 MAIN_ROLES = PIECE_ORDER
@@ -60,7 +60,8 @@ def role_maps(tests: pd.DataFrame, roles: list[str], stem, title: str, empty_not
         if scales[role] == "share":
             img = ax.imshow(mean, origin="lower", cmap="viridis", vmin=0, vmax=1, aspect="auto")
         else:
-            img = ax.imshow(np.log2(np.clip(mean, 1 / 16, 64)), origin="lower", cmap="viridis", vmin=-2, vmax=5, aspect="auto")
+            ratio = np.log2(np.clip(mean, 1 / 16, 64))
+            img = ax.imshow(ratio, origin="lower", cmap="viridis", vmin=-2, vmax=5, aspect="auto")
         if mixed:
             fig.colorbar(img, ax=ax, shrink=0.8).set_label(SCALE_LABELS[scales[role]], fontsize=6)
         ly, hx = np.nonzero(label)
@@ -108,7 +109,8 @@ def _colocation_roles(tests: pd.DataFrame, limit: int = 12) -> list[str]:
     """Main roles present, then the relations labelled on most heads (at most ``limit``)."""
     present = set(tests["role"].astype(str))
     held = tests[tests["label"]].groupby("role", observed=True).size()
-    relations = [str(r) for r in held[held > 0].sort_values(ascending=False, kind="stable").index if str(r).startswith("dep:")]
+    by_count = held[held > 0].sort_values(ascending=False, kind="stable").index
+    relations = [str(r) for r in by_count if str(r).startswith("dep:")]
     return [r for r in MAIN_ROLES if r in present] + sorted(relations[:limit])
 
 
@@ -139,8 +141,9 @@ def colocation_figure(tests: pd.DataFrame, table: pd.DataFrame, stem, title: str
             if marks[i, j]:
                 bold = significant[i, j]
                 light = bold and abs(ratio[i, j]) > 1.2
+                colour = "white" if light else ("black" if bold else "0.3")
                 ax.text(j, i, marks[i, j], ha="center", va="center", fontsize=6 if k > 12 else 7,
-                        fontweight="bold" if bold else "normal", color="white" if light else ("black" if bold else "0.3"))  # fmt: skip
+                        fontweight="bold" if bold else "normal", color=colour)  # fmt: skip
     ax.set_xticks(range(k), roles, rotation=90, fontsize=7)
     ax.set_yticks(range(k), roles, fontsize=7)
     ax.set_title("heads holding both; + / - and full colour: more / fewer than chance (corrected);\n"

@@ -64,31 +64,6 @@ def head_roles(tests: pd.DataFrame) -> pd.DataFrame:
     return heads.reset_index()
 
 
-def colocation(tests: pd.DataFrame, roles: list[str] | None = None) -> pd.DataFrame:
-    """For each pair of roles: heads holding both, heads holding either, and their shares of all heads."""
-    labelled = tests[tests["label"]]
-    n_heads = tests[["layer", "head"]].drop_duplicates().shape[0]
-    holders = {
-        str(role): set(zip(group["layer"], group["head"]))
-        for role, group in labelled.groupby("role", observed=True)
-    }
-    roles = roles or role_order(tests["role"].unique())
-    rows = []
-    for a, b in itertools.product(roles, roles):
-        ha, hb = holders.get(a, set()), holders.get(b, set())
-        rows.append(
-            {
-                "role_a": a,
-                "role_b": b,
-                "both": len(ha & hb),
-                "either": len(ha | hb),
-                "share_of_heads": len(ha & hb) / n_heads,
-                "share_of_a": len(ha & hb) / len(ha) if ha else np.nan,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
 def band_summary(tests: pd.DataFrame) -> pd.DataFrame:
     """Heads labelled per role, overall and per layer band, with the mean score of labelled heads."""
     n_layers = int(tests["layer"].max()) + 1
@@ -176,7 +151,8 @@ def colocation_lines(colocation: pd.DataFrame, top: int = 5) -> list[str]:
     for name, sub in (("enriched", enriched), ("depleted", depleted)):
         if len(sub):
             shown = ", ".join(
-                f"{r.role_a} & {r.role_b} ({r.observed} heads, {r.expected:.1f} expected)" for r in sub.head(top).itertuples()
+                f"{r.role_a} & {r.role_b} ({r.observed} heads, {r.expected:.1f} expected)"
+                for r in sub.head(top).itertuples()
             )
             lines.append(f"  - most {name}: {shown}")
     return lines
