@@ -205,6 +205,13 @@ def test_stability_of_planted_labels():
     assert null["jaccard"].isna().all() and (null.labels_a == 0).all()
 
 
+def test_stability_of_a_corpus_too_small_to_split():
+    rng = np.random.default_rng(8)
+    scores = synthetic_scores(rng, n_sent=1, planted={(0, 0, "local"): 0.5})
+    table = label_stability(scores, role_tests(scores, tau=0.4), seed=0, n_boot=5)
+    assert (table.sentences_a == 0).all() and (table.labels_a == 0).all() and table.jaccard.isna().all()
+
+
 def test_stability_falls_for_heads_near_the_threshold():
     """Heads whose mean sits at the edge of detection in a half are labelled in one half and not the other."""
     rng = np.random.default_rng(2)

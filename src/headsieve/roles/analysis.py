@@ -338,7 +338,7 @@ def label_stability(
 
     def weights(half, draws):
         w = np.zeros((n_sent, draws))
-        if draws == 0:
+        if draws == 0 or len(half) == 0:
             return w
         picks = rng.integers(0, len(half), size=(len(half), draws))
         for k in range(draws):
