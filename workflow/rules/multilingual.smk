@@ -147,6 +147,15 @@ def study_items():
     return [(m, t, s) for m in block["models"] for t in block["tasks"] for s in block["seeds"]]
 
 
+def study_task_json(task):
+    """The task's entry as the study scores it: ``study.max_eval`` caps the evaluation subset."""
+    entry = json.loads(task_json(task))
+    cap = config["multilingual"]["study"]["max_eval"]
+    if cap is not None:
+        entry["max_eval"] = min(cap, entry.get("max_eval") or cap)
+    return json.dumps(entry, sort_keys=True)
+
+
 rule multilingual_effects:
     input:
         finetuned="results/{model}/{task}/seed{seed}/finetuned",
@@ -170,7 +179,7 @@ rule multilingual_effects:
     params:
         model_spec=lambda w: model_spec_json(w.model),
         eval_spec=lambda w: task_corpus_json(w.task, "eval"),
-        task=lambda w: task_json(w.task),
+        task=lambda w: study_task_json(w.task),
         fractions=json.dumps(config["multilingual"]["study"]["fractions"]),
         draws=config["multilingual"]["study"]["draws"],
         cka_examples=config["multilingual"]["study"]["cka_examples"],
@@ -227,7 +236,7 @@ rule multilingual_study:
     params:
         metric=config["multilingual"]["study"]["metric"],
         compare=config["multilingual"]["study"]["models"][:2],
-        title="random pruning",
+        title=" against ".join(config["multilingual"]["study"]["models"]),
         tables=folder_of("curves"),
         figures=folder_of("fig_curves"),
     shell:
