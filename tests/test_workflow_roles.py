@@ -103,3 +103,21 @@ def test_report_has_every_figure_captioned(roles_run, data, tmp_path):
     for name in ("role_map", "relation_map", "heads_per_layer", "pvalues", "colocation", "summary.md"):
         assert name in html, name
     assert "Mean sieve score" in html and "tau 3" in html  # captions say what and from which config
+
+
+def test_positional_control_columns(roles_run):
+    """scores.parquet has the syntactic roles' decoy score; tests.parquet the controlled label beside the
+    reference label (roles/controls.py), for the syntactic roles only and never without the reference."""
+    from headsieve.roles.controls import CONTROL_COLUMNS
+
+    scores = pd.read_parquet(roles_run / "scores.parquet", columns=["family", "control"])
+    syntactic = scores.family.astype(str) == "syntactic"
+    assert scores.control[~syntactic].isna().all() and scores.control[syntactic].notna().mean() > 0.5
+    tests = pd.read_parquet(roles_run / "tests.parquet")
+    columns = list(tests.columns)
+    assert columns[columns.index("label") + 1 :][: len(CONTROL_COLUMNS)] == list(CONTROL_COLUMNS)
+    role = tests.role.astype(str)
+    syntactic = role.str.startswith("dep:") | (role == "syntactic")
+    assert (tests.diff_n[syntactic] > 0).mean() > 0.8 and (tests.diff_n[~syntactic] == 0).all()
+    assert tests.diff_p[~syntactic].isna().all() and not tests.label_controlled[~syntactic].any()
+    assert (tests.label_controlled == (tests.label & (tests.diff_p_adj < 0.05))).all()
