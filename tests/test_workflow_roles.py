@@ -24,8 +24,9 @@ def roles_run(tmp_path_factory, data):
 
 def test_scores_table(roles_run):
     scores = pd.read_parquet(roles_run / "scores.parquet")
-    assert list(scores.columns) == [
-        "model", "corpus", "sentence_index", "layer", "head", "role", "family", "score", "n_queries"
+    assert list(scores.columns)[:11] == [
+        "model", "corpus", "sentence_index", "layer", "head", "role", "family", "score", "n_queries",
+        "n_undefined", "form",
     ]  # fmt: skip
     assert scores.sentence_index.nunique() == 80
     roles = set(scores.role.astype(str))
@@ -35,7 +36,11 @@ def test_scores_table(roles_run):
     per = scores.groupby(["sentence_index", "role"], observed=True).size()
     assert set(per) == {72}
     assert per.xs("local", level="role").size == 80 and per.xs("dep:iobj", level="role").size < 80
-    assert np.isfinite(scores.score).all() and (scores.score >= 0).all()
+    # mass score: NaN exactly where no query of the input is defined (uniform share above the cap)
+    defined = scores.n_queries > 0
+    assert np.isfinite(scores.score[defined]).all() and (scores.score[defined] >= 0).all()
+    assert scores.score[~defined].isna().all() and (scores.n_undefined[~defined] > 0).all()
+    assert set(scores.form.astype(str)) == {"mass"}
 
 
 def test_tests_table_and_labels(roles_run):
@@ -45,8 +50,9 @@ def test_tests_table_and_labels(roles_run):
     )
     assert len(tests.drop_duplicates(["layer", "head", "role"])) == len(tests)
     assert (tests.label == (tests.p_adj < 0.05)).all()
-    assert (tests.correction == "bh").all() and (tests.p_adj >= tests.p - 1e-12).all()
-    assert ((tests.ci_low <= tests["mean"]) & (tests["mean"] <= tests.ci_high)).all()
+    tested = tests.p.notna()  # untested (e.g. no spread) rows have no p
+    assert (tests.correction == "bh").all() and (tests.p_adj[tested] >= tests.p[tested] - 1e-12).all()
+    assert ((tests.ci_low <= tests["mean"]) & (tests["mean"] <= tests.ci_high))[tested].all()
     # a real model has [CLS]-heavy heads; the delimiter union is found where cls or sep is
     labelled = tests[tests.label]
     assert (labelled.role.astype(str) == "cls").sum() > 10
@@ -102,7 +108,8 @@ def test_report_has_every_figure_captioned(roles_run, data, tmp_path):
     html = report.read_text(errors="replace")
     for name in ("role_map", "relation_map", "heads_per_layer", "pvalues", "colocation", "summary.md"):
         assert name in html, name
-    assert "Mean sieve score" in html and "tau 3" in html  # captions say what and from which config
+    # captions say what and from which config (tau null: each score form's default)
+    assert "Mean sieve score" in html and "score mass" in html and "H0 mean &lt;= tau" in html
 
 
 def test_positional_control_columns(roles_run):
