@@ -152,9 +152,6 @@ def test_no_decoy_of_the_shape_keeps_the_own_value():
 
 # ------------------------------------------------------------------ planted heads
 
-POSITIONAL = ("next_word", "next_piece", "prev_word")
-
-
 def planted_head(kind: str, row: dict) -> np.ndarray:
     """[N, N] attention of a pure head: syntactic (each dependent's pieces on its head word's pieces), or
     positional: the next / previous surface token's pieces, or the next piece (rows without such a target
