@@ -1,8 +1,9 @@
 """Positional controls of the syntactic roles: shape-matched decoys and a paired test per head.
 
 Many dependency arcs are short (det, amod and compound mostly join adjacent words in English), so a head
-that attends to the next word scores high on those relations without knowing any syntax.  The control asks, sentence by sentence, whether the head attends to the syntactic head MORE than
-to words at the same position relative to the query that are not syntactically linked to it.
+that attends to the next word scores high on those relations without knowing any syntax.  The control
+asks, sentence by sentence, whether the head attends to the syntactic head MORE than to words at the same
+position relative to the query that are not syntactically linked to it.
 
 Decoys.  For every true (query, target) pair of a syntactic role (``dep2head``: dependent -> head, or the
 other directions, exactly as the role's target sets are built), its *shape* is: the signed word offset
