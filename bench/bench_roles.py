@@ -3,10 +3,11 @@
 Run:  python bench/bench_roles.py [--sentences 2000] [--threads 2] [--model e5|minilm]
 
 On the same sentences in one run: the time of the tokenize + dump step, then of everything the role stage
-does with that dump (all roles' sieve scores and the Clark-style head statistics in one pass, then the t tests
-with correction), as sentences/s and as a share of the dump's time.  The default model is the 12 x 12
-multilingual encoder the ``convert_e5`` rule builds (converted here into a temporary folder when
-resources/models/multilingual-e5-small is absent); ``bert-base-shape`` is a random model of BERT-base's shapes.
+does with that dump (all roles' sieve scores, the syntactic roles' positional control and the Clark-style
+head statistics in one pass, then the t tests with correction and the control's paired tests), as
+sentences/s and as a share of the dump's time.  The default model is the 12 x 12 multilingual encoder the
+``convert_e5`` rule builds (converted here into a temporary folder when resources/models/multilingual-e5-small
+is absent); ``bert-base-shape`` is a random model of BERT-base's shapes.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def main():
     from headsieve.io.atomic import write_table
     from headsieve.io.conllu import read_conllu
     from headsieve.models.load import load_encoder, load_tokenizer, model_shape
+    from headsieve.roles.controls import add_controls
     from headsieve.roles.score import score_dump
     from headsieve.roles.tests import role_tests
     from headsieve.tokens import encode_sentences, records_table
@@ -86,7 +88,8 @@ def main():
         scores, stats = score_dump(tmp / "tokens.parquet", tmp / "dump", args.model, "ewt", progress=False)
         t_score = time.perf_counter() - start
         start = time.perf_counter()
-        tests = role_tests(scores.to_pandas())
+        frame = scores.to_pandas()
+        tests = add_controls(role_tests(frame), frame)  # with the syntactic roles' positional control
         t_tests = time.perf_counter() - start
     n = len(sentences)
     total = t_score + t_tests
