@@ -213,3 +213,12 @@ def test_a_spread_sample_is_still_tested_and_labelled():
     rng = np.random.default_rng(0)
     tests = role_tests(scores_frame(list(0.8 + 0.05 * rng.standard_normal(12))), tau=0.4)
     assert tests["label"].all() and (tests["untested_reason"] == "").all()
+
+
+def test_untested_samples_give_a_summary_line():
+    """For the role summary (instead of "0 of 72 heads" and "nan%"): how many samples were not tested and why."""
+    from headsieve.roles.tests import role_tests, untested_lines
+
+    (line,) = untested_lines(role_tests(scores_frame([0.9]), tau=0.4))
+    assert line == "- not tested: 2 of 2 head x role samples (fewer than 2 inputs: 2); no label there"
+    assert untested_lines(role_tests(scores_frame([0.9, 0.5, 0.7]), tau=0.4)) == []

@@ -71,6 +71,18 @@ def untested_reason(n, mean, sd) -> np.ndarray:
     return np.where(n < 2, "fewer than 2 inputs", reason).astype(object)
 
 
+def untested_lines(tests: pd.DataFrame) -> list[str]:
+    """Summary lines saying how many (head, role) tests were not run and why (none when all were run)."""
+    if "untested_reason" not in tests:
+        return []
+    reasons = tests["untested_reason"].astype(str)
+    counts = reasons[reasons != ""].value_counts()
+    if counts.empty:
+        return []
+    why = "; ".join(f"{reason}: {int(k)}" for reason, k in counts.items())
+    return [f"- not tested: {int(counts.sum())} of {len(tests)} head x role samples ({why}); no label there"]
+
+
 def adjust(p: np.ndarray, correction: str) -> np.ndarray:
     """Adjusted p values over the whole family (NaNs stay NaN and do not count)."""
     method = CORRECTIONS[correction]
