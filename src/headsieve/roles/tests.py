@@ -97,8 +97,9 @@ def adjust(p: np.ndarray, correction: str) -> np.ndarray:
 
 
 def role_taus(scores: pd.DataFrame, tau: float | None, tau_by_role: dict | None) -> np.ndarray:
-    """The threshold of every score row: ``tau_by_role[role]`` if given, else ``tau`` if given, else the
-    default of the row's score form (tables without a ``form`` column are the reference ratio)."""
+    """The threshold of every row of a table with ``role`` (and ``form``) columns: ``tau_by_role[role]`` if
+    given, else ``tau`` if given, else the default of the row's score form (tables without a ``form`` column
+    are the reference ratio)."""
     overrides = dict(tau_by_role or {})
     unknown = sorted(r for r in overrides if not is_role(r))
     if unknown:
@@ -131,21 +132,20 @@ def role_tests(
     ci_low, ci_high (two-sided 1 - alpha interval of the mean), t, p, p_adj, label, plus the tau, alpha
     and correction used, the score form and ``untested_reason`` ("" when tested, else why t and p are NaN).  Each (keys) group is one family.
     """
-    scores = scores.copy()
-    scores["tau"] = role_taus(scores, tau, tau_by_role)
-    if "form" not in scores:
-        scores["form"] = np.where(scores["role"].astype(str) == "block", "block_plain", "ratio")
-    if (scores["form"].astype(str) == "block_entropy").any():
-        log.warning(
-            "block scored as the reference code's ratio x entropy: a uniform head scores ln N there "
-            "(above tau 3 for N > 20 pieces), so its block labels do not separate block heads from uniform ones"
-        )
     group_cols = list(keys) + ["layer", "head", "role"]
     g = scores.groupby(group_cols, sort=True, observed=True)
     out = g["score"].agg(n="count", mean="mean", sd="std").reset_index()  # pandas std: ddof 1
     out["n_left_out"] = g["score"].size().to_numpy() - out["n"].to_numpy()
-    out["tau"] = g["tau"].first().to_numpy()
-    out["form"] = g["form"].first().astype(str).to_numpy()
+    if "form" in scores:  # per test, not per score row: the score table has millions of rows
+        out["form"] = g["form"].first().astype(str).to_numpy()
+    else:
+        out["form"] = np.where(out["role"].astype(str) == "block", "block_plain", "ratio")
+    out["tau"] = role_taus(out, tau, tau_by_role)
+    if (out["form"] == "block_entropy").any():
+        log.warning(
+            "block scored as the reference code's ratio x entropy: a uniform head scores ln N there "
+            "(above tau 3 for N > 20 pieces), so its block labels do not separate block heads from uniform ones"
+        )
     taus = out["tau"].to_numpy(dtype=float)
     t, p = t_test_greater(out["n"].to_numpy(), out["mean"].to_numpy(), out["sd"].to_numpy(), taus)
     out["t"], out["p"] = t, p
