@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from headsieve.roles.controls import CONTROL_COLUMNS, add_controls, control_tests, score_controls
+from headsieve.roles.controls import CONTROL_COLUMNS, add_controls, control_lines, control_tests, score_controls
 from headsieve.roles.sieve import Batch, SentenceFacts, score_batch
 from headsieve.roles.tests import role_tests
 
@@ -353,3 +353,19 @@ def test_control_column_and_cli_columns(tmp_path):
     union = tests[tests.role.astype(str) == "syntactic"].set_index("head")
     assert union.loc[0, "label"] and union.loc[0, "label_controlled"]
     assert not union.loc[1, "label_controlled"] and not union.loc[2, "label_controlled"]
+
+
+def test_summary_lines_count_reference_and_controlled_labels():
+    rng = np.random.default_rng(8)
+    rows = [sentence_row(rng, int(rng.integers(10, 20)), max_pieces=1, index=k) for k in range(30)]
+    arrays = attention(rng, rows, ["syntactic", "next_word", None], [0.7, 0.9, 0])
+    tests = with_controls(score_frame(rows, arrays, {}))
+    lines = control_lines(tests)
+    syn = tests[tests["diff_n"] > 0]
+    assert f"{int(syn.label_controlled.sum())} of {int(syn.label.sum())} syntactic labels hold" in lines[0]
+    union = syn[syn.role == "syntactic"]
+    assert f"syntactic {int(union.label.sum())} / {int(union.label_controlled.sum())}" in lines[1]
+    assert control_lines(role_tests(score_frame(rows, arrays, {}).drop(columns="control"))) == []
+    from headsieve.roles.analysis import summary_markdown
+
+    assert "\n".join(lines) in summary_markdown(tests, "planted")  # the report's summary.md states it

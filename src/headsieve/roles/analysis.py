@@ -16,6 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from headsieve.pruning.strategies import BANDS
+from headsieve.roles.controls import control_lines
 from headsieve.roles.targets import ROLES, nested, role_family
 from headsieve.roles.tests import adjust, t_test_greater
 
@@ -120,6 +121,7 @@ def summary_markdown(tests: pd.DataFrame, title: str, colocation: pd.DataFrame |
         f"- p values: {shares['p < 0.05']:.0%} below 0.05, {shares['p > 0.95']:.0%} above 0.95 "
         f"(of {int(shares['tests'])} tests)",
     ]
+    lines += control_lines(tests)  # the syntactic labels against position (roles/controls.py)
     if colocation is not None:
         lines += colocation_lines(colocation)
     return "\n".join(lines + [""])

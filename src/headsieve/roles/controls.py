@@ -207,3 +207,26 @@ def add_controls(
     controlled = merged["label"].to_numpy(dtype=bool) & (np.nan_to_num(merged["diff_p_adj"], nan=1.0) < alpha)
     merged.insert(at + len(CONTROL_COLUMNS) - 1, "label_controlled", controlled)
     return merged
+
+
+def control_lines(tests: pd.DataFrame) -> list[str]:
+    """Summary lines (markdown list items): the syntactic labels that hold against shape-matched decoys, in
+    all and per relation (reference labels / controlled labels); none for a table without the control."""
+    if "label_controlled" not in tests or not (tests["diff_n"] > 0).any():
+        return []
+    syn = tests[tests["diff_n"] > 0]
+    per_role = syn.groupby(syn["role"].astype(str))[["label", "label_controlled"]].sum()
+    per_role = per_role[per_role["label"] > 0].sort_values(["label", "label_controlled"], ascending=False)
+    first = tests.iloc[0]
+    lines = [
+        f"- positional control (true head against decoys of the same shape, paired one-sided t test, "
+        f"{first['correction']}): {int(syn['label_controlled'].sum())} of {int(syn['label'].sum())} syntactic "
+        "labels hold"
+    ]
+    if len(per_role):
+        lines.append(
+            "  (labels / controlled per role: "
+            + ", ".join(f"{r} {int(a)} / {int(b)}" for r, (a, b) in per_role.iterrows())
+            + ")"
+        )
+    return lines
