@@ -12,19 +12,19 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # the test extra installs it
+from hypothesis import strategies as st
 
-from headsieve.errors import HeadsieveError  # noqa: E402
-from headsieve.io.conllu import _find_cycle, read_conllu  # noqa: E402
-from headsieve.io.glue import read_glue, task_spec  # noqa: E402
-from headsieve.io.shards import INDEX_NAME, ShardWriter, iter_dump, read_index  # noqa: E402
+from headsieve.errors import HeadsieveError
+from headsieve.io.conllu import _find_cycle, read_conllu
+from headsieve.io.glue import read_glue, task_spec
+from headsieve.io.shards import INDEX_NAME, ShardWriter, iter_dump, read_index
 
-from corpora import GOOD  # noqa: E402
+from corpora import GOOD
 
 FUZZ = settings(max_examples=int(__import__("os").environ.get("FUZZ_N", "120")), deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
@@ -192,8 +192,6 @@ def test_fuzz_dump_index(edits, data):
             rows.append(dict(rows[k]))
         else:
             del rows[k]
-    import pyarrow as pa
-
     schema = pa.schema([f if f.name not in COLUMNS else pa.field(f.name, pa.int64() if f.name != "shard" else pa.string())
                         for f in table.schema])  # fmt: skip
     pq.write_table(pa.Table.from_pylist(rows, schema=schema).replace_schema_metadata(table.schema.metadata), folder / INDEX_NAME)
