@@ -223,17 +223,23 @@ def row_entropy(A: np.ndarray) -> np.ndarray:
     return -terms.sum(2)
 
 
+def _segment_sum(values: np.ndarray, keys: np.ndarray):
+    """Sum of ``values`` rows per distinct integer key: (sorted unique keys, sums [G, X], counts [G]).
+
+    Contiguous segment sums (``np.add.reduceat``) over the rows sorted by key (the pairs are built sorted);
+    much faster than a scattered ``index_add_`` on a CPU."""
+    if len(keys) > 1 and (keys[1:] < keys[:-1]).any():
+        order = np.argsort(keys, kind="stable")
+        keys, values = keys[order], values[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    counts = np.diff(np.r_[starts, len(keys)])
+    return keys[starts], np.add.reduceat(values, starts, axis=0), counts
+
+
 def _segment_mean(values: np.ndarray, keys: np.ndarray):
     """Mean of ``values`` rows per distinct integer key: (sorted unique keys, means [G, X], counts [G])."""
-    if len(keys) > 1 and (keys[1:] < keys[:-1]).any():
-        unique, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    else:  # already sorted, as the pairs are built
-        new = np.r_[True, keys[1:] != keys[:-1]]
-        unique, inverse = keys[new], np.cumsum(new) - 1
-        counts = np.diff(np.r_[np.flatnonzero(new), len(keys)])
-    sums = torch.zeros((len(unique), values.shape[1]), dtype=torch.float32)
-    sums.index_add_(0, torch.from_numpy(inverse), torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)))
-    return unique, sums.numpy() / counts[:, None], counts
+    unique, sums, counts = _segment_sum(np.ascontiguousarray(values, dtype=np.float32), keys)
+    return unique, sums / counts[:, None], counts
 
 
 def sieve_from_pairs(values, b, role, query, reference, weight=None):
@@ -269,28 +275,23 @@ def mass_from_pairs(values, b, role, query, row_mass, share, cap):
     """
     q_span = int(query.max()) + 1
     r_span = int(role.max()) + 1
-    qkeys, per_query, counts = _segment_mean(values, (b.astype(np.int64) * r_span + role) * q_span + query)
-    _, u, _ = _segment_mean(np.asarray(share, dtype=np.float64)[:, None], (b.astype(np.int64) * r_span + role) * q_span + query)
-    u = u[:, 0] * counts
+    keys = (b.astype(np.int64) * r_span + role) * q_span + query
+    qkeys, per_query, counts = _segment_sum(np.ascontiguousarray(values, dtype=np.float32), keys)
+    _, u, _ = _segment_sum(np.asarray(share, dtype=np.float64), keys)
     qb, qrole, qq = qkeys // (r_span * q_span), (qkeys // q_span) % r_span, qkeys % q_span
     with np.errstate(divide="ignore", invalid="ignore"):
-        m = per_query * counts[:, None] / row_mass[qb, qq]
+        m = per_query / row_mass[qb, qq]
     return _defined_means(m, qb * r_span + qrole, u <= cap + 1e-9, r_span)
 
 
 def _defined_means(values, keys, defined, r_span):
     """Per (input, role) key: the mean of ``values`` over the defined queries (NaN if none), the number of
     defined and of undefined queries.  Returns (b_s, role_s, scores, n_queries, n_undefined)."""
-    order = np.argsort(keys, kind="stable")
-    values, keys, defined = values[order], keys[order], defined[order]
-    unique, inverse = np.unique(keys, return_inverse=True)
-    n_def = np.bincount(inverse, weights=defined, minlength=len(unique)).astype(np.int64)
-    n_all = np.bincount(inverse, minlength=len(unique))
-    sums = torch.zeros((len(unique), values.shape[1]), dtype=torch.float64)
-    kept = np.where(defined[:, None], values, 0.0)
-    sums.index_add_(0, torch.from_numpy(inverse), torch.from_numpy(np.ascontiguousarray(kept, dtype=np.float64)))
+    kept = np.where(defined[:, None], values, 0.0).astype(np.float64)
+    unique, sums, n_all = _segment_sum(kept, keys)
+    _, n_def, _ = _segment_sum(defined.astype(np.int64), keys)
     with np.errstate(divide="ignore", invalid="ignore"):
-        scores = (sums.numpy() / n_def[:, None]).astype(np.float32)
+        scores = (sums / n_def[:, None]).astype(np.float32)
     return unique // r_span, unique % r_span, scores, n_def, n_all - n_def
 
 
