@@ -169,3 +169,27 @@ def test_requested_relation_absent_is_an_error(tmp_path):
         score_dump(
             tmp_path / "tokens.parquet", tmp_path / "attention", "synthetic", "planted", {"relations": ["nsubj", "xcomp"]}
         )
+
+
+def test_short_inputs_are_left_out_and_counted():
+    """Mass score: a 6-piece sentence has no query where local is defined (uniform share >= 3/6 > 0.25): its
+    score is NaN, it does not enter the test, and the test row and the summary line count it."""
+    from headsieve.roles.tests import left_out_lines
+
+    rng = np.random.default_rng(4)
+    rows = [sentence_row(rng, 20, max_pieces=1, mwt=False, lost=False, index=k) for k in range(6)]
+    rows += [sentence_row(rng, 4, max_pieces=1, mwt=False, lost=False, index=6 + k) for k in range(3)]
+    arrays = [dirichlet_attention(rng, 1, 1, r["n_pieces"]) for r in rows]
+    out = score_batch(Batch(arrays, [SentenceFacts.from_row(r) for r in rows]), {}, detail=True)
+    local = {b: (s[0], nq, nu) for b, role, s, nq, nu, _ in out if role == "local"}
+    for b in range(6, 9):
+        score, nq, nu = local[b]
+        assert np.isnan(score) and nq == 0 and nu == rows[b]["n_pieces"]
+    frame = pd.DataFrame(
+        [{"model": "m", "corpus": "c", "layer": 0, "head": 0, "role": role, "score": float(s[0]), "form": form}
+         for b, role, s, _, _, form in out]
+    )  # fmt: skip
+    tests = role_tests(frame)
+    row = tests[tests.role == "local"].iloc[0]
+    assert (row.n, row.n_left_out) == (6, 3)
+    assert any("local 3 of 9" in line for line in left_out_lines(tests))

@@ -83,6 +83,18 @@ def untested_lines(tests: pd.DataFrame) -> list[str]:
     return [f"- not tested: {int(counts.sum())} of {len(tests)} head x role samples ({why}); no label there"]
 
 
+def left_out_lines(tests: pd.DataFrame) -> list[str]:
+    """Summary lines: per role, how many inputs had the role's targets but no defined query (mass score:
+    every query's uniform share above ``max_uniform_share``; block contrast: no piece outside the window),
+    and so did not enter its tests (none when no input was left out)."""
+    if "n_left_out" not in tests or not (tests["n_left_out"] > 0).any():
+        return []
+    per_role = tests.groupby(tests["role"].astype(str), sort=False)[["n", "n_left_out"]].max()
+    per_role = per_role[per_role["n_left_out"] > 0]
+    parts = [f"{role} {int(r.n_left_out)} of {int(r.n + r.n_left_out)}" for role, r in per_role.iterrows()]
+    return [f"- inputs left out (no query where the role's score is defined): {'; '.join(parts)}"]
+
+
 def adjust(p: np.ndarray, correction: str) -> np.ndarray:
     """Adjusted p values over the whole family (NaNs stay NaN and do not count)."""
     method = CORRECTIONS[correction]
