@@ -119,8 +119,18 @@ def _iter(dump_dir):
 
 
 def test_every_row_written_twice_is_refused(made, tmp_path):
-    """It used to double n (6 -> 12) and the labels."""
-    dump_dir = rewrite_dump(made, tmp_path, lambda rows: rows + rows)
+    """It used to double n (6 -> 12) and the labels.  ShardWriter refuses a repeat; an index written by
+    other means is refused when read."""
+    from headsieve.errors import HeadsieveError
+
+    with pytest.raises(HeadsieveError, match="sentence 'a1': sentence_index 0 added twice"):
+        rewrite_dump(made, tmp_path, lambda rows: rows + rows)
+    dump_dir = rewrite_dump(made, tmp_path / "again", lambda rows: rows)
+    table = pq.read_table(dump_dir / INDEX_NAME)
+    import pyarrow as pa
+
+    doubled = pa.concat_tables([table, table]).replace_schema_metadata(table.schema.metadata)
+    pq.write_table(doubled, dump_dir / INDEX_NAME)
     proc, scores = score(tmp_path, made[1], dump_dir)
     refused(proc, "index.parquet: sentence_index 0 is listed twice (rows 1 and 3); every input must be in a dump exactly once", scores)
 

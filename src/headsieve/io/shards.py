@@ -117,6 +117,7 @@ class ShardWriter:
         self._shard = 0
         self._rows: list[dict] = []
         self._shape: tuple[int, int] | None = None
+        self._seen: set[int] = set()
 
     def add(self, sentence_index: int, sentence_id: str, attention: np.ndarray, input_ids) -> None:
         """Add one sentence's attention, shape [layers, heads, T, T]."""
@@ -128,6 +129,12 @@ class ShardWriter:
             raise ValueError(f"sentence {sentence_id}: {attention.shape[:2]} layers x heads, expected {self._shape}")
         if len(input_ids) != attention.shape[2]:
             raise ValueError(f"sentence {sentence_id}: {len(input_ids)} token ids for T={attention.shape[2]}")
+        if int(sentence_index) in self._seen:
+            raise HeadsieveError(
+                f"{self.folder}: sentence '{sentence_id}': sentence_index {sentence_index} added twice "
+                "(every input goes into a dump exactly once)"
+            )
+        self._seen.add(int(sentence_index))
         flat = np.ascontiguousarray(attention, dtype=np.float16).reshape(-1)  # no copy when already float16
         self._rows.append(
             {
