@@ -270,3 +270,27 @@ def test_an_unforeseen_exception_is_one_line_and_its_traceback_is_logged(tmp_pat
     assert f"(traceback in {log})" in lines[0]
     assert "Traceback" not in proc.stderr and "Traceback" in log.read_text()
     assert not (tmp_path / "drops.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    "command, values, expected",
+    [
+        ("importance", {"examples": 0, "seed": 1}, "--examples 0: 0 is less than the minimum of 1 (the range of config key pruning.importance_examples)"),
+        ("evaluate-masks", {"batch_size": -4}, "--batch-size -4: -4 is less than the minimum of 1"),
+        ("finetune", {"seed": -1}, "--seed -1: -1 is less than the minimum of 0 (the range of config key seed)"),
+        ("importance", {"examples": 10, "seed": 0}, None),
+    ],
+)
+def test_one_helper_checks_every_command(command, values, expected):
+    """headsieve.cli.validate_args runs for every command: ARG_SETTINGS maps arguments to config keys."""
+    import argparse
+
+    from headsieve.cli import validate_args
+
+    args = argparse.Namespace(command=command, **values)
+    if expected is None:
+        validate_args(args)
+        return
+    with pytest.raises(HeadsieveError) as err:
+        validate_args(args)
+    assert expected in str(err.value)

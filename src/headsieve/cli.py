@@ -57,13 +57,17 @@ ARG_SETTINGS = {
     "tokenize": {"max_length": "attention.max_length"},
     "dump": {"max_length": "attention.max_length", "batch_tokens": "attention.batch_tokens", "shard_mb": "attention.shard_mb"},
     "roles-test": {"tau": "roles.tau", "alpha": "roles.alpha", "tau_by_role": "roles.tau_by_role"},
+    "importance": {"examples": "pruning.importance_examples"},
+    "compensation": {"examples": "pruning.compensation_examples"},
+    "evaluate-masks": {"batch_size": "pruning.eval_batch_size"},
+    "*": {"seed": "seed"},  # every command with --seed
 }
 
 
 def validate_args(args) -> None:
     """Check every argument listed in :data:`ARG_SETTINGS` for ``args.command`` against the config schema."""
-    settings = ARG_SETTINGS.get(getattr(args, "command", None), {})
-    if not settings:
+    settings = dict(ARG_SETTINGS["*"], **ARG_SETTINGS.get(getattr(args, "command", None), {}))
+    if not any(getattr(args, dest, None) is not None for dest in settings):
         return
     from headsieve.config import check_setting
 

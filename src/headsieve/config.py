@@ -225,7 +225,10 @@ def setting_schema(key: str, schema_path: str | os.PathLike | None = None) -> di
         raise HeadsieveError(f"{schema_path}: config schema not found (run headsieve from a checkout of the repository)")
     node = load_yaml(schema_path)
     for part in key.split("."):
-        node = (node.get("properties") or {}).get(part)
+        items = part.endswith("[]")  # one item of a list setting (pruning.fractions[])
+        node = (node.get("properties") or {}).get(part[:-2] if items else part)
+        if items and node is not None:
+            node = node.get("items")
         if node is None:
             raise KeyError(key)
     return node
