@@ -493,6 +493,18 @@ def test_prune_then_finetune_starts_from_the_pretrained_model(ptf_run, tiny_bert
     assert metrics["a@0.5"]["train"]["pruned_heads"] == {"0": [1], "2": [0, 1, 2, 3]} and metrics["a@0.5"]["train"]["steps"] == 6
 
 
+def test_prune_then_finetune_leaves_out_skipped_strategies(ptf_run, tiny_bert, data, tmp_path):
+    from headsieve.pruning import jobs
+
+    root, _ = ptf_run
+    frame = jobs.prune_then_finetune(
+        "tiny", {"source": str(tiny_bert)}, root / "finetuned", root / "masks.parquet", SST2,
+        [data / "glue/SST-2/train.tsv"], SST2, [data / "glue/SST-2/dev.tsv"], PTF_TASK, PTF_OPTIONS, 3, ["a"],
+        tmp_path / "out", tmp_path / "out.work", "cpu", progress=False, skip=["a", "b", "c"],
+    )  # fmt: skip
+    assert set(frame.strategy) == {"empty"} and not (tmp_path / "out/models").exists()
+
+
 def test_masked_training_equals_pruned_training(tiny_bert, sst2, one_thread, tmp_path):
     """With dropout off, fine-tuning with the heads' gates held at 0 gives the model that fine-tuning the
     physically pruned one gives: the fixed mask is the pruning, and the gated heads stay off throughout."""
@@ -554,3 +566,22 @@ def test_predict_keeps_the_data_order(tiny_bert, sst2):
     with torch.no_grad():
         one = [int(model(input_ids=torch.tensor([e["input_ids"]]), token_type_ids=torch.tensor([e["token_type_ids"]])).logits.argmax()) for e in sst2.examples[:40]]
     assert pred[:40].tolist() == one and len(pred) == len(sst2.examples)
+
+
+def test_frozen_embeddings_stay_pretrained_and_resume_exactly(tiny_bert, sst2, tmp_path, monkeypatch):
+    model = classifier(tiny_bert)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = config(epochs=1, freeze_embeddings=True)
+    F.finetune(model, sst2, cfg, tmp_path / "whole", progress=False)
+    after = model.state_dict()
+    assert torch.equal(after["bert.embeddings.word_embeddings.weight"], before["bert.embeddings.word_embeddings.weight"])
+    assert not torch.equal(after["bert.embeddings.position_embeddings.weight"], before["bert.embeddings.position_embeddings.weight"])
+    assert model.get_input_embeddings().weight.requires_grad  # restored
+    interrupt_after_checkpoints(monkeypatch, 1)
+    with pytest.raises(Interrupt):
+        F.finetune(classifier(tiny_bert), sst2, cfg, tmp_path / "killed", progress=False)
+    monkeypatch.undo()
+    F.finetune(classifier(tiny_bert), sst2, cfg, tmp_path / "killed", progress=False)
+    assert weights(tmp_path / "killed") == weights(tmp_path / "whole")
+    with pytest.raises(HeadsieveError, match="freeze_embeddings"):
+        config(freeze_embeddings="yes")

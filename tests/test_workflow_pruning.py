@@ -34,6 +34,7 @@ def pruning_config(data, seeds=(1, 2), fractions=(0.0, 0.5), protocols=("finetun
         "role_labels": "ewt",
         "importance_examples": 32,
         "finetune": {"max_steps": 10, "batch_size": 16, "learning_rate": 5.0e-5, "checkpoint_every": 5},
+        "mask_only_strategies": ["importance"],
         "compensation_strategies": ["random"],
         "compensation_examples": 8,
     }
@@ -58,15 +59,16 @@ def test_evaluations_table(pruning_run):
     assert (masked[masked.fraction == 0.5].heads_pruned == 36).all() and (masked[masked.fraction == 0].heads_pruned == 0).all()
     assert (masked.n == 96).all() and masked.value.between(0, 1).all()
     trained = ev[(ev.protocol == "prune_then_finetune") & ev.primary]
-    # the same cells under both protocols, paired by seed
+    # the same cells under both protocols, paired by seed; importance is left out of prune_then_finetune
     key = ["strategy", "fraction", "seed", "heads_pruned"]
-    assert trained[key].sort_values(key).values.tolist() == masked[key].sort_values(key).values.tolist()
+    both = masked[masked.strategy != "importance"]
+    assert trained[key].sort_values(key).values.tolist() == both[key].sort_values(key).values.tolist()
     # unpruned, under either protocol = the fine-tuned model's own evaluation
     for seed in (1, 2):
         metrics = json.loads((pruning_run / f"results/minilm/sst2/seed{seed}/finetuned/metrics.json").read_text())
         for frame in (masked, trained):
             zero = frame[(frame.seed == seed) & (frame.fraction == 0)].value
-            assert len(zero) == 4 and np.allclose(zero, metrics["eval"]["accuracy"])
+            assert len(zero) in (3, 4) and np.allclose(zero, metrics["eval"]["accuracy"])
         # a model pruned, then fine-tuned, is another model than the fine-tuned one masked alike
         half = ev[(ev.seed == seed) & (ev.fraction == 0.5) & (ev.strategy == "random") & ev.primary]
         info = json.loads((pruning_run / f"results/minilm/sst2/seed{seed}/pruned_finetuned/0.50/metrics.json").read_text())
@@ -96,7 +98,7 @@ def test_kept_model_is_pruned(pruning_run):
     masks = pd.read_parquet(base / "masks/0.50.parquet")
     random = masks[masks.strategy == "random"]
     assert {(l, h) for l, heads in pruned_heads(model).items() for h in heads} == set(zip(random.layer, random.head))
-    assert [p.name for p in (base / "pruned_finetuned/0.50/models").iterdir()] == ["random"]  # only those compensation reads
+    assert [p.name for p in (base / "pruned_finetuned/0.50/models").iterdir()] == ["random"]  # what compensation reads
     assert not list((base / "pruned_finetuned").glob("*.work"))
 
 

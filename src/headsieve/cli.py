@@ -565,6 +565,7 @@ def cmd_prune_finetune(sub):
     sub.add_argument("--options", type=_json, required=True, help="fine-tuning options (those of finetune)")
     sub.add_argument("--seed", type=int, required=True)
     sub.add_argument("--keep-models", type=_json_list, default=[], help="strategies whose models are saved")
+    sub.add_argument("--skip", type=_json_list, default=[], help="strategies left out (finetune_then_prune only)")
     sub.add_argument("--output", required=True, help="folder: evaluation.parquet, metrics.json, models/")
     sub.add_argument("--work", required=True, help="checkpoint folder (kept until the job ends)")
 
@@ -575,7 +576,7 @@ def cmd_prune_finetune(sub):
         jobs.prune_then_finetune(
             args.model, args.model_spec, args.finetuned, args.masks, args.train_spec, args.train, args.eval_spec,
             args.eval, args.task_options, args.options, args.seed, args.keep_models, args.output, args.work,
-            pick_device(args.device),
+            pick_device(args.device), skip=args.skip,
         )  # fmt: skip
 
     return run

@@ -25,7 +25,11 @@ def compensation_items(wildcards):
     keep = config["pruning"]["compensation_strategies"]
     items = []
     for strategy in keep:
-        if is_fixed_size(strategy) or strategy not in all_strategies():
+        if (
+            is_fixed_size(strategy)
+            or strategy not in all_strategies()
+            or strategy in config["pruning"]["mask_only_strategies"]
+        ):
             continue
         for fraction in sorted(config["pruning"]["fractions"]):
             if fraction > 0:
@@ -49,7 +53,9 @@ def compensation_wanted():
     return (
         protocol_on("prune_then_finetune")
         and any(
-            not is_fixed_size(s) and s in all_strategies()
+            not is_fixed_size(s)
+            and s in all_strategies()
+            and s not in config["pruning"]["mask_only_strategies"]
             for s in config["pruning"]["compensation_strategies"]
         )
         and any(f > 0 for f in config["pruning"]["fractions"])
@@ -199,13 +205,15 @@ rule prune_finetune:
         task=lambda w: task_json(w.task),
         options=lambda w: finetune_options(w.task),
         keep=json.dumps(config["pruning"]["compensation_strategies"]),
+        skip=json.dumps(config["pruning"]["mask_only_strategies"]),
         device=config["device"],
     shell:
         "headsieve --log {log:q} prune-finetune --model {wildcards.model:q} --model-spec {params.model_spec:q}"
         " --finetuned {input.finetuned:q} --masks {input.masks:q} --train-spec {params.train_spec:q}"
         " --train {input.train:q} --eval-spec {params.eval_spec:q} --eval {input.eval:q}"
         " --task-options {params.task:q} --options {params.options:q} --seed {wildcards.seed}"
-        " --keep-models {params.keep:q} --output {output:q} --work {output:q}.work --threads {threads}"
+        " --keep-models {params.keep:q} --skip {params.skip:q} --output {output:q} --work {output:q}.work"
+        " --threads {threads}"
         " --device {params.device:q}"
 
 

@@ -87,7 +87,9 @@ class FinetuneConfig:
     ``epochs`` may be fractional; ``max_steps``, when set, overrides it.  ``early_stopping`` is a patience in
     held-out evaluations (every ``eval_every`` steps, default once per epoch, and at the last step) without
     improvement of the task's primary metric.  ``held_out_fraction`` is the share of the training data held
-    out for those evaluations (default 0.1 with early stopping, else 0).
+    out for those evaluations (default 0.1 with early stopping, else 0).  ``freeze_embeddings`` keeps the input
+    word embeddings as pre-trained (no gradient, no optimizer state): cheaper steps, above all for models with
+    large vocabularies.
     """
 
     seed: int = 0
@@ -103,6 +105,7 @@ class FinetuneConfig:
     early_stopping: int | None = None
     held_out_fraction: float | None = None
     eval_every: int | None = None
+    freeze_embeddings: bool = False
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> HeadsieveError:
@@ -134,6 +137,8 @@ class FinetuneConfig:
             raise bad("held_out_fraction", "must be > 0 with early stopping (it evaluates on the held-out part)")
         if self.eval_every is not None and (not isinstance(self.eval_every, int) or self.eval_every < 1):
             raise bad("eval_every", "must be a positive integer or null")
+        if not isinstance(self.freeze_embeddings, bool):
+            raise bad("freeze_embeddings", "must be true or false")
 
     @property
     def held_out_share(self) -> float:
@@ -492,8 +497,35 @@ def finetune(
     """Fine-tune ``model`` on ``train`` (resuming from ``out_dir/checkpoint`` if present); returns the metrics.
 
     ``held_out`` (a part the caller split off the training data) replaces the automatic held-out split.
-    Writes ``out_dir/model`` (and the ``tokenizer``, if given) and ``out_dir/train_metrics.json``.
+    Writes ``out_dir/model`` (and the ``tokenizer``, if given) and ``out_dir/train_metrics.json``.  With
+    ``config.freeze_embeddings`` the input word embeddings get no update (their ``requires_grad`` is restored
+    after).
     """
+    frozen = []
+    if config.freeze_embeddings:
+        weight = model.get_input_embeddings().weight
+        if weight.requires_grad:
+            weight.requires_grad_(False)
+            frozen.append(weight)
+    try:
+        return _finetune(model, train, config, out_dir, held_out, progress, tokenizer=tokenizer, device=device)
+    finally:
+        for weight in frozen:
+            weight.requires_grad_(True)
+
+
+def _finetune(
+    model,
+    train: D.TaskData,
+    config: FinetuneConfig,
+    out_dir: str | os.PathLike,
+    held_out: D.TaskData | None = None,
+    progress: bool = True,
+    *,
+    tokenizer=None,
+    device=None,
+) -> dict:
+    """:func:`finetune` itself."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device) if device is not None else model_device(model)

@@ -223,7 +223,7 @@ def heads_key(heads) -> str:
 
 def prune_then_finetune(
     model_key, model_spec, finetuned, masks_path, train_spec, train_path, eval_spec, eval_path, task_opts, ft_opts,
-    seed, keep_models, output, work, device, progress=True,
+    seed, keep_models, output, work, device, progress=True, skip=(),
 ) -> pd.DataFrame:  # fmt: skip
     """The seed study's protocol for every mask of one seed and fraction (one job, one mask group).
 
@@ -237,12 +237,14 @@ def prune_then_finetune(
     skips the finished head sets and resumes the unfinished one from its last checkpoint.  Writes ``output/``:
     ``evaluation.parquet`` (the evaluations table's columns), ``metrics.json`` (training metrics per head set)
     and ``models/<strategy>/`` for the strategies in ``keep_models`` (the compensation analysis reads them).
+    Strategies in ``skip`` are left out (scored under finetune_then_prune only).
     """
     from headsieve.pruning.finetune import FinetuneConfig, evaluate, finetune
 
     masks = pd.read_parquet(masks_path)
+    masks = masks[~masks.strategy.isin(list(skip))]
     if masks.empty:
-        raise HeadsieveError(f"{masks_path}: no masks")
+        raise HeadsieveError(f"{masks_path}: no masks (after leaving out {list(skip)})")
     work = Path(work)
     _reset_stale_work(work, {"model": model_spec, "train": [train_spec, [str(p) for p in train_path]],
                              "eval": [eval_spec, [str(p) for p in eval_path]], "task": task_opts, "finetune": ft_opts,
