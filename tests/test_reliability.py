@@ -89,7 +89,9 @@ def test_config_values_reach_the_shell_quoted():
     constraints restrict to letters, digits, '_', '-', '.' and '+'."""
     safe = {"threads", "wildcards.model", "wildcards.corpus", "wildcards.task", "wildcards.seed", "wildcards.fraction",
             "resources.batch_tokens", "resources.batch_size", "params.max_length", "params.shard_mb", "params.tau",
-            "params.alpha", "params.examples"}  # fmt: skip
+            "params.alpha", "params.examples",
+            # integers the schema validates (type integer with a minimum; seeds: integers joined by spaces)
+            "params.seed", "params.seeds", "params.bootstrap", "params.draws", "params.cka_examples"}  # fmt: skip
     offenders = []
     for path in (REPO / "workflow/rules").glob("*.smk"):
         text = path.read_text()
