@@ -294,3 +294,17 @@ def test_one_helper_checks_every_command(command, values, expected):
     with pytest.raises(HeadsieveError) as err:
         validate_args(args)
     assert expected in str(err.value)
+
+
+def test_full_disk_during_the_dump_leaves_no_folder(tmp_path, tiny_bert, data):
+    tokens = tmp_path / "tokens.parquet"
+    args = tokenize_args({"source": str(tiny_bert)}, data / "ud/UD_English-EWT/en_ewt-ud-dev.conllu", tokens)
+    args[args.index("--corpus-spec") + 1] = json.dumps({"format": "conllu", "max_sentences": 20})
+    assert run_cli(*args).returncode == 0
+    out = tmp_path / "attention"
+    proc = run_with_file_size_limit(
+        "--log", str(tmp_path / "dump.log"), "dump", "--model", "m", "--model-spec", json.dumps({"source": str(tiny_bert)}),
+        "--corpus", "c", "--tokens", str(tokens), "--output", str(out), limit_bytes=60_000,
+    )  # fmt: skip
+    refused(proc, "attention: cannot write (", out)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".attention")] == []  # no temporary folder left
