@@ -25,7 +25,6 @@ control of :mod:`headsieve.roles.controls`, ``label_controlled``, is reported be
 from __future__ import annotations
 
 import argparse
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +36,6 @@ from headsieve.roles.targets import containers
 from headsieve.roles.tests import role_tests
 from headsieve.tokens import CLS, REGULAR, SEP
 
-log = logging.getLogger(__name__)
 
 #: piece-length bins of the recall table (upper bounds exclusive): N < 10, 10-20, 20-40, > 40 pieces
 BINS = ((0, 10, "N<10"), (10, 20, "10-20"), (20, 41, "20-40"), (41, 10**9, ">40"))

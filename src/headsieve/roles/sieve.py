@@ -44,7 +44,7 @@ import torch
 from headsieve.errors import HeadsieveError
 from headsieve.roles.targets import DEFAULT_PIECE_ROLES, PIECE_ROLES, local_targets, syntactic_targets
 from headsieve.roles.targets import role_family  # noqa: F401  (re-exported: callers import it from here)
-from headsieve.tokens import CLS, REGULAR, SEP
+from headsieve.tokens import REGULAR, SEP
 
 #: relations scored by default; the union of these is the role ``syntactic``
 CORE_RELATIONS = (
