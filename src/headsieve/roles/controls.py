@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import stats
 
 from headsieve.roles.sieve import DEFAULT_OPTIONS, Batch, _pairs, sentence_roles, syntactic_form
@@ -84,11 +83,15 @@ def pair_shapes(batch: Batch, b, q, t) -> np.ndarray:
 
 def _group_mean(values: np.ndarray, groups: np.ndarray, n_groups: int):
     """Mean of ``values`` [P, X] per group id (float64), and the number of members per group."""
-    sums = torch.zeros((n_groups, values.shape[1]), dtype=torch.float64)
-    sums.index_add_(0, torch.from_numpy(groups), torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64)))
     counts = np.bincount(groups, minlength=n_groups)
+    sums = np.zeros((n_groups, values.shape[1]), dtype=np.float64)
+    if len(groups):
+        order = np.argsort(groups, kind="stable")
+        present = np.flatnonzero(counts)
+        starts = np.r_[0, np.cumsum(counts[present])[:-1]]
+        sums[present] = np.add.reduceat(np.asarray(values, dtype=np.float64)[order], starts, axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return sums.numpy() / counts[:, None], counts
+        return sums / counts[:, None], counts
 
 
 def control_values(batch: Batch, b, q, t, decoys, aggregation: str, reference: np.ndarray):
