@@ -22,6 +22,7 @@ from headsieve.roles.analysis import (
     paired_change,
     score_cube,
     split_halves,
+    summary_markdown,
     weighted_labels,
 )
 from headsieve.roles.targets import nested, role_family
@@ -429,3 +430,15 @@ def test_bad_arguments_give_one_line_in_the_terminal_and_the_log(tmp_path):
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("headsieve: error: headsieve roles-report: the following arguments are required")
     assert log.read_text().rstrip().splitlines()[-1] == lines[0]
+
+
+def test_summary_of_a_corpus_too_small_to_test_says_why():
+    """One input (or copies of one, dropped at tokenize): no test can run; the summary says so and why, with
+    no 'nan%' and no claim about p values."""
+    scores = synthetic_scores(np.random.default_rng(3), n_sent=1)
+    tests = role_tests(scores)
+    assert (tests["untested_reason"] == "fewer than 2 inputs").all()
+    text = summary_markdown(tests, "one sentence")
+    assert "nan" not in text.lower()
+    assert "p values: none" in text
+    assert f"not tested: {len(tests)} of {len(tests)} head x role samples (fewer than 2 inputs: {len(tests)})" in text

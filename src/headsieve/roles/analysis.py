@@ -18,7 +18,7 @@ from scipy import stats
 from headsieve.pruning.strategies import BANDS
 from headsieve.roles.controls import control_lines
 from headsieve.roles.targets import ROLES, nested, role_family
-from headsieve.roles.tests import adjust, t_test_greater
+from headsieve.roles.tests import adjust, left_out_lines, t_test_greater, untested_lines
 
 PIECE_ORDER = tuple(ROLES)  # the registry's display order
 FAMILY_ORDER = ("local", "delimiter", "block", "syntactic")
@@ -52,6 +52,16 @@ def p_value_shares(tests: pd.DataFrame, low: float = 0.05, high: float = 0.95) -
     p = tests["p"].dropna()
     return pd.DataFrame(
         {"measure": [f"p < {low}", f"p > {high}", "tests"], "value": [(p < low).mean(), (p > high).mean(), len(p)]}
+    )
+
+
+def p_value_line(shares: pd.Series) -> str:
+    """The summary line on the shape of the p values (or that no test could be run)."""
+    if int(shares["tests"]) == 0:
+        return "- p values: none (no head x role sample could be tested; see the reasons below)"
+    return (
+        f"- p values: {shares['p < 0.05']:.0%} below 0.05, {shares['p > 0.95']:.0%} above 0.95 "
+        f"(of {int(shares['tests'])} tests)"
     )
 
 
@@ -118,9 +128,9 @@ def summary_markdown(tests: pd.DataFrame, title: str, colocation: pd.DataFrame |
         f"- heads both local and syntactic: {local_and_syn} ({local_and_syn / n_heads:.0%} of heads)",
         f"- heads with roles of several families: {len(multi)}; by band: "
         + ", ".join(f"{b} {int(multi_bands.get(b, 0))}" for b in ("bottom", "middle", "top")),
-        f"- p values: {shares['p < 0.05']:.0%} below 0.05, {shares['p > 0.95']:.0%} above 0.95 "
-        f"(of {int(shares['tests'])} tests)",
+        p_value_line(shares),
     ]
+    lines += untested_lines(tests) + left_out_lines(tests)  # why some heads x roles have no test
     lines += control_lines(tests)  # the syntactic labels against position (roles/controls.py)
     if colocation is not None:
         lines += colocation_lines(colocation)
