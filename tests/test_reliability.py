@@ -40,7 +40,7 @@ def config_error(config) -> str:
         (lambda c: c.update(pruning={"seeds": -2}), "config key 'pruning.seeds': -2 is not of type 'array'"),
         (lambda c: c.update(pruning={"fractions": [0.125]}), "config key 'pruning.fractions[0]': 0.125 has more than 2 decimals"),
         (lambda c: c.update(pruning={"strategies": ["prune_role:local"]}), "config key 'pruning.role_labels'"),
-        (lambda c: c.update(pruning={"retrain": {"strategies": ["random", "keep_one:2"]}}), "config key 'pruning.retrain.strategies[1]': 'keep_one:2' prunes a fixed set of heads"),
+        (lambda c: c.update(pruning={"compensation_strategies": ["random", "keep_one:2"]}), "config key 'pruning.compensation_strategies[1]': 'keep_one:2' prunes a fixed set of heads"),
         (lambda c: c["corpora"].update({"x; rm -rf ~": c["corpora"]["ewt"]}), "name 'x; rm -rf ~' is not allowed"),
         (lambda c: c["corpora"]["ewt"].update(url="https://example.org/x"), "config key 'corpora.ewt.sha256': a url needs its sha256"),
         (lambda c: c["roles"].update(correction="bonferroni"), "config key 'roles.correction': 'bonferroni' is not one of"),

@@ -1,9 +1,9 @@
 """The whole default pipeline, run twice in two working directories, gives byte-identical tables and metrics.
 
 The config is ``config/config.yaml`` itself with every stage kept (roles on the pre-trained and the fine-tuned
-model; pruning with every strategy evaluated, retraining, compensation; the e5 conversion, roles per language
+model; pruning with every strategy under both protocols, compensation; the e5 conversion, roles per language
 and per-language prunability) and only its sizes cut to fit a test: fewer sentences, training examples, seeds,
-fractions, steps, languages and retrained strategies. The full-size default run twice is in the README.
+fractions, steps and languages. The full-size default run twice is in the README.
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ def small_default_config(data) -> dict:
     pruning["fractions"] = [0.0, 0.5]
     pruning["importance_examples"] = 32
     pruning["finetune"] = {"max_steps": 4, "batch_size": 16, "learning_rate": 5.0e-5, "checkpoint_every": 2}
-    pruning["retrain"]["strategies"] = ["random", "importance"]
-    pruning["retrain"]["finetune"] = {"max_steps": 2, "batch_size": 16, "checkpoint_every": 1}
     pruning["compensation_examples"] = 8
     multilingual = config["multilingual"]
     multilingual["languages"] = {code: multilingual["languages"][code] for code in LANGUAGES}
