@@ -97,7 +97,7 @@ def test_kept_model_is_pruned(pruning_run):
     assert sum(head_counts(model)) == 36
     masks = pd.read_parquet(base / "masks/0.50.parquet")
     random = masks[masks.strategy == "random"]
-    assert {(l, h) for l, heads in pruned_heads(model).items() for h in heads} == set(zip(random.layer, random.head))
+    assert {(l, h) for l, heads in pruned_heads(model).items() for h in heads} == set(zip(random["layer"], random["head"]))
     assert [p.name for p in (base / "pruned_finetuned/0.50/models").iterdir()] == ["random"]  # what compensation reads
     assert not list((base / "pruned_finetuned").glob("*.work"))
 
