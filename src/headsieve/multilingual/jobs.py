@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from headsieve.io.atomic import write_frame
-from headsieve.pruning.jobs import _load_finetuned, _metric_rows, read_task
+from headsieve.pruning.jobs import _load_finetuned, read_task
+from headsieve.pruning.metrics import primary_metric
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,10 @@ def evaluate_languages(finetuned, evals: dict, task_opts: dict, batch_size: int,
         with MaskEvaluator(model, data, batch_size, device=device) as evaluator:
             results = evaluator.evaluate_many(masks)
         for name, result in zip(masks, results):
-            result = {k: v for k, v in result.items() if k != "mask"}
-            for row in _metric_rows(result, data, name, 0.0, seed, finetuned=False):
-                row.update(model=model_key, language=language, task=task)
-                rows.append(row)
+            for metric in [k for k in result if k not in ("mask", "n", "heads_pruned")]:
+                rows.append({"model": model_key, "language": language, "task": task, "seed": int(seed), "strategy": name,
+                             "heads_pruned": int(result["heads_pruned"]), "n": int(result["n"]), "metric": metric,
+                             "value": float(result[metric]), "primary": metric == primary_metric(data.metric)})  # fmt: skip
     frame = pd.DataFrame(rows)
     frame["fraction"] = frame["heads_pruned"] / (facts.n_layers * facts.n_heads)
     cols = ["model", "task", "language", "seed", "strategy", "fraction", "heads_pruned", "metric", "value", "primary", "n"]
