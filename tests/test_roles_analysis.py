@@ -19,6 +19,7 @@ from headsieve.roles.analysis import (
     colocation_tests,
     finetuning_change,
     label_stability,
+    map_agreement,
     paired_change,
     score_cube,
     split_halves,
@@ -442,3 +443,38 @@ def test_summary_of_a_corpus_too_small_to_test_says_why():
     assert "nan" not in text.lower()
     assert "p values: none" in text
     assert f"not tested: {len(tests)} of {len(tests)} head x role samples (fewer than 2 inputs: {len(tests)})" in text
+
+
+# ---------------------------------------------------------------- two maps of one model (gold against parsed)
+
+
+def test_map_agreement_counts_shared_labels_per_role_and_family():
+    gold = label_table({"local": {(0, 1), (0, 2)}, "cls": {(3, 3)}, "syntactic": {(1, 0), (2, 5)}, "dep:obj": {(2, 5)}})
+    parsed = label_table({"local": {(0, 1), (0, 2)}, "cls": {(3, 3), (4, 4)}, "syntactic": {(2, 5)}, "dep:dobj": {(2, 5)}})
+    out = map_agreement(gold, parsed)
+    assert set(out["labels"]) == {"reference"}  # no positional control in either map
+    role = out[out["scope"] == "role"].set_index("role")
+    assert role.loc["local", ["heads_a", "heads_b", "shared", "jaccard"]].tolist() == [2, 2, 2, 1.0]
+    assert role.loc["cls", "jaccard"] == 0.5
+    assert role.loc["syntactic", ["heads_a", "heads_b", "shared"]].tolist() == [2, 1, 1]
+    assert (role.loc["dep:obj", "in_a"], role.loc["dep:obj", "in_b"]) == (True, False)
+    assert (role.loc["dep:dobj", "in_a"], role.loc["dep:dobj", "in_b"]) == (False, True)
+    family = out[out["scope"] == "family"].set_index("role")
+    # families over the roles both maps tested: a relation of one scheme only does not count
+    assert family.loc["syntactic", ["heads_a", "heads_b", "shared"]].tolist() == [2, 1, 1]
+    assert family.loc["all", ["heads_a", "heads_b", "shared"]].tolist() == [5, 5, 4]
+    assert family.loc["all", "jaccard"] == 4 / 6
+
+
+def test_roles_agreement_command_refuses_maps_of_two_models(tmp_path):
+    a, b = label_table({"local": {(0, 1)}}), label_table({"local": {(0, 1)}}).assign(model="other")
+    a.to_parquet(tmp_path / "a.parquet")
+    b.to_parquet(tmp_path / "b.parquet")
+    common = ["--name-a", "a", "--name-b", "b", "--title", "t", "--output", str(tmp_path / "o.parquet"),
+              "--summary", str(tmp_path / "o.md")]  # fmt: skip
+    proc = run_cli("roles-agreement", "--a", str(tmp_path / "a.parquet"), "--b", str(tmp_path / "b.parquet"), *common)
+    assert proc.returncode == 2 and "role tests of model ['other'], not ['m']" in proc.stderr
+    assert not (tmp_path / "o.parquet").exists()
+    proc = run_cli("roles-agreement", "--a", str(tmp_path / "a.parquet"), "--b", str(tmp_path / "a.parquet"), *common)
+    assert proc.returncode == 0, proc.stderr
+    assert "| local | 1 | 1 | 1 | 1.00 |" in (tmp_path / "o.md").read_text()

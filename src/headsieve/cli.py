@@ -407,6 +407,38 @@ def cmd_roles_report(sub):
     return run
 
 
+@command("roles-agreement", "two role maps of one model (e.g. gold against parsed trees) -> agreement per role")
+def cmd_roles_agreement(sub):
+    sub.add_argument("--a", required=True, help="tests.parquet of the first map")
+    sub.add_argument("--b", required=True, help="tests.parquet of the second map")
+    sub.add_argument("--name-a", required=True)
+    sub.add_argument("--name-b", required=True)
+    sub.add_argument("--title", required=True)
+    sub.add_argument("--output", required=True, help="agreement table (parquet)")
+    sub.add_argument("--summary", required=True, help="markdown summary file")
+
+    def run(args):
+        import pyarrow.parquet as pq
+
+        from headsieve.io.atomic import write_frame, write_text
+        from headsieve.roles.analysis import agreement_markdown, map_agreement
+
+        tables = []
+        for path in (args.a, args.b):
+            try:
+                tables.append(pq.read_table(path).to_pandas())
+            except Exception as err:
+                raise HeadsieveError(f"{path}: cannot read role tests ({str(err).splitlines()[0]})") from None
+        models = [sorted(set(t["model"].astype(str))) for t in tables]
+        if models[0] != models[1]:
+            raise HeadsieveError(f"{args.b}: role tests of model {models[1]}, not {models[0]} as {args.a}")
+        agreement = map_agreement(*tables)
+        write_frame(agreement, args.output)
+        write_text(agreement_markdown(agreement, args.name_a, args.name_b, args.title), args.summary)
+
+    return run
+
+
 @command("roles-compare", "per-sentence role scores before and after fine-tuning (several seeds) -> paired tests")
 def cmd_roles_compare(sub):
     sub.add_argument("--before", required=True, help="scores.parquet of the pre-trained model")

@@ -250,6 +250,28 @@ def attention_pairs():
     return [(m, c) for m in block["models"] for c in block["corpora"]]
 
 
+def parsed_role_corpora():
+    """Roles corpora parsed from the text of another roles corpus: their maps are compared with the gold one."""
+    corpora = config["corpora"]
+    return [
+        c
+        for c in config["roles"]["corpora"]
+        if corpora[c]["format"] == "parsed"
+        and corpora[c]["source"] in config["roles"]["corpora"]
+    ]
+
+
+def gold_tests(wildcards):
+    source = config["corpora"][wildcards.corpus]["source"]
+    return f"results/{wildcards.model}/{source}/roles/tests.parquet"
+
+
+def finetuned_role_corpora():
+    """Roles corpora on which the fine-tuned models' roles are compared (default: every roles corpus)."""
+    chosen = config["roles"].get("finetuned_corpora")
+    return config["roles"]["corpora"] if chosen is None else chosen
+
+
 def all_targets():
     targets = []
     for model, corpus in attention_pairs():
@@ -257,6 +279,10 @@ def all_targets():
     for model, corpus in role_pairs():
         targets.append(f"results/{model}/{corpus}/roles/summary.md")
         targets.append(f"results/{model}/{corpus}/roles/head_stats.parquet")
+        if corpus in parsed_role_corpora():
+            targets.append(f"results/{model}/{corpus}/roles/gold_agreement.parquet")
+        if corpus not in finetuned_role_corpora():
+            continue
         for task in config["roles"]["finetuned"]:
             targets.append(
                 f"results/{model}/{corpus}/roles/finetuned-{task}/change.parquet"

@@ -151,3 +151,34 @@ rule compare_finetuned_roles:
         " --seeds {params.seeds} --task {wildcards.task:q} --alpha {params.alpha} --correction {params.correction:q}"
         " --output {output.change:q} --agreement {output.agreement:q} --by-layer {output.by_layer:q}"
         " --summary {output.summary:q} --title {params.title:q} --figure {params.figure:q}"
+
+
+rule compare_parsed_roles:
+    input:
+        parsed="results/{model}/{corpus}/roles/tests.parquet",
+        gold=gold_tests,
+    output:
+        table="results/{model}/{corpus}/roles/gold_agreement.parquet",
+        summary=report(
+            "results/{model}/{corpus}/roles/gold_agreement.md",
+            caption="../report/gold_agreement.rst",
+            category="Head roles",
+            subcategory="{model} on {corpus}",
+        ),
+    log:
+        "logs/{model}/{corpus}/compare_parsed_roles.log",
+    benchmark:
+        "benchmarks/{model}/{corpus}/compare_parsed_roles.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        gold=lambda w: config["corpora"][w.corpus]["source"],
+        title=lambda w: f"{w.model}: role map on {w.corpus} (parsed trees) against {config['corpora'][w.corpus]['source']} (gold trees)",
+    shell:
+        "headsieve --log {log:q} roles-agreement --a {input.gold:q} --b {input.parsed:q} --name-a {params.gold:q}"
+        " --name-b {wildcards.corpus:q} --title {params.title:q} --output {output.table:q}"
+        " --summary {output.summary:q}"

@@ -574,3 +574,71 @@ def change_summary_markdown(change: pd.DataFrame, agreement: pd.DataFrame, by_la
         interval = "" if np.isnan(r.ci_low) else f"[{r.ci_low:.3f}, {r.ci_high:.3f}]"
         lines.append(f"| {r.layer} | {r.mean:.3f} | {interval} |")
     return "\n".join(lines) + "\n"
+
+
+def map_agreement(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Agreement of two role maps of one model (e.g. gold trees against a parser's trees on the same text).
+
+    For every role in either map, and per family and ``all`` over the roles both maps tested: heads labelled in
+    ``a``, in ``b``, in both, and their Jaccard index (NaN when neither labels any).  ``in_a`` / ``in_b`` say
+    whether the map tested the role at all (a parser's relation scheme differs from UD's, so relation roles
+    may exist in one map only).  Syntactic roles are compared on the reference labels (``labels =
+    reference``) and, where both maps ran the positional control, on the controlled labels too.
+    """
+    kinds = ["reference"] + (["controlled"] if "label_controlled" in a and "label_controlled" in b else [])
+    keys = ["layer", "head", "role"]
+    rows = []
+    for kind in kinds:
+        la = a[keys].assign(label_a=role_labels(a, kind == "controlled").to_numpy())
+        lb = b[keys].assign(label_b=role_labels(b, kind == "controlled").to_numpy())
+        for frame in (la, lb):
+            frame["role"] = frame["role"].astype(str)
+        both = la.merge(lb, on=keys, how="outer")
+        both["in_a"], both["in_b"] = both["label_a"].notna(), both["label_b"].notna()
+        both["label_a"] = both["label_a"].fillna(False).astype(bool)
+        both["label_b"] = both["label_b"].fillna(False).astype(bool)
+        both["family"] = both["role"].map(role_family)
+        common = both[both["in_a"] & both["in_b"]]
+        groups = [("role", role, sub) for role, sub in both.groupby("role", sort=False)]
+        groups += [("family", fam, common[common["family"] == fam]) for fam in FAMILY_ORDER if (common["family"] == fam).any()]
+        groups += [("family", "all", common)]
+        for scope, name, sub in groups:
+            labelled_a, labelled_b = sub["label_a"].to_numpy(), sub["label_b"].to_numpy()
+            shared = int((labelled_a & labelled_b).sum())
+            union = int((labelled_a | labelled_b).sum())
+            rows.append(
+                {
+                    "labels": kind, "scope": scope, "role": name, "in_a": bool(sub["in_a"].any()),
+                    "in_b": bool(sub["in_b"].any()), "heads_a": int(labelled_a.sum()), "heads_b": int(labelled_b.sum()),
+                    "shared": shared, "jaccard": shared / union if union else np.nan,
+                }  # fmt: skip
+            )
+    if not rows:
+        return pd.DataFrame(columns=["labels", "scope", "role", "in_a", "in_b", "heads_a", "heads_b", "shared", "jaccard"])
+    out = pd.DataFrame(rows)
+    order = {r: i for i, r in enumerate(role_order(out.loc[out["scope"] == "role", "role"].unique()))}
+    out["_order"] = [(0, order.get(r, 0)) if s == "role" else (1, 0) for s, r in zip(out["scope"], out["role"])]
+    out["_kind"] = out["labels"].map(kinds.index)
+    out = out.sort_values(["_kind", "_order"], kind="stable").drop(columns=["_kind", "_order"]).reset_index(drop=True)
+    return out
+
+
+def agreement_markdown(agreement: pd.DataFrame, name_a: str, name_b: str, title: str) -> str:
+    """A markdown report of :func:`map_agreement`: per family, then the roles found in one map only."""
+    lines = [f"# {title}", "", f"Heads labelled in **{name_a}** (a) and **{name_b}** (b), and their Jaccard index.", ""]
+    for kind, sub in agreement.groupby("labels", sort=False):
+        fam = sub[sub["scope"] == "family"]
+        lines += [f"## {kind} labels", "", "| family | heads a | heads b | shared | Jaccard |", "|---|---:|---:|---:|---:|"]
+        for r in fam.itertuples():
+            jac = "" if np.isnan(r.jaccard) else f"{r.jaccard:.2f}"
+            lines.append(f"| {r.role} | {r.heads_a} | {r.heads_b} | {r.shared} | {jac} |")
+        roles = sub[sub["scope"] == "role"]
+        only_a = roles.loc[roles["in_a"] & ~roles["in_b"], "role"].tolist()
+        only_b = roles.loc[roles["in_b"] & ~roles["in_a"], "role"].tolist()
+        lines += [
+            "",
+            f"- roles tested in a only: {', '.join(only_a) or 'none'}",
+            f"- roles tested in b only: {', '.join(only_b) or 'none'}",
+            "",
+        ]
+    return "\n".join(lines)
