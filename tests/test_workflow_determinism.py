@@ -26,8 +26,10 @@ def small_default_config(data) -> dict:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
     config["data_dir"] = str(data)
     for key, corpus in config["corpora"].items():
-        if corpus["format"] == "conllu":
+        if corpus["format"] in ("conllu", "parsed"):
             corpus["max_sentences"] = 24 if key == "ewt_dev" else 12
+        elif key in config["roles"]["corpora"]:  # the pair corpora of the role maps
+            corpus["max_sentences"] = 16
     config["tasks"]["nli"].update(max_train=32, max_eval=16, max_length=48, finetune={"epochs": 1, "batch_size": 16})
     config["tasks"]["sst2"].update(max_train=64, max_eval=32, max_length=40)
     pruning = config["pruning"]
@@ -69,7 +71,8 @@ def test_default_pipeline_twice_is_byte_identical(tmp_path, data):
     for part in ("minilm/ewt_dev/roles/tests.parquet", "minilm--sst2/ewt_dev/roles/tests.parquet",
                  "minilm/ewt_dev/roles/finetuned-sst2/change.parquet", "minilm/sst2/pruning/evaluations.parquet",
                  "minilm/sst2/seed1/compensation.parquet", "e5/multilingual/similarity.parquet",
-                 "multilingual/nli/relative_drops.parquet"):  # fmt: skip
+                 "multilingual/nli/relative_drops.parquet", "minilm/qnli_dev/roles/tests.parquet",
+                 "minilm/ewt_dev_parsed/roles/gold_agreement.parquet", "minilm/sst2_dev_parsed/roles/tests.parquet"):  # fmt: skip
         assert any(part in name for name in names), f"no {part} among {names[:20]}"
     assert sum(name.endswith(".parquet") for name in names) >= 20
 
