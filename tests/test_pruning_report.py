@@ -20,6 +20,8 @@ from headsieve.pruning.report import (
     minimal_detectable_difference,
     paired_comparisons,
     paired_difference,
+    curve_table,
+    results_markdown,
     summary_lines,
 )
 
@@ -224,3 +226,24 @@ def test_report_command_rejects_an_unknown_correction(tmp_path):
     proc = run_cli("pruning-report", "--evaluations", "x", "--comparisons", "y", "--figures", "z", "--title", "t",
                    "--correction", "sidak")  # fmt: skip
     assert proc.returncode == 2 and "invalid choice: 'sidak'" in proc.stderr
+
+
+def test_results_summary_is_computed_from_the_tables():
+    """Every figure of the generated summary comes from the evaluations and comparisons tables: the baseline
+    over seeds, the curves with their intervals, and each comparison row with its corrected p."""
+    frame = evaluations({"good": 0.05, "top": -0.1}, seeds=range(1, 6), protocol="prune_then_finetune")
+    comparisons = paired_comparisons(frame)
+    text = "\n".join(results_markdown(frame, comparisons, "m on sst2"))
+    base = frame[frame["fraction"] == 0].sort_values("seed")["value"]
+    assert (f"unpruned baseline (sst2, accuracy, 5 seeds 1, 2, 3, 4, 5): mean {base.mean():.3f}, "
+            f"sd {base.std(ddof=1):.3f}, range {base.min():.3f} to {base.max():.3f}") in text  # fmt: skip
+    curves = curve_table(frame)
+    good = curves[(curves["strategy"] == "good") & (curves["fraction"] == 0.5)].iloc[0]
+    values = frame[(frame["strategy"] == "good") & (frame["fraction"] == 0.5)]["value"]
+    assert good["seeds"] == 5 and np.isclose(good["mean"], values.mean())
+    half = stats.t.ppf(0.975, 4) * values.std(ddof=1) / np.sqrt(5)
+    assert f"{values.mean():.3f} [{values.mean() - half:.3f}, {values.mean() + half:.3f}]" in text
+    assert "| none | " in text  # the unpruned start once, not once per strategy
+    for r in comparisons.itertuples():
+        assert (f"| sst2 | prune_then_finetune | {r.fraction:.0%} | {r.strategy} | {r.against} | {r.seeds} | "
+                f"{r.mean_diff:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.p:.3g} | {r.p_adj:.3g} | {r.mdd:.3f} |") in text  # fmt: skip

@@ -676,7 +676,7 @@ def cmd_pruning_report(sub):
 
         from headsieve.io.atomic import write_frame, write_text
         from headsieve.plots import pruning as plots
-        from headsieve.pruning.report import compensation_lines, paired_comparisons, summary_lines
+        from headsieve.pruning.report import compensation_lines, paired_comparisons, results_markdown, summary_lines
 
         evaluations = pd.read_parquet(args.evaluations)
         comparisons = paired_comparisons(evaluations, correction=args.correction, alpha=args.alpha, power=args.power)
@@ -691,7 +691,9 @@ def cmd_pruning_report(sub):
             plots.compensation_figure(heads, summary, figures / "compensation", args.title)
             lines += compensation_lines(summary, alpha=args.alpha)
         if args.summary:
-            write_text("".join(f"- {line}\n" for line in lines), args.summary)
+            text = results_markdown(evaluations, comparisons, args.title, args.alpha)
+            text += ["## Design and tests", ""] + [f"- {line}" for line in lines]
+            write_text("\n".join(text) + "\n", args.summary)
 
     return run
 

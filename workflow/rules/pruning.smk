@@ -324,6 +324,12 @@ rule report_pruning:
             for name in PRUNING_FIGURES
         },
         comparisons="results/{model}/{task}/pruning/comparisons.parquet",
+        summary=report(
+            "results/{model}/{task}/pruning/summary.md",
+            caption="../report/pruning_summary.rst",
+            category="Pruning",
+            subcategory="{model} on {task}",
+        ),
         pdfs=multiext(
             "results/{model}/{task}/pruning/figures/",
             *[f"{n}.pdf" for n in PRUNING_FIGURES],
@@ -341,8 +347,9 @@ rule report_pruning:
     params:
         title=lambda w: f"{w.model} on {w.task}",
         figures=folder_of("fig_metric_by_fraction"),
+        correction=config["pruning"]["correction"],
     shell:
         "headsieve --log {log:q} pruning-report --evaluations {input.evaluations:q}"
         " --compensation {input.compensation:q} --compensation-summary {input.summary:q}"
         " --comparisons {output.comparisons:q} --title {params.title:q}"
-        " --figures {params.figures:q}"
+        " --figures {params.figures:q} --correction {params.correction:q} --summary {output.summary:q}"

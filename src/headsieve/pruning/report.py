@@ -242,3 +242,78 @@ def compensation_lines(summary: pd.DataFrame, measures=("jsd", "jsd_retraining")
                          f"Fisher combined p = {combined_text})")  # fmt: skip
         lines.append(f"compensation, {strategy} at {fraction:g}, {measure}: " + "; ".join(parts) + ".")
     return lines
+
+
+def curve_table(evaluations: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """The primary metric per task, protocol, strategy and fraction over seeds: n seeds, mean, sd and the
+    two-sided ``1 - alpha`` t interval of the mean (NaN with fewer than 2 seeds).  Fraction 0 is the unpruned
+    model (the same for every strategy of a seed, so it appears once, as strategy ``none``)."""
+    frame = with_protocol(primary(evaluations))
+    zero = frame["fraction"] == 0
+    frame.loc[zero, "strategy"] = "none"
+    frame = frame.drop_duplicates(["task", "protocol", "strategy", "fraction", "seed", "metric"])
+    keys = ["task", "protocol", "metric", "strategy", "fraction"]
+    out = frame.groupby(keys, sort=True, observed=True)["value"].agg(seeds="count", mean="mean", sd="std").reset_index()
+    n = out["seeds"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = stats.t.ppf(1 - alpha / 2, np.maximum(n - 1, 1)) * out["sd"].to_numpy() / np.sqrt(n)
+    half = np.where(n >= 2, half, np.nan)
+    out["ci_low"], out["ci_high"] = out["mean"] - half, out["mean"] + half
+    return out
+
+
+def _interval(low: float, high: float) -> str:
+    return "" if np.isnan(low) else f" [{_fmt(low)}, {_fmt(high)}]"
+
+
+def results_markdown(evaluations: pd.DataFrame, comparisons: pd.DataFrame, title: str, alpha: float = 0.05) -> list[str]:
+    """Markdown of the run's results, every figure taken from the two tables: the unpruned baseline (mean, sd
+    and range over seeds), the metric per protocol, strategy and fraction with its interval, and every
+    comparison with its mean difference, interval, corrected p and minimal detectable difference."""
+    curves = curve_table(evaluations, alpha)
+    level = f"{1 - alpha:.0%}"
+    lines = [f"# Pruning: {title}", ""]
+    base = with_protocol(primary(evaluations))
+    base = base[base["fraction"] == 0].drop_duplicates(["task", "seed", "metric"])
+    for (task, metric), sub in base.groupby(["task", "metric"], sort=True):
+        values = sub.sort_values("seed")["value"]
+        sd = f", sd {_fmt(values.std(ddof=1))}" if len(values) > 1 else ""
+        lines.append(
+            f"- unpruned baseline ({task}, {metric}, {len(values)} seeds {', '.join(map(str, sorted(sub['seed'])))}): "
+            f"mean {_fmt(values.mean())}{sd}, range {_fmt(values.min())} to {_fmt(values.max())}"
+        )
+    lines += ["", f"## {metric_name(curves)} by share of heads pruned (mean over seeds, {level} t interval)", ""]
+    for (task, protocol, metric), sub in curves.groupby(["task", "protocol", "metric"], sort=True):
+        fractions = sorted(sub["fraction"].unique())
+        lines += [f"{task}, {protocol}:", "", "| strategy | " + " | ".join(f"{f:.0%}" for f in fractions) + " |",
+                  "|---|" + "---:|" * len(fractions)]  # fmt: skip
+        for strategy, rows in sub.groupby("strategy", sort=False):
+            cells = {r.fraction: f"{_fmt(r.mean)}{_interval(r.ci_low, r.ci_high)}" for r in rows.itertuples()}
+            lines.append(f"| {strategy} | " + " | ".join(cells.get(f, "") for f in fractions) + " |")
+        lines.append("")
+    if not comparisons.empty:
+        table = with_protocol(comparisons)
+        first = table.iloc[0]
+        lines += [
+            f"## Paired comparisons (difference of means over seeds, {level} t interval, p corrected by "
+            f"{first['correction']} across all {int(table['p'].notna().sum())} tests; mdd = smallest difference "
+            f"detectable with power {float(first['power']):g})",
+            "",
+            "| task | protocol | fraction | strategy | against | seeds | difference | p | p_adj | mdd |",
+            "|---|---|---:|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in table.itertuples():
+            p = "" if np.isnan(r.p) else f"{r.p:.3g}"
+            p_adj = "" if np.isnan(r.p_adj) else f"{r.p_adj:.3g}"
+            mdd = "" if np.isnan(r.mdd) else _fmt(r.mdd)
+            lines.append(
+                f"| {r.task} | {r.protocol} | {r.fraction:.0%} | {r.strategy} | {r.against} | {r.seeds} | "
+                f"{_fmt(r.mean_diff)}{_interval(r.ci_low, r.ci_high)} | {p} | {p_adj} | {mdd} |"
+            )
+        lines.append("")
+    return lines
+
+
+def metric_name(curves: pd.DataFrame) -> str:
+    metrics = sorted(curves["metric"].unique())
+    return " / ".join(metrics).capitalize() if metrics else "Metric"
