@@ -75,6 +75,7 @@ def test_default_pipeline_twice_is_byte_identical(tmp_path, data):
                  "minilm/ewt_dev_parsed/roles/gold_agreement.parquet", "minilm/sst2_dev_parsed/roles/tests.parquet"):  # fmt: skip
         assert any(part in name for name in names), f"no {part} among {names[:20]}"
     assert sum(name.endswith(".parquet") for name in names) >= 20
+    assert "summary.md" in names  # the run's results document (results_summary)
 
     differing = [
         name for name in names if not name.endswith("metrics.json") and first[name].read_bytes() != second[name].read_bytes()

@@ -698,6 +698,21 @@ def cmd_pruning_report(sub):
     return run
 
 
+@command("collect-summaries", "every report step's summary.md -> one results document")
+def cmd_collect_summaries(sub):
+    sub.add_argument("--parts", nargs="+", required=True, help="summary files, in the order wanted")
+    sub.add_argument("--title", required=True)
+    sub.add_argument("--output", required=True)
+
+    def run(args):
+        from headsieve.io.atomic import write_text
+        from headsieve.summary import combine_summaries
+
+        write_text(combine_summaries(args.parts, args.title), args.output)
+
+    return run
+
+
 # ---------------------------------------------------------------- multilingual
 
 

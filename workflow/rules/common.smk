@@ -65,13 +65,16 @@ def finetuned_parts(model):
     base, rest = model.split(FINETUNED, 1)
     task, marked, seed = rest.partition(SEED_KEY)
     if marked and not seed.isdigit():
-        raise WorkflowError(f"model key '{model}': expected <model>--<task>--seed<number>")
+        raise WorkflowError(
+            f"model key '{model}': expected <model>--<task>--seed<number>"
+        )
     return base, task, int(seed) if marked else config["pruning"]["seeds"][0]
 
 
 def finetuned_key(model, task, seed):
     """The model key of ``model`` fine-tuned on ``task`` with ``seed``: the plain ``<model>--<task>`` for the
-    first pruning seed (so that its roles are computed once), ``<model>--<task>--seed<s>`` otherwise."""
+    first pruning seed (so that its roles are computed once), ``<model>--<task>--seed<s>`` otherwise.
+    """
     if int(seed) == config["pruning"]["seeds"][0]:
         return f"{model}{FINETUNED}{task}"
     return f"{model}{FINETUNED}{task}{SEED_KEY}{seed}"
@@ -272,6 +275,27 @@ def finetuned_role_corpora():
     return config["roles"]["corpora"] if chosen is None else chosen
 
 
+def summary_parts():
+    """Every summary.md the report steps of the run write, in reading order (the results_summary input)."""
+    parts = []
+    for model, corpus in role_pairs():
+        parts.append(f"results/{model}/{corpus}/roles/summary.md")
+        if corpus in parsed_role_corpora():
+            parts.append(f"results/{model}/{corpus}/roles/gold_agreement.md")
+        if corpus in finetuned_role_corpora():
+            for task in config["roles"]["finetuned"]:
+                parts.append(
+                    f"results/{model}/{corpus}/roles/finetuned-{task}/summary.md"
+                )
+    for model in config["pruning"]["models"]:
+        for task in config["pruning"]["tasks"]:
+            parts.append(f"results/{model}/{task}/pruning/summary.md")
+    block = config["multilingual"]
+    if block["study"]["models"] and block["study"]["tasks"]:
+        parts.append("results/multilingual/summary.md")
+    return parts
+
+
 def all_targets():
     targets = []
     for model, corpus in attention_pairs():
@@ -295,11 +319,15 @@ def all_targets():
         targets.append(f"results/{model}/multilingual/similarity_by_fact.parquet")
     for task in block["prunability"]["tasks"]:
         targets.append(f"results/multilingual/{task}/relative_drops.parquet")
-    if block["study"]["models"] and block["study"]["tasks"]:  # multilingual study (issue 15 item 6)
+    if (
+        block["study"]["models"] and block["study"]["tasks"]
+    ):  # multilingual study (issue 15 item 6)
         targets.append("results/multilingual/summary.md")
     for model in config["pruning"]["models"]:
         for task in config["pruning"]["tasks"]:
             targets.append(f"results/{model}/{task}/pruning/comparisons.parquet")
+    if summary_parts():
+        targets.append("results/summary.md")
     return targets
 
 
