@@ -4,64 +4,6 @@
 # fine-tuned; every mask of a seed and fraction in one job); compensation, collected tables, report.
 
 
-def protocol_on(name):
-    return name in config["pruning"]["protocols"]
-
-
-def finetune_options(task):
-    """The fine-tuning options of a task: the unpruned fine-tuning's and, alike, every pruned one's."""
-    return json.dumps(
-        {**config["pruning"]["finetune"], **config["tasks"][task].get("finetune", {})},
-        sort_keys=True,
-    )
-
-
-def pruned_finetuned_dir(model, task, seed, group):
-    return f"results/{model}/{task}/seed{seed}/pruned_finetuned/{group}"
-
-
-def compensation_items(wildcards):
-    """(strategy, fraction tag, model folder) of the models pruned, then fine-tuned, that compensation reads."""
-    keep = config["pruning"]["compensation_strategies"]
-    items = []
-    for strategy in keep:
-        if (
-            is_fixed_size(strategy)
-            or strategy not in all_strategies()
-            or strategy in config["pruning"]["mask_only_strategies"]
-        ):
-            continue
-        for fraction in sorted(config["pruning"]["fractions"]):
-            if fraction > 0:
-                folder = pruned_finetuned_dir(
-                    wildcards.model,
-                    wildcards.task,
-                    wildcards.seed,
-                    fraction_tag(fraction),
-                )
-                items.append(
-                    (
-                        strategy,
-                        fraction_tag(fraction),
-                        f"{folder}/models/{strategy_slug(strategy)}",
-                    )
-                )
-    return items
-
-
-def compensation_wanted():
-    return (
-        protocol_on("prune_then_finetune")
-        and any(
-            not is_fixed_size(s)
-            and s in all_strategies()
-            and s not in config["pruning"]["mask_only_strategies"]
-            for s in config["pruning"]["compensation_strategies"]
-        )
-        and any(f > 0 for f in config["pruning"]["fractions"])
-    )
-
-
 rule finetune:
     input:
         train=lambda w: task_file(w.task, "train"),

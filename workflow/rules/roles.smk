@@ -20,7 +20,11 @@ rule score_roles:
         runtime=60,
     params:
         options=lambda w: json.dumps(
-            dict(role_options(), **{k: config["roles"][k] for k in ("score", "max_uniform_share")}), sort_keys=True
+            dict(
+                role_options(),
+                **{k: config["roles"][k] for k in ("score", "max_uniform_share")},
+            ),
+            sort_keys=True,
         ),
     shell:
         "headsieve --log {log:q} roles-score --model {wildcards.model:q} --corpus {wildcards.corpus:q}"
@@ -99,14 +103,6 @@ rule report_roles:
         "headsieve --log {log:q} roles-report --tests {input.tests:q} --scores {input.scores:q}"
         " --figures {params.figures:q} --tables {params.tables:q} --summary {output.summary:q}"
         " --stability-seed {params.seed} --bootstrap {params.bootstrap}"
-
-
-def finetuned_scores(wildcards):
-    """The scores of the model fine-tuned on the task with each of roles.finetuned_seeds."""
-    return [
-        f"results/{finetuned_key(wildcards.model, wildcards.task, seed)}/{wildcards.corpus}/roles/scores.parquet"
-        for seed in config["roles"]["finetuned_seeds"]
-    ]
 
 
 rule compare_finetuned_roles:
