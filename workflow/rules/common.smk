@@ -365,6 +365,29 @@ def finetuned_scores(wildcards):
     ]
 
 
+# ---- the multilingual study (multilingual.smk)
+
+
+def study_items():
+    """(model, task, seed) of every fine-tuned model the study reads."""
+    block = config["multilingual"]["study"]
+    return [
+        (m, t, s)
+        for m in block["models"]
+        for t in block["tasks"]
+        for s in block["seeds"]
+    ]
+
+
+def study_task_json(task):
+    """The task's entry as the study scores it: ``study.max_eval`` caps the evaluation subset."""
+    entry = json.loads(task_json(task))
+    cap = config["multilingual"]["study"]["max_eval"]
+    if cap is not None:
+        entry["max_eval"] = min(cap, entry.get("max_eval") or cap)
+    return json.dumps(entry, sort_keys=True)
+
+
 def all_targets():
     targets = []
     for model, corpus in attention_pairs():

@@ -141,21 +141,6 @@ rule multilingual_pruning:
 # multilingual encoder, and how much fine-tuning moves each layer (linear CKA before against after).
 
 
-def study_items():
-    """(model, task, seed) of every fine-tuned model the study reads."""
-    block = config["multilingual"]["study"]
-    return [(m, t, s) for m in block["models"] for t in block["tasks"] for s in block["seeds"]]
-
-
-def study_task_json(task):
-    """The task's entry as the study scores it: ``study.max_eval`` caps the evaluation subset."""
-    entry = json.loads(task_json(task))
-    cap = config["multilingual"]["study"]["max_eval"]
-    if cap is not None:
-        entry["max_eval"] = min(cap, entry.get("max_eval") or cap)
-    return json.dumps(entry, sort_keys=True)
-
-
 rule multilingual_effects:
     input:
         finetuned="results/{model}/{task}/seed{seed}/finetuned",
@@ -196,7 +181,8 @@ rule multilingual_effects:
 rule multilingual_study:
     input:
         curves=lambda w: [
-            f"results/{m}/{t}/seed{s}/random_curve.parquet" for m, t, s in study_items()
+            f"results/{m}/{t}/seed{s}/random_curve.parquet"
+            for m, t, s in study_items()
         ],
         cka=lambda w: [
             f"results/{m}/{t}/seed{s}/layer_cka.parquet" for m, t, s in study_items()
@@ -221,7 +207,9 @@ rule multilingual_study:
             subcategory="BERT against the multilingual encoder",
         ),
         pdfs=multiext(
-            "results/multilingual/figures/", "fraction_curves.pdf", "layer_influence.pdf"
+            "results/multilingual/figures/",
+            "fraction_curves.pdf",
+            "layer_influence.pdf",
         ),
     log:
         "logs/multilingual/multilingual_study.log",

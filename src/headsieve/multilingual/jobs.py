@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from headsieve.io.atomic import write_frame
-from headsieve.pruning.jobs import _load_finetuned, read_task
+from headsieve.pruning.jobs import load_finetuned, read_task
 from headsieve.pruning.metrics import primary_metric
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def evaluate_languages(finetuned, evals: dict, task_opts: dict, batch_size: int,
     from headsieve.pruning.evaluate import MaskEvaluator
     from headsieve.pruning.strategies import ModelFacts
 
-    model, tokenizer = _load_finetuned(finetuned, device)
+    model, tokenizer = load_finetuned(finetuned, device)
     facts = ModelFacts.from_model(model)
     masks = layer_masks(facts.n_layers, facts.n_heads)
     rows = []
@@ -104,7 +104,7 @@ def finetune_effects(finetuned, model_key: str, model_spec: dict, eval_spec: dic
     from headsieve.pruning.evaluate import MaskEvaluator
     from headsieve.pruning.strategies import ModelFacts
 
-    model, tokenizer = _load_finetuned(finetuned, device)
+    model, tokenizer = load_finetuned(finetuned, device)
     facts = ModelFacts.from_model(model)
     data = read_task(eval_spec, eval_paths, tokenizer, task_opts["max_length"], task_opts.get("max_eval"), 0)
     gold = np.asarray([e["label"] for e in data.examples])

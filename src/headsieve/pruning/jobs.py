@@ -60,7 +60,9 @@ def read_task(corpus_spec: dict, path, tokenizer, max_length: int, limit: int | 
     return D.TaskData(task, spec.labels, spec.metric, D.encode_examples(tokenizer, examples, max_length))
 
 
-def _load_finetuned(folder, device):
+def load_finetuned(folder, device):
+    """The fine-tuned classifier of a ``finetune`` output folder (its ``model/``, pruned shape kept) and its
+    tokenizer."""
     model = H.load_pruned(str(Path(folder) / "model"), device=device)
     tokenizer = load_tokenizer("finetuned", {"source": str(Path(folder) / "model")})
     return model, tokenizer
@@ -114,7 +116,7 @@ def importance(finetuned, train_spec, train_path, task_opts, n_examples, batch_s
     """Head importance (Michel et al.) of the fine-tuned model on a seeded sample of the training split."""
     from headsieve.pruning.importance import head_importance
 
-    model, tokenizer = _load_finetuned(finetuned, device)
+    model, tokenizer = load_finetuned(finetuned, device)
     train = read_task(train_spec, train_path, tokenizer, task_opts["max_length"], task_opts.get("max_train"), 0)
     pick = np.random.default_rng([seed, 31337]).permutation(len(train.examples))[:n_examples]
     pad, types = batch_options(model)
@@ -185,7 +187,7 @@ def evaluate_masks(finetuned, masks_path, eval_spec, eval_path, task_opts, batch
     from headsieve.pruning.evaluate import MaskEvaluator, mask_from_heads
     from headsieve.pruning.strategies import ModelFacts
 
-    model, tokenizer = _load_finetuned(finetuned, device)
+    model, tokenizer = load_finetuned(finetuned, device)
     test = read_task(eval_spec, eval_path, tokenizer, task_opts["max_length"], task_opts.get("max_eval"), 0)
     masks = pd.read_parquet(masks_path)
     facts = ModelFacts.from_model(model)
@@ -342,7 +344,7 @@ def compensation(
     from headsieve.pruning.compensation import compare_heads, head_activity, spread_summary
     from headsieve.pruning.importance import head_importance
 
-    reference, tokenizer = _load_finetuned(reference_dir, device)
+    reference, tokenizer = load_finetuned(reference_dir, device)
     train = read_task(train_spec, train_path, tokenizer, task_opts["max_length"], task_opts.get("max_train"), 0)
     pick = np.sort(np.random.default_rng([seed, 4242]).permutation(len(train.examples))[:n_examples])
     pad, types = batch_options(reference)
