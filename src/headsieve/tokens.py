@@ -20,7 +20,6 @@ max_length, the corpus spec, the input files' names and sha256, the counts above
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import unicodedata
@@ -31,6 +30,7 @@ import pyarrow as pa
 from headsieve.errors import HeadsieveError
 from headsieve.io.conllu import Sentence
 from headsieve.io.glue import Example
+from headsieve.io.provenance import parse_provenance, provenance_metadata
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +295,6 @@ def file_sha256(paths) -> str:
     return hashlib.sha256("".join(file_sha256(p) for p in paths).encode()).hexdigest()
 
 
-PROVENANCE_KEY = b"headsieve_provenance"
 
 
 def records_table(records: list[dict], model: str, corpus: str, provenance: dict | None = None) -> pa.Table:
@@ -306,7 +305,7 @@ def records_table(records: list[dict], model: str, corpus: str, provenance: dict
     table = pa.Table.from_pylist(records, schema=TOKENS_SCHEMA)
     if provenance is not None:
         record = dict(provenance, model=model, corpus=corpus, n_inputs=len(records))
-        table = table.replace_schema_metadata({PROVENANCE_KEY: json.dumps(record, sort_keys=True)})
+        table = table.replace_schema_metadata(provenance_metadata(record))
     return table
 
 
@@ -318,16 +317,7 @@ def read_provenance(path) -> dict:
         meta = pq.read_schema(path).metadata or {}
     except Exception as err:
         raise HeadsieveError(f"{path}: cannot read tokens ({str(err).splitlines()[0]})") from None
-    raw = meta.get(PROVENANCE_KEY)
-    if raw is None:
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise HeadsieveError(f"{path}: unreadable provenance record; rerun the tokenize step")
-    return value
+    return parse_provenance(meta, path, "rerun the tokenize step")
 
 
 def is_punctuation(text: str) -> bool:

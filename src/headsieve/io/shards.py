@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import re
 import zipfile
@@ -39,10 +38,10 @@ import pyarrow.parquet as pq
 
 from headsieve.errors import HeadsieveError
 from headsieve.io.atomic import write_table
+from headsieve.io.provenance import parse_provenance, provenance_metadata
 
 FORMAT_VERSION = "1"
 INDEX_NAME = "index.parquet"
-PROVENANCE_KEY = b"headsieve_provenance"
 #: a shard is a plain file name inside the dump folder (no folder part, no hidden file)
 _SHARD_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.npz$")
 RERUN = "delete the folder and rerun the dump (rule dump_attention, or `headsieve dump`)"
@@ -179,7 +178,7 @@ class ShardWriter:
             inputs_fingerprint=inputs_fingerprint((r["sentence_index"], r["input_crc"]) for r in self._rows),
         )
         table = table.replace_schema_metadata(
-            {"headsieve_dump_format": FORMAT_VERSION, PROVENANCE_KEY: json.dumps(provenance, sort_keys=True)}
+            {"headsieve_dump_format": FORMAT_VERSION, **provenance_metadata(provenance)}
         )
         write_table(table, self.folder / INDEX_NAME)
         return table
@@ -207,16 +206,7 @@ def read_index(folder: str | os.PathLike) -> pa.Table:
 
 
 def _provenance(path, meta: dict) -> dict:
-    raw = meta.get(PROVENANCE_KEY)
-    if raw is None:
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise HeadsieveError(f"{path}: unreadable provenance record in the index metadata: {RERUN}")
-    return value
+    return parse_provenance(meta, path, RERUN)
 
 
 def index_provenance(index: pa.Table) -> dict:
