@@ -203,3 +203,65 @@ def test_a_dump_reads_back_after_an_outside_writer(tmp_path):
         writer.add(k, f"s{k}", att, list(range(4)))
     writer.close()
     assert index_provenance(read_index(tmp_path / "d"))["n_sentences"] == 5
+
+
+# ---------------------------------------------------------------- role scores and tests
+
+
+def roles_test(tmp_path, scores, name="tests.parquet"):
+    out = tmp_path / name
+    proc = run_cli("roles-test", "--scores", str(scores), "--alpha", "0.05", "--correction", "bh", "--output", str(out))
+    return proc, out
+
+
+def test_scores_and_tests_record_what_they_were_made_from(made, tmp_path):
+    from headsieve.roles.score import read_scores_provenance
+
+    _, tokens, dump_dir, _ = made
+    proc, scores = score(tmp_path, tokens, dump_dir)
+    assert proc.returncode == 0, proc.stderr
+    record = read_scores_provenance(scores)
+    assert record["model"] == "m" and record["corpus"] == "c" and record["n_inputs"] == 2
+    assert record["tokens_sha256"] == hashlib.sha256(tokens.read_bytes()).hexdigest()
+    assert record["inputs_fingerprint"] == index_provenance(read_index(dump_dir))["inputs_fingerprint"]
+    assert record["options"]["score"] == "mass"
+    assert pq.read_schema(scores.parent / "head_stats.parquet").metadata == pq.read_schema(scores).metadata
+    proc, tests = roles_test(tmp_path, scores)
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads(pq.read_schema(tests).metadata[b"headsieve_provenance"])
+    assert meta["scores_sha256"] == hashlib.sha256(scores.read_bytes()).hexdigest()
+    assert (meta["alpha"], meta["correction"], meta["inputs_fingerprint"]) == (0.05, "bh", record["inputs_fingerprint"])
+
+
+def test_report_refuses_tests_of_other_scores(made, tmp_path):
+    """The report retests the scores (stability): scores other than those tested would mix two runs."""
+    _, tokens, dump_dir, _ = made
+    proc, scores = score(tmp_path, tokens, dump_dir)
+    assert proc.returncode == 0, proc.stderr
+    proc, tests = roles_test(tmp_path, scores)
+    assert proc.returncode == 0, proc.stderr
+    other = tmp_path / "other_scores.parquet"
+    table = pq.read_table(scores)
+    pq.write_table(table.slice(0, table.num_rows - 1), other)  # not the scores the tests were made from
+    summary = tmp_path / "summary.md"
+    proc = run_cli("roles-report", "--tests", str(tests), "--scores", str(other), "--figures", str(tmp_path / "f"),
+                   "--tables", str(tmp_path / "t"), "--summary", str(summary))  # fmt: skip
+    refused(proc, f"tests.parquet: made from another scores table than {other} (rerun the test_roles step)", summary)
+
+
+def test_fine_tuning_comparison_refuses_scores_of_other_inputs(made, tmp_path, tiny_bert):
+    _, tokens, dump_dir, _ = made
+    proc, before = score(tmp_path, tokens, dump_dir)
+    assert proc.returncode == 0, proc.stderr
+    (tmp_path / "b").mkdir()
+    proc, tokens_b, _ = tokenize(tmp_path / "b", tiny_bert, GOOD)  # other inputs: one of the two sentences
+    assert proc.returncode == 0, proc.stderr
+    proc, dump_b = dump(tmp_path / "b", tiny_bert, tokens_b, max_length=64)
+    assert proc.returncode == 0, proc.stderr
+    proc, after = score(tmp_path / "b", tokens_b, dump_b)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "change.parquet"
+    proc = run_cli("roles-compare", "--before", str(before), "--after", str(after), "--seeds", "1", "--task", "t",
+                   "--output", str(out), "--agreement", str(tmp_path / "a.parquet"), "--by-layer", str(tmp_path / "l.parquet"),
+                   "--summary", str(tmp_path / "s.md"), "--figure", str(tmp_path / "fig"), "--title", "t")  # fmt: skip
+    refused(proc, "scores of other inputs than", out)

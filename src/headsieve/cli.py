@@ -297,7 +297,7 @@ def cmd_roles_score(sub):
             time.perf_counter() - start,
         )
         write_table(scores, args.scores)
-        write_frame(head_stats, args.head_stats)
+        write_frame(head_stats, args.head_stats, metadata=scores.schema.metadata)  # the same provenance
 
     return run
 
@@ -325,9 +325,13 @@ def cmd_roles_test(sub):
 
     def run(args):
         from headsieve.io.atomic import write_frame
+        from headsieve.io.provenance import provenance_metadata
         from headsieve.roles.controls import add_controls
+        from headsieve.roles.score import read_scores_provenance
         from headsieve.roles.tests import read_scores, role_tests
+        from headsieve.tokens import file_sha256
 
+        made_from = read_scores_provenance(args.scores)
         scores = read_scores(args.scores)
         tests = role_tests(scores, args.tau, args.alpha, args.correction, tau_by_role=args.tau_by_role)
         labelled = tests[tests["label"]]
@@ -343,9 +347,45 @@ def cmd_roles_test(sub):
             "positional control: %d of %d syntactic labels hold against shape-matched decoys",
             int(tests["label_controlled"].sum()), int(tests.loc[syntactic, "label"].sum()),
         )  # fmt: skip
-        write_frame(tests, args.output)
+        record = {
+            "model": made_from.get("model"), "corpus": made_from.get("corpus"), "scores_sha256": file_sha256(args.scores),
+            "inputs_fingerprint": made_from.get("inputs_fingerprint"), "tau": args.tau, "tau_by_role": args.tau_by_role,
+            "alpha": args.alpha, "correction": args.correction,
+        }  # fmt: skip
+        write_frame(tests, args.output, metadata=provenance_metadata(record))
 
     return run
+
+
+def same_inputs(before, after: list) -> None:
+    """Paired tests pair inputs: every scores table must record the same corpus and inputs (fingerprint of the
+    sentence indexes and their word pieces) as ``before``, where both recorded them."""
+    from headsieve.roles.score import read_scores_provenance
+
+    reference = read_scores_provenance(before)
+    for path in after:
+        record = read_scores_provenance(path)
+        for key in ("corpus", "inputs_fingerprint"):
+            if reference.get(key) is not None and record.get(key) is not None and reference[key] != record[key]:
+                raise HeadsieveError(f"{path}: scores of other inputs than {before} ({key} differs): not paired")
+
+
+def check_made_from(tests_path, scores_path) -> None:
+    """A tests table recorded the sha256 of the scores it tested: the scores given beside it must be those."""
+    import pyarrow.parquet as pq
+
+    from headsieve.io.provenance import parse_provenance
+    from headsieve.tokens import file_sha256
+
+    try:
+        meta = pq.read_schema(tests_path).metadata or {}
+    except Exception as err:
+        raise HeadsieveError(f"{tests_path}: cannot read role tests ({str(err).splitlines()[0]})") from None
+    recorded = parse_provenance(meta, tests_path, "rerun the test_roles step").get("scores_sha256")
+    if recorded is not None and recorded != file_sha256(scores_path):
+        raise HeadsieveError(
+            f"{tests_path}: made from another scores table than {scores_path} (rerun the test_roles step)"
+        )
 
 
 @command("roles-report", "role tests and scores -> figures (PNG + PDF), analysis tables and a markdown summary")
@@ -375,6 +415,7 @@ def cmd_roles_report(sub):
         )
         from headsieve.roles.tests import read_scores
 
+        check_made_from(args.tests, args.scores)
         tests = pd.read_parquet(args.tests)
         if tests.empty:
             raise HeadsieveError(f"{args.tests}: no tests")
@@ -469,6 +510,7 @@ def cmd_roles_compare(sub):
             raise HeadsieveError(f"--after has {len(args.after)} tables for the seeds {args.seeds}: one per seed")
         before = read_scores(args.before)
         after = {seed: read_scores(path) for seed, path in zip(args.seeds, args.after)}
+        same_inputs(args.before, args.after)
         for seed, path in zip(args.seeds, args.after):
             if not set(after[seed]["sentence_index"].unique()) & set(before["sentence_index"].unique()):
                 raise HeadsieveError(f"{path}: no sentence in common with {args.before} (another corpus?)")

@@ -95,10 +95,11 @@ def write_table(table: pa.Table, path: str | os.PathLike) -> None:
         pq.write_table(table, tmp, compression="zstd", write_statistics=True)
 
 
-def write_frame(frame, path: str | os.PathLike, schema: pa.Schema | None = None) -> None:
-    """Write a pandas DataFrame as Parquet atomically (no index column)."""
+def write_frame(frame, path: str | os.PathLike, schema: pa.Schema | None = None, metadata: dict | None = None) -> None:
+    """Write a pandas DataFrame as Parquet atomically (no index column); ``metadata`` (e.g. a provenance
+    record) is the schema's only metadata (pandas' own is left out: it names the pandas version)."""
     table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-    table = table.replace_schema_metadata(None)
+    table = table.replace_schema_metadata(metadata)
     write_table(table, path)
 
 

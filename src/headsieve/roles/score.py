@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from headsieve.progress import progress_bar
 
 from headsieve.errors import HeadsieveError
+from headsieve.io.provenance import parse_provenance, provenance_metadata
 from headsieve.io.shards import check_coverage, check_provenance, index_provenance, input_crc, iter_dump, read_index
 from headsieve.roles.clark import HeadStats
 from headsieve.roles.controls import score_controls
@@ -139,7 +140,29 @@ def score_dump(
                 "(config key roles.relations; check the spelling or the corpus)"
             )
     table = _scores_table(keys, vectors, n_queries, n_undefined, forms, L, H, model, corpus, controls)
-    return table, stats.frame(model, corpus)
+    record = scores_provenance(model, corpus, opts, tokens_path, index, len(tokens))
+    return table.replace_schema_metadata(provenance_metadata(record)), stats.frame(model, corpus)
+
+
+def scores_provenance(model: str, corpus: str, options: dict, tokens_path, index, n_inputs: int) -> dict:
+    """What a scores table was made from: model, corpus, the scoring options, the tokens file's sha256 and the
+    dump's inputs fingerprint (which inputs, with which word pieces)."""
+    from headsieve.tokens import file_sha256
+
+    dump = index_provenance(index)
+    return {
+        "model": model, "corpus": corpus, "options": options, "tokens_sha256": file_sha256(tokens_path),
+        "inputs_fingerprint": dump.get("inputs_fingerprint"), "n_inputs": n_inputs,
+    }  # fmt: skip
+
+
+def read_scores_provenance(path) -> dict:
+    """The provenance record of a scores table ({} for one made without it)."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except Exception as err:
+        raise HeadsieveError(f"{path}: cannot read scores ({str(err).splitlines()[0]})") from None
+    return parse_provenance(meta, path, "rerun the score_roles step")
 
 
 def _dictionary(values: np.ndarray) -> pa.DictionaryArray:
