@@ -335,17 +335,23 @@ def test_early_stopping_sees_only_held_out_training_data(tiny_bert, data, bert_t
     seen, snapshots = [], []
     real_evaluate = F.evaluate
 
+    evaluating = []  # non-empty while an evaluation runs (prediction batches by length too, with an order)
+
     def spy_evaluate(model, data_, batch_size, device=None):
         seen.append(data_)
         snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
-        result = real_evaluate(model, data_, batch_size, device)
+        evaluating.append(True)
+        try:
+            result = real_evaluate(model, data_, batch_size, device)
+        finally:
+            evaluating.pop()
         return dict(result, accuracy=next(scripted, result["accuracy"]))
 
     trained_on = []
     real_iter = D.iter_batches
 
     def spy_iter(examples, batch_size, pad_id, use_token_types, order=None, start=0):
-        if order is not None:
+        if order is not None and not evaluating:
             trained_on.append({id(e) for e in examples})
         return real_iter(examples, batch_size, pad_id, use_token_types, order, start)
 
