@@ -1,4 +1,9 @@
 # One results document from every report step's summary (every figure generated, none typed).
+# Joining text files: it runs where snakemake runs, never as a cluster job.
+
+
+localrules:
+    results_summary,
 
 
 rule results_summary:
