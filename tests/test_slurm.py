@@ -177,7 +177,8 @@ def test_pipeline_through_slurm_matches_local(slurm_cluster, tmp_path, data):
     assert len(parquet) >= 7
     for name in parquet:
         a, b = pq.read_table(local_files[name]), pq.read_table(slurm_files[name])
-        assert a.num_rows > 0 and a.equals(b, check_metadata=True), name
+        assert a.num_rows > 0 and a.schema.equals(b.schema, check_metadata=True), name
+        assert a.to_pandas().equals(b.to_pandas()), name  # NaN where NaN (arrow's equals says NaN != NaN)
         assert local_files[name].read_bytes() == slurm_files[name].read_bytes(), name
     shards = [name for name in local_files if name.endswith(".npz")]
     assert shards
