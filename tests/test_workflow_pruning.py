@@ -120,10 +120,11 @@ def test_adding_a_seed_runs_only_new_jobs(pruning_run, data):
     proc = snakemake(pruning_run, "-n", config=config)
     assert proc.returncode == 0, proc.stderr[-2000:]
     counts = job_counts(proc.stdout)
-    # seed 3's own jobs, then the tables that gather every seed; nothing of seeds 1 and 2, no attention work
+    # seed 3's own jobs, then the tables that gather every seed and the run's summary; nothing of seeds 1 and 2,
+    # no attention work
     assert counts == {
         "finetune": 1, "importance": 1, "select_masks": 2, "evaluate_masks": 2, "prune_finetune": 2, "compensation": 1,
-        "collect_pruning": 1, "report_pruning": 1, "all": 1, "total": 12,
+        "collect_pruning": 1, "report_pruning": 1, "results_summary": 1, "all": 1, "total": 13,
     }  # fmt: skip
 
 
@@ -135,7 +136,7 @@ def test_adding_a_fraction_runs_only_new_jobs(pruning_run, data):
     # the tables that gather everything
     assert job_counts(proc.stdout) == {
         "select_masks": 2, "evaluate_masks": 2, "prune_finetune": 2, "compensation": 2, "collect_pruning": 1,
-        "report_pruning": 1, "all": 1, "total": 11,
+        "report_pruning": 1, "results_summary": 1, "all": 1, "total": 12,
     }  # fmt: skip
     assert "masks/0.25.parquet" in proc.stdout and "masks/0.50.parquet" not in proc.stdout
 

@@ -87,7 +87,7 @@ rule select_masks:
         labels=lambda w, input: input.labels[0] if input.labels else "",
     shell:
         "headsieve --log {log:q} select-masks --finetuned {input.finetuned:q} --strategies {params.strategies:q}"
-        " --fraction {wildcards.fraction:q} --seed {wildcards.seed} --labels {params.labels:q}"
+        " --fraction {wildcards.fraction:q} --seed {wildcards.seed} --labels={params.labels:q}"
         " --importance {input.importance:q} --output {output:q}"
 
 
