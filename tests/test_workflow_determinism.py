@@ -32,6 +32,8 @@ def small_default_config(data) -> dict:
             corpus["max_sentences"] = 16
     config["tasks"]["nli"].update(max_train=32, max_eval=16, max_length=48, finetune={"epochs": 1, "batch_size": 16})
     config["tasks"]["sst2"].update(max_train=64, max_eval=32, max_length=40)
+    config["tasks"]["mrpc"].update(max_train=32, max_eval=16, max_length=48, finetune={"epochs": 1})
+    config["roles"]["finetuned_seeds"] = [1, 2]  # several seeds, as the default, at test size
     pruning = config["pruning"]
     pruning["seeds"] = pruning["seeds"][:1]
     pruning["fractions"] = [0.0, 0.5]
@@ -41,6 +43,7 @@ def small_default_config(data) -> dict:
     multilingual = config["multilingual"]
     multilingual["languages"] = {code: multilingual["languages"][code] for code in LANGUAGES}
     multilingual["prunability"]["tasks"] = ["nli"]  # sst2 takes the same rules
+    multilingual["study"].update(seeds=[1, 2], fractions=[0.0, 0.5], cka_examples=16, max_eval=16)
     return config
 
 
