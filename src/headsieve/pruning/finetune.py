@@ -44,6 +44,7 @@ the evaluation split never enters this module.  The final model is then the one 
 from __future__ import annotations
 
 import contextlib
+import functools
 import dataclasses
 import hashlib
 import json
@@ -483,6 +484,33 @@ def _loss_summary(losses: list[float], steps_per_epoch: int) -> dict:
     }
 
 
+@contextlib.contextmanager
+def frozen_embeddings(model, enabled: bool):
+    """With ``enabled``, the input word embeddings get no gradient inside the block (``requires_grad``
+    restored after, also after an error)."""
+    weight = model.get_input_embeddings().weight
+    freeze = enabled and weight.requires_grad
+    if freeze:
+        weight.requires_grad_(False)
+    try:
+        yield
+    finally:
+        if freeze:
+            weight.requires_grad_(True)
+
+
+def _with_frozen_embeddings(fn):
+    """Run a fine-tuning with its config's ``freeze_embeddings`` applied to the model."""
+
+    @functools.wraps(fn)
+    def wrapper(model, train, config, *args, **kwargs):
+        with frozen_embeddings(model, config.freeze_embeddings):
+            return fn(model, train, config, *args, **kwargs)
+
+    return wrapper
+
+
+@_with_frozen_embeddings
 def finetune(
     model,
     train: D.TaskData,
@@ -501,31 +529,6 @@ def finetune(
     ``config.freeze_embeddings`` the input word embeddings get no update (their ``requires_grad`` is restored
     after).
     """
-    frozen = []
-    if config.freeze_embeddings:
-        weight = model.get_input_embeddings().weight
-        if weight.requires_grad:
-            weight.requires_grad_(False)
-            frozen.append(weight)
-    try:
-        return _finetune(model, train, config, out_dir, held_out, progress, tokenizer=tokenizer, device=device)
-    finally:
-        for weight in frozen:
-            weight.requires_grad_(True)
-
-
-def _finetune(
-    model,
-    train: D.TaskData,
-    config: FinetuneConfig,
-    out_dir: str | os.PathLike,
-    held_out: D.TaskData | None = None,
-    progress: bool = True,
-    *,
-    tokenizer=None,
-    device=None,
-) -> dict:
-    """:func:`finetune` itself."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device) if device is not None else model_device(model)
