@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def run_cli(*args, env=None):
@@ -19,6 +20,16 @@ def one_error_line(proc) -> str:
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("headsieve: error: ")
     return lines[0]
+
+
+def refused(proc, expected: str, *outputs) -> str:
+    """One ``headsieve: error:`` line holding ``expected``, exit status 2, no traceback, none of ``outputs``."""
+    line = one_error_line(proc)
+    assert "Traceback" not in proc.stderr
+    assert expected in line, line
+    for out in outputs:
+        assert not Path(out).exists(), out
+    return line
 
 
 def tokenize_args(model_spec, corpus_file, output, fmt="conllu", log=None):

@@ -12,7 +12,7 @@ import pytest
 from headsieve.errors import HeadsieveError
 from headsieve.models.load import check_attention_output, load_encoder, load_tokenizer
 
-from cli_utils import one_error_line, run_cli, tokenize_args
+from cli_utils import one_error_line, refused, run_cli, tokenize_args
 from corpora import GOOD
 
 
@@ -97,16 +97,6 @@ def test_encoder_loads_with_eager_attention(tiny_bert, tiny_roberta):
 
 
 # ---------------------------------------------------------------- issue 18: one line, no traceback, no output
-
-
-def refused(proc, expected: str, *outputs) -> str:
-    """One ``headsieve: error:`` line holding ``expected``, exit status 2, no traceback, none of ``outputs``."""
-    line = one_error_line(proc)
-    assert "Traceback" not in proc.stderr
-    assert expected in line, line
-    for out in outputs:
-        assert not Path(out).exists(), out
-    return line
 
 
 def tokenize(tmp_path, model_dir, corpus, spec=None, max_length=64, corpus_key="c", output=None):

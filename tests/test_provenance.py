@@ -14,17 +14,8 @@ import pytest
 from headsieve.io.shards import INDEX_NAME, ShardWriter, index_provenance, read_index
 from headsieve.tokens import read_provenance
 
-from cli_utils import one_error_line, run_cli, tokenize_args
+from cli_utils import refused, run_cli, tokenize_args
 from corpora import GOOD
-
-
-def refused(proc, expected: str, *outputs) -> str:
-    line = one_error_line(proc)
-    assert "Traceback" not in proc.stderr
-    assert expected in line, line
-    for out in outputs:
-        assert not Path(out).exists(), out
-    return line
 
 
 def two_sentences() -> str:
