@@ -8,12 +8,10 @@ permutation drawn from ``(seed, epoch)`` alone, so an interrupted run can resume
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
-import torch
 
-from headsieve.io.glue import Example
+from headsieve.io.glue import Example, read_glue, task_spec
 
 
 @dataclass
@@ -50,42 +48,9 @@ def encode_examples(tokenizer, examples: list[Example], max_length: int) -> list
     ]
 
 
-def collate(rows: list[dict], pad_id: int, use_token_types: bool) -> dict[str, torch.Tensor]:
-    """Right-padded tensors: input_ids, attention_mask, (token_type_ids), and labels when the rows have them."""
-    longest = max(len(r["input_ids"]) for r in rows)
-    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), longest), dtype=torch.long)
-    types = torch.zeros((len(rows), longest), dtype=torch.long)
-    for b, r in enumerate(rows):
-        n = len(r["input_ids"])
-        ids[b, :n] = torch.as_tensor(r["input_ids"])
-        mask[b, :n] = 1
-        types[b, :n] = torch.as_tensor(r["token_type_ids"])
-    batch = {"input_ids": ids, "attention_mask": mask}
-    if all(isinstance(r.get("label"), int) for r in rows):  # class ids (token rows carry label strings)
-        batch["labels"] = torch.as_tensor([r["label"] for r in rows])
-    if use_token_types:
-        batch["token_type_ids"] = types
-    return batch
-
-
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     """The training order of one epoch: a permutation that depends on (seed, epoch) only."""
     return np.random.default_rng([seed, epoch]).permutation(n)
-
-
-def iter_batches(
-    examples: list[dict],
-    batch_size: int,
-    pad_id: int,
-    use_token_types: bool,
-    order: np.ndarray | None = None,
-    start: int = 0,
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Batches in ``order`` (default: as given, for evaluation), beginning at batch number ``start``."""
-    order = np.arange(len(examples)) if order is None else order
-    for first in range(start * batch_size, len(order), batch_size):
-        yield collate([examples[i] for i in order[first : first + batch_size]], pad_id, use_token_types)
 
 
 def split_held_out(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -93,3 +58,14 @@ def split_held_out(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.n
     order = np.random.default_rng([seed, 7919]).permutation(n)
     k = int(round(n * fraction))
     return np.sort(order[k:]), np.sort(order[:k])
+
+
+def read_task(corpus_spec: dict, path, tokenizer, max_length: int, limit: int | None, seed: int) -> TaskData:
+    """Encode a GLUE/XNLI corpus; ``limit`` takes a seeded random subset (the same for every model seed)."""
+    task = "xnli" if corpus_spec["format"] == "xnli" else corpus_spec["task"]
+    spec = task_spec(task, corpus_spec if task == "custom" else None)
+    examples = read_glue(path, spec, corpus_spec.get("header"), corpus_spec.get("language"), corpus_spec.get("max_sentences"))
+    if limit is not None and limit < len(examples):
+        keep = np.sort(np.random.default_rng([seed, 104729]).choice(len(examples), size=limit, replace=False))
+        examples = [examples[k] for k in keep]
+    return TaskData(task, spec.labels, spec.metric, encode_examples(tokenizer, examples, max_length))

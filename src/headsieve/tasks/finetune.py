@@ -62,10 +62,12 @@ import torch
 from headsieve.errors import HeadsieveError
 from headsieve.io.atomic import atomic_dir, write_json
 from headsieve.models import heads as H
-from headsieve.attention import batch_options
-from headsieve.pruning import data as D
+from headsieve.batching import batch_options
+from headsieve import batching as B
+from headsieve.tasks import data as D
+from headsieve.models.load import load_tokenizer
 from headsieve.models.runtime import eval_mode, model_device, to_device
-from headsieve.pruning.metrics import METRICS, compute_metrics, primary_metric
+from headsieve.tasks.metrics import METRICS, compute_metrics, primary_metric
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +184,7 @@ def predict(model, data: D.TaskData, batch_size: int, device=None) -> np.ndarray
     order = np.argsort([len(e["input_ids"]) for e in data.examples], kind="stable")
     out: list[np.ndarray] = []
     with eval_mode(model), torch.no_grad():
-        for batch in D.iter_batches(data.examples, batch_size, pad, types, order=order):
+        for batch in B.iter_batches(data.examples, batch_size, pad, types, order=order):
             batch.pop("labels", None)
             logits = model(**to_device(batch, device)).logits
             out.append(logits.argmax(-1).cpu().numpy())
@@ -667,7 +669,7 @@ def finetune(
         while run.step < total and not run.stopped_early:
             epoch, start = divmod(run.step, steps_per_epoch)
             order = D.epoch_order(n, config.seed, epoch)
-            for batch in D.iter_batches(examples, config.batch_size, pad, types, order, start=start):
+            for batch in B.iter_batches(examples, config.batch_size, pad, types, order, start=start):
                 loss = model(**to_device(batch, device)).loss
                 loss.backward()
                 if config.max_grad_norm is not None:
@@ -779,3 +781,11 @@ def _restore(folder: Path, model, optimizer, scheduler, device, config, fingerpr
     run.threads = int(state["threads"])
     run.best_state = best
     return run
+
+
+def load_finetuned(folder, device):
+    """The fine-tuned classifier of a ``finetune`` output folder (its ``model/``, pruned shape kept) and its
+    tokenizer."""
+    model = H.load_pruned(str(Path(folder) / "model"), device=device)
+    tokenizer = load_tokenizer("finetuned", {"source": str(Path(folder) / "model")})
+    return model, tokenizer
