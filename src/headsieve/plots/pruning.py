@@ -8,7 +8,7 @@ import pandas as pd
 from scipy import stats
 
 from headsieve.plots.common import plt, save
-from headsieve.pruning.report import _with_unpruned, panel_keys, primary, with_protocol
+from headsieve.pruning.report import with_unpruned, panel_keys, primary, with_protocol
 
 
 def _panel_name(keys: list[str], values) -> str:
@@ -36,7 +36,7 @@ def mean_ci(values: pd.Series, level: float = 0.95) -> pd.Series:
 def metric_curves(evaluations: pd.DataFrame, stem, title: str):
     """Primary metric against the share of heads pruned, one line per strategy (mean over seeds), band = 95%
     t confidence interval of the mean over seeds; one panel per protocol (and finetuned state)."""
-    frame = _with_unpruned(primary(evaluations))
+    frame = with_unpruned(primary(evaluations))
     metric = frame["metric"].iloc[0]
     keys = panel_keys(frame)
     panels = [(values, _panel_name(keys, values)) for values, _ in frame.groupby(keys, observed=True, sort=True)]

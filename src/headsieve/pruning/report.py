@@ -68,7 +68,7 @@ def panel_keys(frame: pd.DataFrame) -> list[str]:
     return ["protocol"] + (["finetuned"] if "finetuned" in frame.columns else [])
 
 
-def _with_unpruned(frame: pd.DataFrame) -> pd.DataFrame:
+def with_unpruned(frame: pd.DataFrame) -> pd.DataFrame:
     """Give every strategy the unpruned (fraction 0) value of its seed, so that curves start at 0."""
     frame = with_protocol(frame)
     zero = frame[frame["fraction"] == 0]
