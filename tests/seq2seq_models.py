@@ -4,6 +4,7 @@ and a small BPE tokenizer trained on PUD sentences, shared by the seq2seq head a
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
@@ -50,12 +51,21 @@ def tiny_model(name: str, seed: int = 0, attn: str = "eager", **overrides):
     return model.eval()
 
 
+def pud_path(language: str) -> Path:
+    """The PUD file of ``language`` in the data mirror: config/config.yaml's ``corpora.pud_<language>`` entry."""
+    from conftest import REPO, data_dir
+
+    from headsieve.config import corpus_local_path, load_yaml
+
+    config = {"data_dir": str(data_dir()), "corpora": load_yaml(REPO / "config" / "config.yaml")["corpora"]}
+    (path,) = corpus_local_path(config, f"pud_{language}")
+    return path
+
+
 def pud_texts(language: str, n: int) -> list[str]:
-    from conftest import data_dir
+    from headsieve.translation.data import read_sentences
 
-    from headsieve.translation.data import pud_file, read_sentences
-
-    return list(read_sentences(pud_file(data_dir() / "ud", language), max_sentences=n).values())
+    return list(read_sentences(pud_path(language), max_sentences=n).values())
 
 
 @lru_cache(maxsize=None)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from seq2seq_models import EOS, tiny_model, tiny_tokenizer
+from seq2seq_models import EOS, pud_path, tiny_model, tiny_tokenizer
 
 from headsieve.errors import HeadsieveError
 from headsieve.models import seq2seq_heads as S
@@ -29,13 +29,8 @@ def _one_thread(one_thread):
 
 
 @pytest.fixture(scope="module")
-def ud(data):
-    return data / "ud"
-
-
-@pytest.fixture(scope="module")
-def en_de(ud):
-    return D.read_pud_pair(ud, "en", "de")
+def en_de():
+    return D.read_parallel(pud_path("en"), pud_path("de"))
 
 
 def _texts(path, key: str) -> dict[str, str]:
@@ -51,21 +46,21 @@ def _texts(path, key: str) -> dict[str, str]:
 # -------------------------------------------------------------------------------------------------- data
 
 
-def test_pud_pairs_align_by_sent_id(ud, en_de):
+def test_pud_pairs_align_by_sent_id(en_de):
     assert len(en_de) == 1000
     assert en_de[0].sent_id == "n01001011"
     assert en_de[0].source.startswith("“While much of the digital transition")
     assert en_de[0].target.startswith("„Ein Großteil des digitalen Übergangs")
-    german = _texts(D.pud_file(ud, "de"), "text")
+    german = _texts(pud_path("de"), "text")
     assert all(german[p.sent_id] == p.target for p in en_de)
 
 
-def test_icelandic_is_aligned_by_sent_id_not_by_position(ud):
+def test_icelandic_is_aligned_by_sent_id_not_by_position():
     """Icelandic PUD lists the sentences in another order; its ``# text_en`` lines give the English
     sentence of each one, so they check the alignment."""
-    path = D.pud_file(ud, "Icelandic")
+    path = pud_path("is")
     english_of = _texts(path, "text_en")
-    pairs = D.read_pud_pair(ud, "en", "is")
+    pairs = D.read_parallel(pud_path("en"), path)
     assert len(pairs) == 1000
     norm = lambda s: " ".join(s.split())  # noqa: E731
     icelandic = _texts(path, "text")
@@ -74,11 +69,11 @@ def test_icelandic_is_aligned_by_sent_id_not_by_position(ud):
     assert same >= 998  # two text_en lines differ from English PUD by a character
     in_file_order = list(icelandic)
     assert sum(a != p.sent_id for a, p in zip(in_file_order, pairs)) > 400  # positions would pair wrongly
-    reverse = D.read_pud_pair(ud, "is", "en")
+    reverse = D.read_parallel(path, pud_path("en"))
     assert [p.sent_id for p in reverse] == in_file_order  # source order
 
 
-def test_alignment_errors_and_split(ud, en_de):
+def test_alignment_errors_and_split(en_de):
     source = {"a": "x", "b": "y", "c": "z"}
     with pytest.raises(HeadsieveError, match="sent_id 'c'") as err:
         D.align(source, {"a": "1", "b": "2"})
@@ -86,9 +81,6 @@ def test_alignment_errors_and_split(ud, en_de):
     assert [p.sent_id for p in D.align(source, {"b": "2", "a": "1"}, strict=False)] == ["a", "b"]
     with pytest.raises(HeadsieveError, match="share no sent_id"):
         D.align(source, {"q": "1"}, strict=False)
-    with pytest.raises(HeadsieveError, match="no PUD treebank for language 'xx'"):
-        D.pud_file(ud, "xx")
-    assert D.pud_file(ud, "German") == D.pud_file(ud, "de")
     pool, test = D.split_pairs(en_de, 200, seed=0)
     assert len(pool) == 200 and len(test) == 800
     assert not {p.sent_id for p in pool} & {p.sent_id for p in test}
@@ -446,7 +438,7 @@ def test_head_roles_on_a_tiny_model(name, small_pairs):
 # ------------------------------------------------------------------------------------------------ commands
 
 
-def test_commands_end_to_end(tmp_path, ud):
+def test_commands_end_to_end(tmp_path):
     from headsieve.translation.cli import add_commands
 
     folder = tmp_path / "model"
@@ -456,7 +448,7 @@ def test_commands_end_to_end(tmp_path, ud):
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command", required=True))
     spec = f'{{"source": "{folder}", "target_language": "de"}}'
-    files = ["--source", str(D.pud_file(ud, "en")), "--target", str(D.pud_file(ud, "de")),
+    files = ["--source", str(pud_path("en")), "--target", str(pud_path("de")),
              "--pairs", '{"importance_pool": 6, "max_test": 5, "split_seed": 0}']  # fmt: skip
 
     def run(*argv):
@@ -552,49 +544,95 @@ def test_commands_end_to_end(tmp_path, ud):
     assert not (tmp_path / "bad.parquet").exists()
 
 
-def test_workflow_settings(tmp_path, data, ud):
-    import yaml
+def translation_config(data_dir) -> dict:
+    """config/config.yaml with the overlay config/translation.yaml merged over it, as
+    from snakemake.utils import update_config
+
+    from headsieve.config import load_yaml
+
+    config = load_yaml(REPO / "config" / "config.yaml")
+    update_config(config, load_yaml(REPO / "config" / "translation.yaml"))
+    config["data_dir"] = str(data_dir)
+    return config
+
+
+def validated(config: dict) -> dict:
     from conftest import REPO
 
-    from headsieve.translation.workflow import language_files, load_settings, translation_title
+    from headsieve.config import validate_config
 
-    shipped = REPO / "config" / "translation.yaml"
-    settings = load_settings(shipped)
+    return validate_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
+    ``snakemake --configfile config/translation.yaml`` does (Snakemake's own merge), data_dir set."""
+    from conftest import REPO
+
+
+def test_workflow_settings(tmp_path, data):
+    from conftest import REPO
+
+    from headsieve.config import load_yaml
+    from headsieve.translation.workflow import pair_corpora, translation_title
+
+    config = validated(translation_config(data))
+    settings = config["translation"]
     assert settings["models"]["opus_en_de"]["source"] == "Helsinki-NLP/opus-mt-en-de"
-    files = language_files(settings, str(data), "opus_en_de")
-    assert files == {"source": str(D.pud_file(ud, "en")), "target": str(D.pud_file(ud, "de"))}
+    assert settings["models"]["opus_en_de"]["trust_remote_code"] is False  # the schema's default filled in
+    assert pair_corpora(settings, "opus_en_de") == {"source": "pud_en", "target": "pud_de"}
     assert translation_title(settings, "opus_en_de") == "opus_en_de: Helsinki-NLP/opus-mt-en-de, en -> de"
     local = {"models": {"m": {"source": str(tmp_path), "source_language": "en", "target_language": "fi"}}}
     assert translation_title(local, "m") == f"m: {tmp_path.name}, en -> fi"  # a folder: its name only
-    document = yaml.safe_load(shipped.read_text(encoding="utf-8"))
-    for change, message in [
-        (lambda t: t.update(strategies=["kind:self"]), "kind 'self'"),
-        (lambda t: t.update(fractions=[1.5]), "outside"),
-        (lambda t: t.pop("seeds"), "'translation.seeds' is missing"),
-        (lambda t: t["models"]["opus_en_de"].pop("target_language"), "opus_en_de.target_language' is missing"),
-    ]:
-        broken = copy.deepcopy(document)
-        change(broken["translation"])
-        path = tmp_path / "bad.yaml"
-        path.write_text(yaml.safe_dump(broken), encoding="utf-8")
-        with pytest.raises(HeadsieveError, match=message) as err:
-            load_settings(path)
-        assert "\n" not in str(err.value)
-    with pytest.raises(HeadsieveError, match="not found"):
-        load_settings(tmp_path / "missing.yaml")
+    assert "device" not in settings and config["device"] == "auto"  # one device setting: the top-level one
+    # the default run alone: the section is there with its defaults and no model (nothing to run)
+    default = validated(dict(load_yaml(REPO / "config" / "config.yaml"), data_dir=str(data)))["translation"]
+    assert default["models"] == {} and default["languages"] == {} and default["seeds"] == [1, 2, 3]
+
+
+def _glob_corpus(c):
+    c["corpora"]["pud_many"] = {"format": "conllu", "path": "ud/*/en_pud-ud-test.conllu"}
+    c["translation"]["languages"]["en"] = "pud_many"
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda c: c["translation"].update(device="cuda"), "config key 'translation.device': unknown key"),
+        (lambda c: c["translation"].update(ud_dir="ud"), "config key 'translation.ud_dir': unknown key"),
+        (lambda c: c["translation"]["generation"].update(beams=4), "config key 'translation.generation.beams': unknown key"),
+        (lambda c: c["translation"].update(strategies=["random", "kind:self"]), "config key 'translation.strategies[1]': "),
+        (lambda c: c["translation"].update(fractions=[1.5]), "config key 'translation.fractions[0]': 1.5 is greater than or equal to the maximum of 1"),
+        (lambda c: c["translation"].update(seeds=[-1]), "config key 'translation.seeds[0]': -1 is less than the minimum of 0"),
+        (lambda c: c["translation"]["pairs"].update(importance_pool=0), "config key 'translation.pairs.importance_pool': 0 is less than the minimum of 1"),
+        (lambda c: c["translation"]["models"]["opus_en_de"].pop("target_language"), "config key 'translation.models.opus_en_de': 'target_language' is a required property"),
+        (lambda c: c["translation"]["models"]["opus_en_de"].update(source_language="English"), "config key 'translation.models.opus_en_de.source_language': 'English' does not match"),
+        (lambda c: c["translation"]["models"]["opus_en_de"].update(bleu_tokenize="13b"), "config key 'translation.models.opus_en_de.bleu_tokenize': '13b' is not one of"),
+        (lambda c: c["translation"]["models"]["opus_en_de"].update(target_language="nl"), "config key 'translation.models.opus_en_de.target_language': 'nl' is not in translation.languages"),
+        (lambda c: c["translation"]["languages"].update(de="pud_nl"), "config key 'translation.languages.de': unknown corpus 'pud_nl'"),
+        (lambda c: c["translation"]["languages"].update(de="sst2_dev"), "config key 'translation.languages.de': corpus 'sst2_dev' is glue, not a conllu treebank"),
+        (_glob_corpus, "config key 'translation.languages.en': corpus 'pud_many' names several files"),
+    ],
+)  # fmt: skip
+def test_translation_config_errors_are_one_line_naming_the_key(data, edit, expected):
+    config = translation_config(data)
+    edit(config)
+    with pytest.raises(HeadsieveError) as err:
+        validated(config)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+    if "strategies" in expected:
+        assert "kind 'self'" in str(err.value)  # the registry's own reason
 
 
 def test_translation_rules_through_snakemake_dry_run(tmp_path, data):
-    """config/translation.yaml builds its DAG: one importance, roles and report job per model, masks and
-    evaluation per seed, every job with its log and benchmark (the files a cluster run leaves behind)."""
+    """config/translation.yaml over config/config.yaml builds its DAG: one importance, roles and report job per
+    model, masks and evaluation per seed, every job with its log and benchmark (the files a cluster run leaves
+    behind); the sentence files are the corpora's: fetched (url, sha256) when not under data_dir, else a
+    one-line error naming the corpus."""
     import yaml
-    from conftest import REPO
     from workflow_utils import job_counts, snakemake
 
-    settings = yaml.safe_load((REPO / "config" / "translation.yaml").read_text(encoding="utf-8"))["translation"]
+    merged = translation_config(data)
+    settings = merged["translation"]
     models, seeds = len(settings["models"]), len(settings["seeds"])
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"data_dir": str(data), "translation": settings}), encoding="utf-8")
+    config.write_text(yaml.safe_dump(merged), encoding="utf-8")
     proc = snakemake(tmp_path, "-n", "translation_all", config=config)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert job_counts(proc.stdout) == {
@@ -604,6 +642,22 @@ def test_translation_rules_through_snakemake_dry_run(tmp_path, data):
     }  # fmt: skip
     jobs = [block for block in proc.stdout.split("\nrule ")[1:] if not block.startswith("translation_all")]
     assert len(jobs) == 4 * models + 2 * models * seeds
+    assert str(pud_path("de")) in proc.stdout  # the mirror's file of corpora.pud_de
+
+    empty = tmp_path / "no-mirror"
+    empty.mkdir()
+    merged["data_dir"] = str(empty)
+    config.write_text(yaml.safe_dump(merged), encoding="utf-8")
+    proc = snakemake(tmp_path / "fetching", "-n", "translation_all", config=config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert job_counts(proc.stdout)["fetch_corpus"] == 2
+    assert "resources/corpora/pud_de/de_pud-ud-test.conllu" in proc.stdout
+
+    del merged["corpora"]["pud_de"]["url"], merged["corpora"]["pud_de"]["sha256"]
+    config.write_text(yaml.safe_dump(merged), encoding="utf-8")
+    proc = snakemake(tmp_path / "missing", "-n", "translation_all", config=config)
+    assert proc.returncode != 0
+    assert "corpus 'pud_de': file" in proc.stderr and "no url to download it from" in proc.stderr, proc.stderr[-3000:]
     for block in jobs:
         assert "    log: logs/translation/" in block and "    benchmark: benchmarks/translation/" in block, block
 
@@ -656,20 +710,20 @@ def test_translation_pipeline_through_snakemake(tmp_path, data):
     """translation_all for real on a tiny random Marian saved in a folder: every table, every figure as PNG and
     PDF, and the report with the translation figures captioned."""
     import yaml
-    from conftest import REPO
     from workflow_utils import snakemake
 
     folder = tmp_path / "tiny-marian"
     tiny_model("marian").save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
-    settings = yaml.safe_load((REPO / "config" / "translation.yaml").read_text(encoding="utf-8"))["translation"]
+    merged = translation_config(data)
+    settings = merged["translation"]
     settings["models"] = {"tiny": {"source": str(folder), "source_language": "en", "target_language": "de"}}
     settings["pairs"].update(importance_pool=8, max_test=6)
     settings["generation"].update(max_new_tokens=8, batch_size=4)
     settings.update(seeds=[1, 2], fractions=[0.0, 0.25, 0.5], strategies=["random", "importance", "kind:cross",
                                                                            "layer:top", "layer:bottom"])  # fmt: skip
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"data_dir": str(data), "translation": settings}), encoding="utf-8")
+    config.write_text(yaml.safe_dump(merged), encoding="utf-8")
     proc = snakemake(tmp_path, "translation_all", config=config)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "results/translation/tiny"

@@ -86,6 +86,7 @@ def validate_config(config: dict, schema_path: str | os.PathLike) -> dict:
             )
         raise HeadsieveError(f"config key '{_key(err.absolute_path)}': {err.message}")
     _check_references(config)
+    _check_translation(config)
     _check_role_names(config)
     env = os.environ.get(DATA_DIR_ENV)
     if env:
@@ -181,6 +182,15 @@ def _check_references(config: dict) -> None:
             raise HeadsieveError(f"config key 'corpora.{key}': give a path (under data_dir) or a url with its sha256")
         if "url" in spec and "sha256" not in spec:
             raise HeadsieveError(f"config key 'corpora.{key}.sha256': a url needs its sha256")
+
+
+def _check_translation(config: dict) -> None:
+    """The translation section's languages name conllu corpora, its strategies exist (headsieve.translation.workflow)."""
+    from headsieve.translation.workflow import check_languages, check_strategies
+
+    settings = config.get("translation") or {}
+    check_languages(settings, config.get("corpora", {}))
+    check_strategies(settings.get("strategies", []))
 
 
 def _check_parsed(key: str, spec: dict, corpora: dict) -> None:

@@ -424,7 +424,9 @@ def all_targets():
 
 
 def translation_files(wildcards):
-    """The translation model's source and target test files (TR: the settings translation.smk reads)."""
-    from headsieve.translation.workflow import language_files
+    """The source and target PUD files of translation model ``mt``: the corpora its languages name in
+    translation.languages, found or fetched as every corpus is (corpus_path)."""
+    from headsieve.translation.workflow import pair_corpora
 
-    return language_files(TR, config.get("data_dir"), wildcards.mt)
+    corpora = pair_corpora(config["translation"], wildcards.mt)
+    return {side: corpus_path(corpus) for side, corpus in corpora.items()}

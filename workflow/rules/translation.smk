@@ -1,29 +1,11 @@
 # Translation (issue #8): gate importance, head masks per strategy, masked BLEU/chrF evaluation (many masks
 # in one job per seed) and head roles of encoder-decoder models on the parallel UD PUD treebanks.
-# Settings: the config's `translation` section (config/translation.yaml; checked here at parse time).
+# Settings: the config's `translation` section (validated with the whole config in common.smk; the overlay
+# config/translation.yaml sets it); sentence files: the corpora its `languages` name (translation_files).
 # The target is `translation_all` (tables, figures and the report entries); nothing here is added to `all`.
-from headsieve.translation.workflow import (
-    as_json,
-    check_settings,
-    language_files,
-    translation_title,
-)
+from headsieve.translation.workflow import as_json, translation_title
 
 TR = config["translation"]
-if TR:
-    try:
-        check_settings(TR, "config")
-    except HeadsieveError as err:
-        raise WorkflowError(str(err))
-else:  # no translation experiment configured: the rules exist, nothing asks for them
-    TR = {
-        section: {}
-        for section in ("models", "pairs", "importance", "generation", "roles")
-    }
-    TR.update(seeds=[], fractions=[], strategies=[], device="auto")
-
-TR_DEVICE = TR.get("device", "auto")
-TR_GPUS = 1 if TR_DEVICE == "cuda" else 0
 
 
 wildcard_constraints:
@@ -45,12 +27,12 @@ rule translation_importance:
     resources:
         mem_mb=8000,
         runtime=60,
-        gpu=TR_GPUS,
+        gpu=gpu_count,
     params:
         model=lambda w: as_json(TR["models"][w.mt]),
         pairs=as_json(TR["pairs"]),
         options=as_json(TR["importance"]),
-        device=TR_DEVICE,
+        device=config["device"],
     shell:
         "headsieve --log {log:q} translation-importance --model-spec {params.model:q} --source {input.source:q}"
         " --target {input.target:q} --pairs {params.pairs:q} --options {params.options:q} --output {output:q}"
@@ -99,12 +81,12 @@ rule translation_evaluate:
     resources:
         mem_mb=8000,
         runtime=1440,
-        gpu=TR_GPUS,
+        gpu=gpu_count,
     params:
         model=lambda w: as_json(TR["models"][w.mt]),
         pairs=as_json(TR["pairs"]),
         options=as_json(TR["generation"]),
-        device=TR_DEVICE,
+        device=config["device"],
     shell:
         "headsieve --log {log:q} translation-evaluate-masks --model-spec {params.model:q} --source {input.source:q}"
         " --target {input.target:q} --pairs {params.pairs:q} --masks {input.masks:q} --options {params.options:q}"
@@ -127,12 +109,12 @@ rule translation_roles:
     resources:
         mem_mb=8000,
         runtime=60,
-        gpu=TR_GPUS,
+        gpu=gpu_count,
     params:
         model=lambda w: as_json(TR["models"][w.mt]),
         pairs=as_json(TR["pairs"]),
         options=as_json(TR["roles"]),
-        device=TR_DEVICE,
+        device=config["device"],
     shell:
         "headsieve --log {log:q} translation-roles --model-spec {params.model:q} --source {input.source:q}"
         " --target {input.target:q} --pairs {params.pairs:q} --options {params.options:q} --output {output:q}"

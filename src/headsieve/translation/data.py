@@ -2,7 +2,8 @@
 
 The PUD treebanks hold the same 1,000 sentences in 19 languages with the same ``sent_id`` values; their
 ``# text =`` lines are the sentences.  Files need not list the sentences in the same order (Icelandic PUD
-does not): pairs are matched by ``sent_id`` and returned in the *source* file's order.
+does not): pairs are matched by ``sent_id`` and returned in the *source* file's order.  The workflow takes
+the two files from the config's ``corpora`` entries (``translation.languages`` names them per language).
 
 Importance (which decides what to prune) must not be computed on the sentences BLEU is scored on:
 :func:`split_pairs` makes a seeded, disjoint split into an importance pool and a test set.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -27,22 +27,6 @@ class SentencePair:
     sent_id: str
     source: str
     target: str
-
-
-def pud_file(root: str | os.PathLike, language: str) -> Path:
-    """The PUD test file of ``language`` under ``root``: an ISO code (``de``) or a folder name (``German``).
-
-    ``root`` holds ``UD_<Language>-PUD/<code>_pud-ud-test.conllu`` as in the UD releases.
-    """
-    root = Path(root)
-    code = language.strip()
-    files = sorted(root.glob("UD_*-PUD/*_pud-ud-test.conllu"))
-    for path in files:
-        folder = path.parent.name[len("UD_") : -len("-PUD")]
-        if path.name.split("_")[0] == code or folder.lower() == code.lower():
-            return path
-    known = ", ".join(sorted(p.name.split("_")[0] for p in files)) or "none"
-    raise HeadsieveError(f"no PUD treebank for language '{language}' under {root} (found: {known})")
 
 
 def read_sentences(path: str | os.PathLike, max_sentences: int | None = None) -> dict[str, str]:
@@ -93,11 +77,6 @@ def read_parallel(
     pairs = align(read_sentences(source_path), read_sentences(target_path), strict=strict,
                   names=(str(source_path), str(target_path)))  # fmt: skip
     return pairs if max_pairs is None else pairs[:max_pairs]
-
-
-def read_pud_pair(root: str | os.PathLike, source: str, target: str, **kwargs) -> list[SentencePair]:
-    """The PUD sentence pairs of two languages (codes or names), see :func:`read_parallel`."""
-    return read_parallel(pud_file(root, source), pud_file(root, target), **kwargs)
 
 
 def split_pairs(pairs: list[SentencePair], n_pool: int, seed: int) -> tuple[list[SentencePair], list[SentencePair]]:

@@ -1,78 +1,60 @@
-"""Settings of the translation workflow (``config/translation.yaml``) for ``workflow/rules/translation.smk``.
+"""What ``workflow/rules/translation.smk`` needs of the config's ``translation`` section beyond the schema.
 
-The rules file keeps only wiring; reading and checking the settings, and finding a model's PUD files,
-live here.  Every problem is a one-line :class:`HeadsieveError` naming the settings key.
+The section is typed, defaulted and validated with the rest of the config (``workflow/schemas/config.schema.yaml``,
+:func:`headsieve.config.validate_config`); the checks the schema cannot make live here: strategy names exist
+in the strategy registry, and each model's languages name PUD corpora of ``corpora`` (through
+``translation.languages``).  Every problem is a one-line :class:`HeadsieveError` naming the config key.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from numbers import Integral
-
-import yaml
 
 from headsieve.errors import HeadsieveError
-from headsieve.translation.data import pud_file
 
-#: sections every settings file must have
-SECTIONS = ("models", "pairs", "importance", "generation", "roles", "seeds", "fractions", "strategies")
-
-
-def load_settings(path: str | os.PathLike) -> dict:
-    """The checked ``translation`` section of a settings file."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            document = yaml.safe_load(handle)
-    except FileNotFoundError:
-        raise HeadsieveError(
-            f"{path}: translation settings file not found"
-        ) from None
-    except yaml.YAMLError as err:
-        raise HeadsieveError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
-    settings = (document or {}).get("translation") if isinstance(document, dict) else None
-    if not isinstance(settings, dict):
-        raise HeadsieveError(f"{path}: no 'translation' section")
-    check_settings(settings, str(path))
-    return settings
+#: the sides of a translation pair, each a model entry's ``<side>_language``
+SIDES = ("source", "target")
 
 
-def check_settings(settings: dict, where: str = "translation settings") -> None:
-    """Fail with one line on the first missing section, model entry, strategy, fraction or seed problem."""
-    from headsieve.pruning.strategies import check_fraction
-    from headsieve.translation.strategies import check_strategy
+def check_strategies(strategies: list[str]) -> None:
+    """One line naming the first entry of ``translation.strategies`` that the strategy registry refuses
+    (tried on a small encoder-decoder head space; role strategies need labels, which translation has not)."""
+    from headsieve.pruning.strategies import check_strategy
 
-    for section in SECTIONS:
-        if section not in settings:
-            raise HeadsieveError(f"{where}: key 'translation.{section}' is missing")
-    if not isinstance(settings["models"], dict) or not settings["models"]:
-        raise HeadsieveError(f"{where}: 'translation.models' must name at least one model")
-    for key, spec in settings["models"].items():
-        for field in ("source", "source_language", "target_language"):
-            if not isinstance(spec, dict) or not str(spec.get(field) or "").strip():
-                raise HeadsieveError(f"{where}: key 'translation.models.{key}.{field}' is missing")
-    for name in settings["strategies"]:
-        check_strategy(name)
-    for fraction in settings["fractions"]:
-        check_fraction(fraction)
-    for seed in settings["seeds"]:
-        if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
-            raise HeadsieveError(f"{where}: seed {seed!r} in 'translation.seeds' is not a non-negative integer")
+    for i, name in enumerate(strategies):
+        try:
+            check_strategy(name)
+        except HeadsieveError as err:
+            raise HeadsieveError(f"config key 'translation.strategies[{i}]': {err}") from None
 
 
-def ud_dir(settings: dict, data_dir: str | None) -> str:
-    """Where the PUD treebanks are: ``ud_dir``, else ``<data_dir>/ud``."""
-    return settings.get("ud_dir") or os.path.join(data_dir or "../shared/data", "ud")
+def check_languages(settings: dict, corpora: dict) -> None:
+    """Every language of ``translation.languages`` is a one-file conllu corpus; every model's languages are there."""
+    languages = settings.get("languages") or {}
+    for code, corpus in languages.items():
+        where = f"config key 'translation.languages.{code}'"
+        if corpus not in corpora:
+            raise HeadsieveError(f"{where}: unknown corpus '{corpus}' (a PUD treebank entry of corpora)")
+        spec = corpora[corpus]
+        if spec["format"] != "conllu":
+            raise HeadsieveError(f"{where}: corpus '{corpus}' is {spec['format']}, not a conllu treebank")
+        if any(c in spec.get("path", "") for c in "*?["):
+            raise HeadsieveError(f"{where}: corpus '{corpus}' names several files ({spec['path']}); give one file")
+    for key, spec in (settings.get("models") or {}).items():
+        for side in SIDES:
+            code = spec[f"{side}_language"]
+            if code not in languages:
+                raise HeadsieveError(
+                    f"config key 'translation.models.{key}.{side}_language': '{code}' is not in translation.languages "
+                    f"(add its PUD corpus there, e.g. {code}: pud_{code})"
+                )
 
 
-def language_files(settings: dict, data_dir: str | None, key: str) -> dict[str, str]:
-    """``{"source": file, "target": file}``: the PUD files of model ``key``'s language pair."""
-    spec = settings["models"][key]
-    root = ud_dir(settings, data_dir)
-    return {
-        "source": str(pud_file(root, spec["source_language"])),
-        "target": str(pud_file(root, spec["target_language"])),
-    }
+def pair_corpora(settings: dict, key: str) -> dict[str, str]:
+    """``{"source": corpus key, "target": corpus key}`` of translation model ``key``."""
+    spec, languages = settings["models"][key], settings["languages"]
+    return {side: languages[spec[f"{side}_language"]] for side in SIDES}
 
 
 def as_json(value) -> str:
