@@ -147,3 +147,14 @@ class HeadSpace:
         for head in out:
             self.index(head)
         return out
+
+
+# ------------------------------------------------------------------ layer bands (pure layer helpers)
+
+#: the thirds of a layer stack, bottom to top
+BANDS = ("bottom", "middle", "top")
+
+
+def band_layers(band: str, n_layers: int) -> list[int]:
+    """The bottom, middle or top third of ``n_layers`` layers (12 layers: 0-3, 4-7, 8-11)."""
+    return [layer for layer in range(n_layers) if BANDS[layer * 3 // n_layers] == band]

@@ -1,17 +1,25 @@
-"""Which heads to prune: a registry of selection strategies.
+"""Which heads to prune: one registry of selection strategies over a model's head space.
 
-A strategy is one function ``(facts, fraction, rng, labels, importance, arg) -> [(layer, head), ...]``
-returning the heads to prune, sorted.  It prunes ``round(fraction * n_layers * n_heads)`` heads (see
-:func:`n_to_prune`) unless it is fixed-size (``keep_one``).  In a config a strategy name may carry one
-argument after a colon: ``prune_role:syntactic``, ``spare_role:dep:nsubj``, ``keep_one:3``.
+A strategy is one function ``(ask: Ask) -> [(kind, layer, head), ...]`` returning the heads to prune. ``Ask``
+holds its inputs: the model's :class:`~headsieve.models.headspace.HeadSpace` (an encoder: the single kind
+``encoder``; an encoder-decoder: ``encoder``, ``decoder``, ``cross``), the fraction, the random generator,
+the role labels, the head importance (``{kind: array [layers, heads]}``) and the strategy's argument.  Every
+strategy prunes ``n = round(fraction * N)`` heads, ``N`` being the heads of all kinds (:func:`n_to_prune`),
+unless it is fixed-size (``keep_one``, ``layer:L``, ``band``).  In a config a strategy name may carry one
+argument after a colon, which may itself hold colons: ``prune_role:syntactic``, ``spare_role:dep:nsubj``,
+``keep_one:3``, ``layer:top:cross``.  Adding a strategy = one function under :func:`register` plus tests.
 
-Strategies (``L`` layers of ``H`` heads, ``n`` heads to prune):
+Strategies (``L`` layers of ``H`` heads, ``n`` heads to prune; ``K`` a kind; on a model with several kinds, a
+strategy that works on layers gives each kind its share of ``n``, :func:`proportional_shares`, unless ``K``
+names one):
 
-* ``random``: ``n`` heads drawn uniformly without replacement.
+* ``random``: ``n`` heads drawn uniformly without replacement among all heads.
 * ``top``, ``bottom``, ``middle``, ``top_bottom``: layers in a fixed order, whole layers first, then the
   next layer in the order partially (its heads drawn at random).  Orders: ``top`` L-1, L-2, ..., 0;
   ``bottom`` 0, 1, ...; ``middle`` by distance from the centre (L-1)/2, the lower layer first on ties
   (12 layers: 5, 6, 4, 7, 3, 8, ...); ``top_bottom`` L-1, 0, L-2, 1, ... (spares the middle).
+  ``layer:ORDER`` is the same strategy under its translation name; ``layer:ORDER:K`` takes the layers of kind
+  ``K`` only and, when ``n`` exceeds that kind, random heads of the other kinds.
 * ``consecutive``, ``spread``: ``k, r = divmod(n, H)``; ``k`` whole layers plus ``r`` random heads of one
   more layer, so ``m = ceil(n / H)`` layers are touched; the partial layer is drawn uniformly among the ``m``
   in both.  The two are a matched design (:func:`layer_set_design`), so that they differ in contiguity only,
@@ -30,22 +38,27 @@ Strategies (``L`` layers of ``H`` heads, ``n`` heads to prune):
 * ``prune_role:R``: heads labelled with role R, strongest mean score first; then random others.
 * ``spare_role:R``: random heads not labelled R; only when those run out, labelled ones, weakest mean
   score first.
-* ``importance``: lowest importance first (ties broken at random).
-* ``keep_one:L`` (fixed-size): every head of layer L except the most important one (or a random one
+* ``importance``: lowest importance first over all kinds (ties broken at random).
+* ``kind:K``: heads of kind ``K`` first, in random order; only when ``n`` exceeds them, random heads of
+  the other kinds.  ``spare:K``: random heads of the other kinds; heads of ``K`` only when those run out.
+* ``keep_one:L[:K]`` (fixed-size): every head of layer L except the most important one (or a random one
   when no importance is given); ``fraction`` is validated but otherwise ignored.
-* ``layer:L`` (fixed-size): every head of layer L.  ``band:B`` (fixed-size): every head of the bottom,
-  middle or top third of the layers (B in bottom, middle, top).
+* ``layer:L[:K]`` (fixed-size): every head of layer L.  ``band:B[:K]`` (fixed-size): every head of the
+  bottom, middle or top third of the layers (B in bottom, middle, top).  ``K`` may be left out on a model with
+  one kind.
 
 Role labels come from the role-test table (:func:`headsieve.roles.tests.role_tests`: columns layer,
-head, role, label, mean, ...), filtered to one model.  A head holds role R when any of its rows for R is
-labelled (several corpora may be present); its strength is the largest mean among those labelled rows.
+head, role, label, mean, ... and, for a model with several kinds, kind), filtered to one model.  A head holds
+role R when any of its rows for R is labelled (several corpora may be present); its strength is the largest
+mean among those labelled rows.
 
 Randomness: :func:`select_heads` seeds ``np.random.default_rng([seed, crc32(name), crc32(fraction)])``
 where ``name`` is the full strategy name with its argument and ``fraction`` is taken by its ``repr``.
 Each (seed, strategy, fraction) thus has its own independent stream: two strategies (or two roles, or
 two fractions) never reuse the same draws, so their results are not coupled by shared randomness; in
 particular the heads of one strategy at two fractions are independent draws, not nested sets.  The
-same triple always gives the same heads (stable across processes: crc32, not ``hash``).
+same triple always gives the same heads (stable across processes: crc32, not ``hash``).  Random draws are
+made over the flat head order of :meth:`HeadSpace.heads` (kinds, then layer, then head).
 """
 
 from __future__ import annotations
@@ -61,76 +74,77 @@ import numpy as np
 import pandas as pd
 
 from headsieve.errors import HeadsieveError
+from headsieve.models.headspace import BANDS, KINDS, Head, HeadSpace, band_layers
 
-Heads = list[tuple[int, int]]
+Heads = list[Head]
 
 
 @dataclass(frozen=True)
-class ModelFacts:
-    """What a strategy needs to know about a model: its (original) number of layers and heads per layer."""
+class Ask:
+    """The inputs of one strategy call."""
 
-    n_layers: int
-    n_heads: int
+    space: HeadSpace
+    fraction: float
+    rng: np.random.Generator
+    labels: pd.DataFrame | None = None  #: the role-test table (role strategies only)
+    importance: dict[str, np.ndarray] | None = None  #: ``{kind: [layers, heads]}``, checked
+    arg: str | None = None  #: the text after the first colon of the strategy name
 
     @property
-    def n_total(self) -> int:
-        return self.n_layers * self.n_heads
-
-    @classmethod
-    def from_model(cls, model) -> "ModelFacts":
-        """The facts of a transformers encoder (unpruned shape, from its config)."""
-        from headsieve.models.heads import head_shape
-
-        return cls(*head_shape(model))
+    def n(self) -> int:
+        """The number of heads a strategy that is not fixed-size prunes."""
+        return n_to_prune(self.space, self.fraction)
 
 
-#: (facts, fraction, rng, labels, importance, arg) -> sorted heads to prune
-Strategy = Callable[
-    [ModelFacts, float, np.random.Generator, "pd.DataFrame | None", "np.ndarray | None", "str | None"], Heads
-]
-
-#: strategy name -> function
-STRATEGIES: dict[str, Strategy] = {}
-#: strategy name -> what its (required) argument is, for strategies that take one
-ARGUMENTS: dict[str, str] = {}
-#: strategies that prune a fixed number of heads whatever the fraction
-FIXED_SIZE: set[str] = set()
+#: (ask) -> heads to prune
+Strategy = Callable[[Ask], Heads]
 
 
-#: strategies that read the role labels (the pre-trained model's role tests)
-ROLE_STRATEGIES = ("prune_role", "spare_role")
+@dataclass(frozen=True)
+class Entry:
+    """A registered strategy: its function, what its (required) argument is, whether it reads the role
+    labels, and whether it prunes a fixed set of heads whatever the fraction (a predicate on its argument)."""
+
+    name: str
+    fn: Strategy
+    argument: str | None = None
+    uses_labels: bool = False
+    fixed_size: Callable[[str | None], bool] = lambda arg: False
 
 
-def needs_role_labels(strategies) -> bool:
-    """Whether any of these strategy names (``name[:argument]``) reads the role labels."""
-    return any(str(s).split(":")[0] in ROLE_STRATEGIES for s in strategies)
+#: strategy name -> entry
+STRATEGIES: dict[str, Entry] = {}
 
 
-def register(name: str, argument: str | None = None, fixed_size: bool = False):
-    """Decorator adding a strategy to :data:`STRATEGIES` (with its argument's meaning, if it takes one)."""
+def register(name: str, argument: str | None = None, uses_labels: bool = False, fixed_size=False):
+    """Decorator adding a strategy to :data:`STRATEGIES`.  ``argument`` names its required argument;
+    ``fixed_size`` is True, or a predicate on the argument (``layer:3`` is fixed-size, ``layer:top`` not)."""
 
     def add(fn: Strategy) -> Strategy:
-        STRATEGIES[name] = fn
-        if argument:
-            ARGUMENTS[name] = argument
-        if fixed_size:
-            FIXED_SIZE.add(name)
+        fixed = fixed_size if callable(fixed_size) else (lambda arg, value=bool(fixed_size): value)
+        STRATEGIES[name] = Entry(name, fn, argument, uses_labels, fixed)
         return fn
 
     return add
 
 
+def needs_role_labels(strategies) -> bool:
+    """Whether any of these strategy names (``name[:argument]``) reads the role labels."""
+    return any(STRATEGIES[base].uses_labels for base in (str(s).split(":")[0] for s in strategies) if base in STRATEGIES)
+
+
+def is_fixed_size(name: str) -> bool:
+    """Whether strategy ``name`` (with its argument) prunes a fixed set of heads whatever the fraction."""
+    base, arg = parse_strategy(name)
+    return STRATEGIES[base].fixed_size(arg)
+
+
 # ------------------------------------------------------------------------------------------------- helpers
 
 
-def n_to_prune(facts: ModelFacts, fraction: float) -> int:
-    """``round(fraction * n_layers * n_heads)`` (Python's round: exact halves go to the even integer)."""
-    return int(round(fraction * facts.n_total))
-
-
-def _unflatten(flat, facts: ModelFacts) -> Heads:
-    """Flat head indices (``layer * n_heads + head``) as sorted (layer, head) pairs."""
-    return sorted((int(i) // facts.n_heads, int(i) % facts.n_heads) for i in flat)
+def n_to_prune(space: HeadSpace, fraction: float) -> int:
+    """``round(fraction * N)`` over the heads of all kinds (Python's round: exact halves to the even integer)."""
+    return int(round(fraction * space.n_total))
 
 
 def fill_layers(order, n: int, n_heads: int, rng: np.random.Generator) -> list[tuple[int, int]]:
@@ -147,25 +161,78 @@ def fill_layers(order, n: int, n_heads: int, rng: np.random.Generator) -> list[t
     return heads
 
 
-def _fill_layers(order, n: int, facts: ModelFacts, rng: np.random.Generator) -> Heads:
-    """``n`` heads taken from the layers in ``order`` (:func:`fill_layers`), sorted."""
-    return sorted(fill_layers(order, n, facts.n_heads, rng))
+def _fill_kind(kind: str, order, n: int, space: HeadSpace, rng: np.random.Generator) -> Heads:
+    """``n`` heads of ``kind`` taken from its layers in ``order`` (:func:`fill_layers`)."""
+    return [(kind, layer, head) for layer, head in fill_layers(order, n, space.shape(kind)[1], rng)]
 
 
-def _random_from(candidates: list[int], n: int, rng: np.random.Generator) -> list[int]:
-    """``n`` flat indices drawn without replacement from ``candidates`` (in draw order)."""
+def _draw(candidates: list, n: int, rng: np.random.Generator) -> list:
+    """``n`` items drawn without replacement from ``candidates`` (in draw order)."""
     if n <= 0:
         return []
-    return [int(i) for i in rng.choice(np.asarray(candidates, dtype=np.int64), n, replace=False)]
+    return [candidates[int(i)] for i in rng.choice(len(candidates), n, replace=False)]
+
+
+def _first_then_others(first: Heads, n: int, space: HeadSpace, rng: np.random.Generator) -> Heads:
+    """``first`` (an ordered list) up to ``n``; the rest drawn at random from the heads not in it."""
+    chosen = first[:n]
+    taken = set(chosen)
+    others = [h for h in space.heads() if h not in taken]
+    return chosen + _draw(others, n - len(chosen), rng)
+
+
+def proportional_shares(space: HeadSpace, n: int) -> dict[str, int]:
+    """``n`` split over the kinds in proportion to their sizes (largest remainder; ties in kind order)."""
+    names = space.names
+    exact = {kind: n * space.size(kind) / space.n_total for kind in names}
+    shares = {kind: int(np.floor(exact[kind])) for kind in names}
+    rest = n - sum(shares.values())
+    for kind in sorted(names, key=lambda k: (-(exact[k] - shares[k]), KINDS.index(k)))[:rest]:
+        shares[kind] += 1
+    return shares
+
+
+def parse_kind(kind: str | None, space: HeadSpace, name: str) -> str:
+    """``kind`` checked to be one of the model's kinds."""
+    if kind not in space.names:
+        raise HeadsieveError(f"pruning strategy '{name}': kind '{kind}' is not one of {', '.join(space.names)}")
+    return kind
+
+
+def one_kind(kind: str | None, space: HeadSpace, name: str) -> str:
+    """The kind a one-kind strategy works on: ``kind`` if given, else the model's only kind."""
+    if kind:
+        return parse_kind(kind, space, name)
+    if space.single is None:
+        raise HeadsieveError(
+            f"pruning strategy '{name}' needs a kind on a model with several attention kinds "
+            f"(e.g. {name}:{space.names[0]})"
+        )
+    return space.single.kind
+
+
+def parse_layer(text: str, space: HeadSpace, kind: str, strategy: str) -> int:
+    """A layer index argument, checked to be in range of ``kind``."""
+    try:
+        layer = int(text)
+    except (TypeError, ValueError):
+        raise HeadsieveError(f"{strategy}: layer '{text}' is not an integer (e.g. {strategy}:3)") from None
+    n_layers = space.shape(kind)[0]
+    if not 0 <= layer < n_layers:
+        where = "the model" if space.single else f"the {kind} stack"
+        raise HeadsieveError(
+            f"{strategy}: layer {layer} out of range ({where} has {n_layers} layers, 0..{n_layers - 1})"
+        )
+    return layer
 
 
 # -------------------------------------------------------------------------------------- random and layers
 
 
 @register("random")
-def random_heads(facts, fraction, rng, labels, importance, arg) -> Heads:
-    """``n`` heads uniformly at random."""
-    return _unflatten(rng.choice(facts.n_total, n_to_prune(facts, fraction), replace=False), facts)
+def random_heads(ask: Ask) -> Heads:
+    """``n`` heads uniformly at random among all heads."""
+    return _draw(ask.space.heads(), ask.n, ask.rng)
 
 
 def layer_order(name: str, n_layers: int) -> list[int]:
@@ -187,28 +254,45 @@ def layer_order(name: str, n_layers: int) -> list[int]:
     raise ValueError(name)
 
 
+#: strategies that take whole layers in a fixed order (:func:`layer_order`)
+ORDERED = ("top", "bottom", "middle", "top_bottom")
+
+
+def ordered_layers(order: str, ask: Ask, kind: str | None = None) -> Heads:
+    """Whole layers in ``order``, then random heads of the next layer: in every kind (its proportional share
+    of ``n``), or, with ``kind``, in that kind first and random heads of the others beyond it."""
+    space, n = ask.space, ask.n
+    if kind:
+        own = _fill_kind(kind, layer_order(order, space.shape(kind)[0]), min(n, space.size(kind)), space, ask.rng)
+        return _first_then_others(own, n, space, ask.rng)
+    heads: Heads = []
+    for k, share in proportional_shares(space, n).items():
+        heads += _fill_kind(k, layer_order(order, space.shape(k)[0]), share, space, ask.rng)
+    return heads
+
+
 @register("top")
-def top(facts, fraction, rng, labels, importance, arg) -> Heads:
+def top(ask: Ask) -> Heads:
     """Whole layers from the top down; the partial layer's heads at random."""
-    return _fill_layers(layer_order("top", facts.n_layers), n_to_prune(facts, fraction), facts, rng)
+    return ordered_layers("top", ask)
 
 
 @register("bottom")
-def bottom(facts, fraction, rng, labels, importance, arg) -> Heads:
+def bottom(ask: Ask) -> Heads:
     """Whole layers from layer 0 up; the partial layer's heads at random."""
-    return _fill_layers(layer_order("bottom", facts.n_layers), n_to_prune(facts, fraction), facts, rng)
+    return ordered_layers("bottom", ask)
 
 
 @register("middle")
-def middle(facts, fraction, rng, labels, importance, arg) -> Heads:
+def middle(ask: Ask) -> Heads:
     """Whole layers from the middle outwards; the partial layer's heads at random."""
-    return _fill_layers(layer_order("middle", facts.n_layers), n_to_prune(facts, fraction), facts, rng)
+    return ordered_layers("middle", ask)
 
 
 @register("top_bottom")
-def top_bottom(facts, fraction, rng, labels, importance, arg) -> Heads:
+def top_bottom(ask: Ask) -> Heads:
     """Whole layers alternately from the top and the bottom, sparing the middle."""
-    return _fill_layers(layer_order("top_bottom", facts.n_layers), n_to_prune(facts, fraction), facts, rng)
+    return ordered_layers("top_bottom", ask)
 
 
 # ------------------------------------------------------------------------- consecutive against spread
@@ -360,20 +444,23 @@ def draw_spread(design: LayerSetDesign, rng: np.random.Generator) -> list[int]:
     return layers
 
 
-def _block_strategy(facts: ModelFacts, fraction: float, rng: np.random.Generator, spread: bool) -> Heads:
-    """``consecutive`` or ``spread``: ``m`` layers from the matched design, ``k`` of them whole and one partial
-    (drawn uniformly among the ``m``, in both strategies)."""
-    n = n_to_prune(facts, fraction)
-    whole, rest = divmod(n, facts.n_heads)
-    m = whole + (rest > 0)
-    if m == 0:
-        return []
-    design = layer_set_design(facts.n_layers, m)
-    layers = draw_spread(design, rng) if spread else draw_block(design, rng)
-    if rest:  # the partial layer goes last in the fill order
-        partial = int(rng.integers(m))
-        layers = layers[:partial] + layers[partial + 1 :] + [layers[partial]]
-    return _fill_layers(layers, n, facts, rng)
+def _block_strategy(ask: Ask, spread: bool) -> Heads:
+    """``consecutive`` or ``spread`` in every kind (its proportional share of ``n``): ``m`` layers from the
+    matched design, ``k`` of them whole and one partial (drawn uniformly among the ``m``, in both)."""
+    heads: Heads = []
+    for kind, n in proportional_shares(ask.space, ask.n).items():
+        n_layers, n_heads = ask.space.shape(kind)
+        whole, rest = divmod(n, n_heads)
+        m = whole + (rest > 0)
+        if m == 0:
+            continue
+        design = layer_set_design(n_layers, m)
+        layers = draw_spread(design, ask.rng) if spread else draw_block(design, ask.rng)
+        if rest:  # the partial layer goes last in the fill order
+            partial = int(ask.rng.integers(m))
+            layers = layers[:partial] + layers[partial + 1 :] + [layers[partial]]
+        heads += _fill_kind(kind, layers, n, ask.space, ask.rng)
+    return heads
 
 
 def design_table(n_layers: int) -> pd.DataFrame:
@@ -387,10 +474,6 @@ def design_table(n_layers: int) -> pd.DataFrame:
             rows.append({"m": m, "layer": layer, "inclusion": round(p, 9), "adjacent_consecutive": m - 1,
                          "adjacent_spread": round(design.adjacent_pairs, 9)})  # fmt: skip
     return pd.DataFrame(rows)
-
-
-#: strategies that take whole layers in a fixed order (:func:`layer_order`)
-ORDERED = ("top", "bottom", "middle", "top_bottom")
 
 
 def layer_markdown(layer_counts=(6, 12)) -> str:
@@ -421,15 +504,15 @@ def design_markdown(n_layers: int) -> str:
 
 
 @register("consecutive")
-def consecutive(facts, fraction, rng, labels, importance, arg) -> Heads:
+def consecutive(ask: Ask) -> Heads:
     """A contiguous block of layers, placed by the matched design (whole layers plus one partial layer)."""
-    return _block_strategy(facts, fraction, rng, spread=False)
+    return _block_strategy(ask, spread=False)
 
 
 @register("spread")
-def spread(facts, fraction, rng, labels, importance, arg) -> Heads:
+def spread(ask: Ask) -> Heads:
     """As many layers as ``consecutive``, with the same inclusion per layer, as few adjacent as possible."""
-    return _block_strategy(facts, fraction, rng, spread=True)
+    return _block_strategy(ask, spread=True)
 
 
 # --------------------------------------------------------------------------------------------------- roles
@@ -437,149 +520,211 @@ def spread(facts, fraction, rng, labels, importance, arg) -> Heads:
 LABEL_COLUMNS = ("layer", "head", "role", "label", "mean")
 
 
-def check_labels(labels: pd.DataFrame, facts: ModelFacts) -> None:
-    """Fail with one line unless ``labels`` is a role-test table of one model that fits ``facts``."""
+def label_kinds(labels: pd.DataFrame, space: HeadSpace) -> np.ndarray:
+    """The kind of every row of a role labels table: its ``kind`` column, else the model's only kind."""
+    if "kind" in labels.columns:
+        return labels["kind"].astype(str).to_numpy()
+    if space.single is None:
+        raise HeadsieveError(
+            f"role labels table has no kind column; a model with kinds {', '.join(space.names)} needs one"
+        )
+    return np.full(len(labels), space.single.kind, dtype=object)
+
+
+def check_labels(labels: pd.DataFrame, space: HeadSpace) -> None:
+    """Fail with one line unless ``labels`` is a role-test table of one model that fits ``space``."""
     missing = [c for c in LABEL_COLUMNS if c not in labels.columns]
     if missing:
         raise HeadsieveError(f"role labels table lacks column(s) {', '.join(missing)} (expected the role-test table)")
     if "model" in labels.columns and labels["model"].astype(str).nunique() > 1:
         models = ", ".join(sorted(labels["model"].astype(str).unique()))
         raise HeadsieveError(f"role labels table holds several models ({models}); filter it to the pruned model")
+    kinds = label_kinds(labels, space)
     layer, head = labels["layer"].to_numpy(), labels["head"].to_numpy()
-    bad = (layer < 0) | (layer >= facts.n_layers) | (head < 0) | (head >= facts.n_heads)
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
-        raise HeadsieveError(
-            f"role labels table has head ({int(layer[k])}, {int(head[k])}) outside the model's "
-            f"{facts.n_layers} x {facts.n_heads} heads (labels of another model?)"
-        )
+    for kind, l, h in zip(kinds, layer, head):
+        n_layers, n_heads = space.shape(kind) if kind in space else (0, 0)
+        if not (0 <= l < n_layers and 0 <= h < n_heads):
+            where = f"({int(l)}, {int(h)})" if space.single else f"({kind}, {int(l)}, {int(h)})"
+            size = " + ".join(f"{L} x {H}" for L, H in space.shapes.values())
+            raise HeadsieveError(f"role labels table has head {where} outside the model's {size} heads (labels of another model?)")
 
 
-def role_strength(labels: pd.DataFrame, role: str, facts: ModelFacts) -> dict[int, float]:
+def flat_index(space: HeadSpace, kinds, layers, heads) -> np.ndarray:
+    """Flat positions (:meth:`HeadSpace.index`) of the heads given as three parallel arrays."""
+    offsets, widths, start = {}, {}, 0
+    for k in space.kinds:
+        offsets[k.kind], widths[k.kind], start = start, k.heads, start + k.size
+    off = np.array([offsets[k] for k in kinds], dtype=np.int64)
+    width = np.array([widths[k] for k in kinds], dtype=np.int64)
+    return off + np.asarray(layers, dtype=np.int64) * width + np.asarray(heads, dtype=np.int64)
+
+
+def role_strength(labels: pd.DataFrame, role: str, space: HeadSpace) -> dict[int, float]:
     """Flat index -> strength (largest mean of its labelled rows) of the heads labelled ``role``."""
     roles = labels["role"].astype(str)
     if not (roles == role).any():
         known = sorted(roles.unique())
         shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
         raise HeadsieveError(f"role '{role}' is not in the role labels table (roles there: {shown})")
-    rows = labels[(roles == role) & labels["label"].astype(bool)]
-    flat = rows["layer"].astype(int) * facts.n_heads + rows["head"].astype(int)
-    strength = rows["mean"].astype(float).groupby(flat.to_numpy()).max()
+    keep = ((roles == role) & labels["label"].astype(bool)).to_numpy()
+    rows = labels[keep]
+    flat = flat_index(space, label_kinds(labels, space)[keep], rows["layer"].astype(int), rows["head"].astype(int))
+    strength = rows["mean"].astype(float).groupby(flat).max()
     return {int(k): float(v) for k, v in strength.items()}
 
 
-@register("prune_role", argument="role")
-def prune_role(facts, fraction, rng, labels, importance, arg) -> Heads:
-    """Heads labelled ``arg``, strongest first (ties by index); then random unlabelled heads."""
-    n = n_to_prune(facts, fraction)
-    strength = role_strength(labels, arg, facts)
+def _heads_at(space: HeadSpace, flat) -> Heads:
+    every = space.heads()
+    return [every[int(i)] for i in flat]
+
+
+@register("prune_role", argument="role", uses_labels=True)
+def prune_role(ask: Ask) -> Heads:
+    """Heads labelled ``arg``, strongest first (ties by flat index); then random unlabelled heads."""
+    n = ask.n
+    strength = role_strength(ask.labels, ask.arg, ask.space)
     labelled = sorted(strength, key=lambda i: (-strength[i], i))
     chosen = labelled[:n]
-    others = [i for i in range(facts.n_total) if i not in strength]
-    return _unflatten(chosen + _random_from(others, n - len(chosen), rng), facts)
+    others = [i for i in range(ask.space.n_total) if i not in strength]
+    return _heads_at(ask.space, chosen + _random_flat(others, n - len(chosen), ask.rng))
 
 
-@register("spare_role", argument="role")
-def spare_role(facts, fraction, rng, labels, importance, arg) -> Heads:
+@register("spare_role", argument="role", uses_labels=True)
+def spare_role(ask: Ask) -> Heads:
     """Random heads not labelled ``arg``; labelled ones (weakest first) only when those run out."""
-    n = n_to_prune(facts, fraction)
-    strength = role_strength(labels, arg, facts)
-    others = [i for i in range(facts.n_total) if i not in strength]
-    chosen = _random_from(others, min(n, len(others)), rng)
+    n = ask.n
+    strength = role_strength(ask.labels, ask.arg, ask.space)
+    others = [i for i in range(ask.space.n_total) if i not in strength]
+    chosen = _random_flat(others, min(n, len(others)), ask.rng)
     labelled = sorted(strength, key=lambda i: (strength[i], i))
-    return _unflatten(chosen + labelled[: n - len(chosen)], facts)
+    return _heads_at(ask.space, chosen + labelled[: n - len(chosen)])
+
+
+def _random_flat(candidates: list[int], n: int, rng: np.random.Generator) -> list[int]:
+    """``n`` flat indices drawn without replacement from ``candidates`` (in draw order)."""
+    if n <= 0:
+        return []
+    return [int(i) for i in rng.choice(np.asarray(candidates, dtype=np.int64), n, replace=False)]
+
+
+# ------------------------------------------------------------------------------------------- kinds
+
+
+@register("kind", argument="kind")
+def kind_first(ask: Ask) -> Heads:
+    """Heads of kind ``arg`` first (random order), then random others."""
+    kind = parse_kind(ask.arg, ask.space, f"kind:{ask.arg}")
+    own = ask.space.heads([kind])
+    return _first_then_others(_draw(own, len(own), ask.rng), ask.n, ask.space, ask.rng)
+
+
+@register("spare", argument="kind")
+def spare_kind(ask: Ask) -> Heads:
+    """Random heads of the other kinds; kind ``arg`` only when they run out."""
+    kind = parse_kind(ask.arg, ask.space, f"spare:{ask.arg}")
+    others = ask.space.heads([k for k in ask.space.names if k != kind])
+    return _first_then_others(_draw(others, len(others), ask.rng), ask.n, ask.space, ask.rng)
 
 
 # ---------------------------------------------------------------------------------------------- importance
 
 
-def check_importance(importance, facts: ModelFacts) -> np.ndarray:
-    """``importance`` as a finite float array of shape [layers, heads], else a one-line error."""
-    values = np.asarray(importance, dtype=float)
-    if values.shape != (facts.n_layers, facts.n_heads):
-        raise HeadsieveError(
-            f"head importance has shape {list(values.shape)}; the model needs [{facts.n_layers}, {facts.n_heads}]"
-        )
-    if not np.isfinite(values).all():
-        raise HeadsieveError("head importance has non-finite values (NaN or inf)")
-    return values
+def check_importance(importance, space: HeadSpace) -> dict[str, np.ndarray]:
+    """``importance`` as ``{kind: finite float array [layers, heads]}`` for every kind, else a one-line error."""
+    if not isinstance(importance, dict) or set(importance) != set(space.names):
+        raise HeadsieveError(f"head importance must give one array per kind ({', '.join(space.names)})")
+    checked = {}
+    for kind in space.names:
+        values = np.asarray(importance[kind], dtype=float)
+        if values.shape != space.shape(kind):
+            raise HeadsieveError(
+                f"{kind} head importance has shape {list(values.shape)}; the model needs {list(space.shape(kind))}"
+            )
+        if not np.isfinite(values).all():
+            raise HeadsieveError(f"{kind} head importance has non-finite values (NaN or inf)")
+        checked[kind] = values
+    return checked
 
 
 @register("importance")
-def least_important(facts, fraction, rng, labels, importance, arg) -> Heads:
-    """The ``n`` heads of lowest importance; equal values are ordered at random."""
-    n = n_to_prune(facts, fraction)
-    perm = rng.permutation(facts.n_total)
-    order = perm[np.argsort(importance.reshape(-1)[perm], kind="stable")]
-    return _unflatten(order[:n], facts)
+def least_important(ask: Ask) -> Heads:
+    """The ``n`` heads of lowest importance over all kinds; equal values are ordered at random."""
+    values = np.concatenate([ask.importance[kind].reshape(-1) for kind in ask.space.names])
+    perm = ask.rng.permutation(ask.space.n_total)
+    order = perm[np.argsort(values[perm], kind="stable")]
+    return _heads_at(ask.space, order[: ask.n])
 
 
-@register("keep_one", argument="layer", fixed_size=True)
-def keep_one(facts, fraction, rng, labels, importance, arg) -> Heads:
-    """Every head of layer ``arg`` but one: the most important (first on ties), else a random one."""
-    layer = parse_layer(arg, facts)
-    keep = int(np.argmax(importance[layer])) if importance is not None else int(rng.integers(facts.n_heads))
-    return [(layer, h) for h in range(facts.n_heads) if h != keep]
+# ---------------------------------------------------------------------------------------------- fixed size
 
 
-@register("layer", argument="layer", fixed_size=True)
-def whole_layer(facts, fraction, rng, labels, importance, arg) -> Heads:
-    """Every head of layer ``arg`` (layer-by-layer prunability)."""
-    layer = parse_layer(arg, facts, "layer")
-    return [(layer, h) for h in range(facts.n_heads)]
+def _layer_and_kind(ask: Ask, strategy: str) -> tuple[str, int]:
+    """``L[:K]`` -> (kind, layer), checked."""
+    text, _, kind = ask.arg.partition(":")
+    kind = one_kind(kind, ask.space, f"{strategy}:{ask.arg}")
+    return kind, parse_layer(text, ask.space, kind, strategy)
 
 
-BANDS = ("bottom", "middle", "top")
+@register("keep_one", argument="layer[:kind]", fixed_size=True)
+def keep_one(ask: Ask) -> Heads:
+    """Every head of layer ``L`` but one: the most important (first on ties), else a random one."""
+    kind, layer = _layer_and_kind(ask, "keep_one")
+    n_heads = ask.space.shape(kind)[1]
+    importance = ask.importance
+    keep = int(np.argmax(importance[kind][layer])) if importance is not None else int(ask.rng.integers(n_heads))
+    return [(kind, layer, h) for h in range(n_heads) if h != keep]
 
 
-def band_layers(band: str, n_layers: int) -> list[int]:
-    """The bottom, middle or top third of the layers (12 layers: 0-3, 4-7, 8-11)."""
-    return [layer for layer in range(n_layers) if BANDS[layer * 3 // n_layers] == band]
+def _is_layer_index(arg: str | None) -> bool:
+    return arg is not None and arg.partition(":")[0].lstrip("-").isdigit()
 
 
-@register("band", argument="band", fixed_size=True)
-def layer_band(facts, fraction, rng, labels, importance, arg) -> Heads:
-    """Every head of the bottom, middle or top third of the layers."""
-    if arg not in BANDS:
-        raise HeadsieveError(f"band: '{arg}' is not one of {', '.join(BANDS)} (e.g. band:top)")
-    return [(layer, h) for layer in band_layers(arg, facts.n_layers) for h in range(facts.n_heads)]
-
-
-def parse_layer(arg: str, facts: ModelFacts, strategy: str = "keep_one") -> int:
-    """A layer index argument, checked to be in range."""
-    try:
-        layer = int(arg)
-    except (TypeError, ValueError):
-        raise HeadsieveError(f"{strategy}: layer '{arg}' is not an integer (e.g. {strategy}:3)") from None
-    if not 0 <= layer < facts.n_layers:
+@register("layer", argument="layer or order[:kind]", fixed_size=_is_layer_index)
+def by_layer(ask: Ask) -> Heads:
+    """``layer:L[:K]`` (fixed-size): every head of layer ``L``; ``layer:ORDER[:K]``: whole layers in that
+    order (:func:`ordered_layers`)."""
+    first, _, kind = ask.arg.partition(":")
+    if _is_layer_index(ask.arg):
+        kind, layer = _layer_and_kind(ask, "layer")
+        return [(kind, layer, h) for h in range(ask.space.shape(kind)[1])]
+    if first not in ORDERED:
         raise HeadsieveError(
-            f"{strategy}: layer {layer} out of range (the model has {facts.n_layers} layers, 0..{facts.n_layers - 1})"
+            f"pruning strategy 'layer:{ask.arg}': '{first}' is neither a layer index nor an order "
+            f"({', '.join(ORDERED)})"
         )
-    return layer
+    if kind:
+        kind = parse_kind(kind, ask.space, f"layer:{ask.arg}")
+    return ordered_layers(first, ask, kind or None)
+
+
+@register("band", argument="band[:kind]", fixed_size=True)
+def layer_band(ask: Ask) -> Heads:
+    """Every head of the bottom, middle or top third of the layers."""
+    band, _, kind = ask.arg.partition(":")
+    if band not in BANDS:
+        raise HeadsieveError(f"band: '{band}' is not one of {', '.join(BANDS)} (e.g. band:top)")
+    kind = one_kind(kind, ask.space, f"band:{ask.arg}")
+    n_layers, n_heads = ask.space.shape(kind)
+    return [(kind, layer, h) for layer in band_layers(band, n_layers) for h in range(n_heads)]
 
 
 # ----------------------------------------------------------------------------------------------- selection
 
 
-def split_strategy(name: str, known: dict, arguments: dict[str, str], what: str = "pruning strategy"):
-    """``'base:arg'`` -> ``(base, arg or None)``, checked: ``base`` in ``known``, an argument exactly when
-    ``arguments`` names one for ``base``.  ``what`` names the strategy kind in errors."""
+def parse_strategy(name: str) -> tuple[str, str | None]:
+    """``'prune_role:dep:nsubj'`` -> ``('prune_role', 'dep:nsubj')``, checked: a registered name, and an
+    argument exactly when the strategy takes one."""
     base, sep, arg = str(name).strip().partition(":")
-    if base not in known:
-        raise HeadsieveError(f"unknown {what} '{name}' (known: {', '.join(sorted(known))})")
-    if base in arguments:
+    if base not in STRATEGIES:
+        raise HeadsieveError(f"unknown pruning strategy '{name}' (known: {', '.join(sorted(STRATEGIES))})")
+    need = STRATEGIES[base].argument
+    if need:
         if not arg.strip():
-            need = arguments[base]
-            raise HeadsieveError(f"{what} '{base}' needs a {need} argument (e.g. {base}:<{need}>)")
+            raise HeadsieveError(f"pruning strategy '{base}' needs a {need} argument (e.g. {base}:<{need}>)")
         return base, arg.strip()
     if sep:
-        raise HeadsieveError(f"{what} '{base}' takes no argument (got '{name}')")
+        raise HeadsieveError(f"pruning strategy '{base}' takes no argument (got '{name}')")
     return base, None
-
-
-def parse_strategy(name: str) -> tuple[str, str | None]:
-    """``'prune_role:dep:nsubj'`` -> ``('prune_role', 'dep:nsubj')``, checked against the registry."""
-    return split_strategy(name, STRATEGIES, ARGUMENTS)
 
 
 def check_fraction(fraction) -> float:
@@ -600,39 +745,56 @@ def strategy_rng(seed: int, name: str, fraction: float) -> np.random.Generator:
     return np.random.default_rng([int(seed), tag, frac])
 
 
-def _check_result(heads: Heads, name: str, n: int | None, facts: ModelFacts) -> Heads:
-    """The strategy's heads as sorted int pairs; a programming error unless distinct, in range, ``n`` of them."""
-    heads = sorted((int(l), int(h)) for l, h in heads)
-    ok = len(set(heads)) == len(heads) and all(0 <= l < facts.n_layers and 0 <= h < facts.n_heads for l, h in heads)
-    if not ok or (n is not None and len(heads) != n):
+def _check_result(heads, name: str, n: int | None, space: HeadSpace) -> Heads:
+    """The strategy's heads as sorted ``(kind, layer, head)``; a programming error unless distinct, in the
+    space and ``n`` of them."""
+    heads = [(str(k), int(l), int(h)) for k, l, h in heads]
+    valid = set(space.heads())
+    if len(set(heads)) != len(heads) or not set(heads) <= valid or (n is not None and len(heads) != n):
         raise RuntimeError(f"strategy '{name}' returned {len(heads)} heads, expected {n} distinct in-range heads")
-    return heads
+    return sorted(heads, key=space.index)
 
 
 def select_heads(
     name: str,
-    facts: ModelFacts,
+    space: HeadSpace,
     fraction: float,
     seed: int,
     labels: pd.DataFrame | None = None,
-    importance: np.ndarray | None = None,
+    importance: dict | None = None,
 ) -> Heads:
-    """The heads (sorted (layer, head) pairs) that strategy ``name`` prunes at ``fraction``, seeded by ``seed``.
+    """The heads (``(kind, layer, head)`` in flat order) that strategy ``name`` prunes at ``fraction``, seeded
+    by ``seed``.  ``importance``: ``{kind: [layers, heads]}``.
 
     Checks the name and its argument, the fraction, and the labels table / importance the strategy needs;
     every problem is a one-line :class:`HeadsieveError`.
     """
     base, arg = parse_strategy(name)
     fraction = check_fraction(fraction)
-    if base in ("prune_role", "spare_role"):
+    entry = STRATEGIES[base]
+    if entry.uses_labels:
         if labels is None:
             raise HeadsieveError(f"pruning strategy '{name}' needs the role labels table (role tests of this model)")
-        check_labels(labels, facts)
+        check_labels(labels, space)
     if importance is not None:
-        importance = check_importance(importance, facts)
+        importance = check_importance(importance, space)
     elif base == "importance":
         raise HeadsieveError(f"pruning strategy '{name}' needs head importance scores (none given)")
-    rng = strategy_rng(seed, name, fraction)
-    heads = STRATEGIES[base](facts, fraction, rng, labels, importance, arg)
-    expected = None if base in FIXED_SIZE else n_to_prune(facts, fraction)
-    return _check_result(heads, name, expected, facts)
+    ask = Ask(space, fraction, strategy_rng(seed, name, fraction), labels, importance, arg)
+    heads = entry.fn(ask)
+    return _check_result(heads, name, None if entry.fixed_size(arg) else ask.n, space)
+
+
+#: the small model :func:`check_strategy` tries a strategy on
+CHECK_SPACE = HeadSpace.from_shapes({kind: (2, 2) for kind in KINDS})
+
+
+def check_strategy(name: str, space: HeadSpace = CHECK_SPACE, labels: bool = False) -> None:
+    """Fail with one line unless ``name`` and its argument are valid (tried on ``space``, by default a small
+    encoder-decoder, with importance); a role strategy fails unless ``labels`` says role labels are given."""
+    base, _ = parse_strategy(name)
+    if STRATEGIES[base].uses_labels:
+        if not labels:
+            raise HeadsieveError(f"pruning strategy '{name}' needs the role labels table (role tests of this model)")
+        return
+    select_heads(name, space, 0.5, 0, importance={kind: np.ones(space.shape(kind)) for kind in space.names})
