@@ -272,10 +272,10 @@ def test_an_unforeseen_exception_is_one_line_and_its_traceback_is_logged(tmp_pat
     ],
 )
 def test_one_helper_checks_every_command(command, values, expected):
-    """headsieve.cli.validate_args runs for every command: ARG_SETTINGS maps arguments to config keys."""
+    """headsieve.cli.common.validate_args runs for every command: ARG_SETTINGS maps arguments to config keys."""
     import argparse
 
-    from headsieve.cli import validate_args
+    from headsieve.cli.common import validate_args
 
     args = argparse.Namespace(command=command, **values)
     if expected is None:

@@ -1,9 +1,8 @@
-"""The translation experiment: parallel PUD data, BLEU/chrF, strategies by kind and layer, gate importance,
-the many-mask translation evaluator, head roles and the commands (tiny random models, tiny tokenizer)."""
+"""The translation experiment: parallel PUD data, BLEU/chrF, gate importance, the many-mask translation
+evaluator, head roles and the commands (tiny random models, tiny tokenizer; the strategies: test_strategies.py)."""
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 from collections import Counter
@@ -20,7 +19,6 @@ from headsieve.translation import data as D
 from headsieve.translation.bleu import bleu_tokenizer, corpus_scores
 from headsieve.translation.evaluate import TranslationEvaluator, check_mask, mask_from_heads
 from headsieve.translation.importance import head_importance, pair_batches
-from headsieve.translation.strategies import Seq2SeqFacts, proportional_shares, select_heads
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -139,78 +137,6 @@ def test_bleu_options_and_errors():
         corpus_scores(["a", "b"], ["a"])
     with pytest.raises(HeadsieveError, match="tokeniser 'nope'"):
         corpus_scores(["a"], ["a"], tokenize="nope")
-
-
-# ----------------------------------------------------------------------------------------------- strategies
-
-FACTS = Seq2SeqFacts((6, 8), (6, 8), (6, 8))
-UNEVEN = Seq2SeqFacts((4, 2), (3, 4), (3, 4))
-
-
-@pytest.mark.parametrize("facts", [FACTS, UNEVEN])
-@pytest.mark.parametrize("name", ["random", "importance", "kind:encoder", "kind:decoder", "kind:cross", "spare:cross",
-                                  "spare:encoder", "layer:top", "layer:bottom", "layer:middle", "layer:top_bottom",
-                                  "layer:top:cross", "layer:bottom:encoder"])  # fmt: skip
-@pytest.mark.parametrize("fraction", [0.0, 0.2, 0.5, 0.9])
-def test_every_strategy_prunes_n_distinct_heads(facts, name, fraction):
-    rng = np.random.default_rng(0)
-    importance = {k: rng.random(facts.shape(k)) for k in ("encoder", "decoder", "cross")}
-    heads = select_heads(name, facts, fraction, seed=3, importance=importance)
-    assert len(heads) == len(set(heads)) == round(fraction * facts.n_total)
-    assert set(heads) <= set(facts.heads())
-    assert heads == select_heads(name, facts, fraction, seed=3, importance=importance)  # seeded
-
-
-def test_kind_and_spare_strategies():
-    n = round(0.3 * FACTS.n_total)  # 43 < 48 heads of one kind
-    assert {k for k, _, _ in select_heads("kind:cross", FACTS, 0.3, 1)} == {"cross"}
-    assert "cross" not in {k for k, _, _ in select_heads("spare:cross", FACTS, 0.3, 1)}
-    big = select_heads("kind:cross", FACTS, 0.5, 1)  # 72 > 48: every cross head, then 24 others
-    assert sum(k == "cross" for k, _, _ in big) == 48 and len(big) == 72
-    spared = select_heads("spare:cross", FACTS, 0.8, 1)  # 115 > 96 others: 19 cross heads
-    assert sum(k == "cross" for k, _, _ in spared) == 115 - 96
-    assert len(select_heads("kind:cross", FACTS, 0.3, 1)) == n
-
-
-def test_layer_strategies_follow_the_layer_orders():
-    heads = select_heads("layer:top", FACTS, 1 / 3, 0)  # 48 heads: 16 per kind = the top two layers
-    for kind in ("encoder", "decoder", "cross"):
-        assert {(l, h) for k, l, h in heads if k == kind} == {(l, h) for l in (4, 5) for h in range(8)}
-    bottom = select_heads("layer:bottom:encoder", FACTS, 0.2, 0)  # 29: layers 0-2 whole, 5 heads of layer 3
-    assert {k for k, _, _ in bottom} == {"encoder"}
-    assert Counter(l for _, l, _ in bottom) == {0: 8, 1: 8, 2: 8, 3: 5}
-    assert proportional_shares(UNEVEN, 10) == {"encoder": 2, "decoder": 4, "cross": 4}
-    assert sum(proportional_shares(UNEVEN, 7).values()) == 7
-
-
-def test_importance_strategy_takes_the_least_important():
-    importance = {k: np.ones(FACTS.shape(k)) for k in ("encoder", "decoder", "cross")}
-    importance["cross"][2, 3] = 0.1
-    importance["encoder"][5, 0] = 0.2
-    importance["decoder"][0, 7] = 0.05
-    heads = select_heads("importance", FACTS, 3 / 144, 0, importance=importance)
-    assert heads == [("encoder", 5, 0), ("decoder", 0, 7), ("cross", 2, 3)]
-
-
-def test_strategy_errors_are_one_line():
-    for name, message in [("nope", "unknown translation pruning strategy"), ("kind", "needs a kind argument"),
-                          ("kind:self", "kind 'self'"), ("random:x", "takes no argument"),
-                          ("layer:sideways", "order 'sideways'"), ("importance", "needs head importance")]:  # fmt: skip
-        with pytest.raises(HeadsieveError, match=message) as err:
-            select_heads(name, FACTS, 0.2, 0)
-        assert "\n" not in str(err.value)
-    with pytest.raises(HeadsieveError, match="outside"):
-        select_heads("random", FACTS, 1.0, 0)
-    with pytest.raises(HeadsieveError, match="cross head importance has shape"):
-        select_heads("importance", FACTS, 0.2, 0, importance={"encoder": np.ones((6, 8)), "decoder": np.ones((6, 8)),
-                                                              "cross": np.ones((2, 2))})  # fmt: skip
-
-
-def test_strategies_are_independent_across_names_fractions_and_seeds():
-    a = select_heads("random", FACTS, 0.3, 1)
-    assert a != select_heads("random", FACTS, 0.3, 2)
-    assert a != select_heads("spare:decoder", FACTS, 0.3, 1)
-    assert set(a) != set(select_heads("random", FACTS, 0.31, 1)[: len(a)])
 
 
 # -------------------------------------------------------------------------------------------- masks
@@ -373,7 +299,7 @@ def test_bias_scores_match_the_sieve_definition():
 
 def test_diagonal_targets():
     from headsieve.tokens import REGULAR, SEP
-    from headsieve.translation.roles import diagonal_targets
+    from headsieve.roles.targets import diagonal_targets
 
     special = np.array([REGULAR] * 5 + [SEP])
     S0 = diagonal_targets(3, special, band=0)
@@ -439,14 +365,13 @@ def test_head_roles_on_a_tiny_model(name, small_pairs):
 
 
 def test_commands_end_to_end(tmp_path):
-    from headsieve.translation.cli import add_commands
+    from headsieve.cli import build_parser
 
     folder = tmp_path / "model"
     model = tiny_model("marian")
     model.save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
-    parser = argparse.ArgumentParser()
-    add_commands(parser.add_subparsers(dest="command", required=True))
+    parser = build_parser()
     spec = f'{{"source": "{folder}", "target_language": "de"}}'
     files = ["--source", str(pud_path("en")), "--target", str(pud_path("de")),
              "--pairs", '{"importance_pool": 6, "max_test": 5, "split_seed": 0}']  # fmt: skip
@@ -546,6 +471,8 @@ def test_commands_end_to_end(tmp_path):
 
 def translation_config(data_dir) -> dict:
     """config/config.yaml with the overlay config/translation.yaml merged over it, as
+    ``snakemake --configfile config/translation.yaml`` does (Snakemake's own merge), data_dir set."""
+    from conftest import REPO
     from snakemake.utils import update_config
 
     from headsieve.config import load_yaml
@@ -562,8 +489,6 @@ def validated(config: dict) -> dict:
     from headsieve.config import validate_config
 
     return validate_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
-    ``snakemake --configfile config/translation.yaml`` does (Snakemake's own merge), data_dir set."""
-    from conftest import REPO
 
 
 def test_workflow_settings(tmp_path, data):
@@ -629,11 +554,12 @@ def test_translation_rules_through_snakemake_dry_run(tmp_path, data):
     from workflow_utils import job_counts, snakemake
 
     merged = translation_config(data)
+    merged["device"] = "cpu"  # the one device setting reaches every translation job
     settings = merged["translation"]
     models, seeds = len(settings["models"]), len(settings["seeds"])
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(merged), encoding="utf-8")
-    proc = snakemake(tmp_path, "-n", "translation_all", config=config)
+    proc = snakemake(tmp_path, "-n", "-p", "translation_all", config=config)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert job_counts(proc.stdout) == {
         "translation_importance": models, "translation_roles": models, "translation_masks": models * seeds,
@@ -642,7 +568,11 @@ def test_translation_rules_through_snakemake_dry_run(tmp_path, data):
     }  # fmt: skip
     jobs = [block for block in proc.stdout.split("\nrule ")[1:] if not block.startswith("translation_all")]
     assert len(jobs) == 4 * models + 2 * models * seeds
+    for block in jobs:
+        assert "    log: logs/translation/" in block and "    benchmark: benchmarks/translation/" in block, block
     assert str(pud_path("de")) in proc.stdout  # the mirror's file of corpora.pud_de
+    devices = [line.split("--device ")[1].split()[0] for line in proc.stdout.splitlines() if "--device " in line]
+    assert len(devices) == 2 * models + models * seeds and set(devices) == {"cpu"}
 
     empty = tmp_path / "no-mirror"
     empty.mkdir()
@@ -657,9 +587,8 @@ def test_translation_rules_through_snakemake_dry_run(tmp_path, data):
     config.write_text(yaml.safe_dump(merged), encoding="utf-8")
     proc = snakemake(tmp_path / "missing", "-n", "translation_all", config=config)
     assert proc.returncode != 0
-    assert "corpus 'pud_de': file" in proc.stderr and "no url to download it from" in proc.stderr, proc.stderr[-3000:]
-    for block in jobs:
-        assert "    log: logs/translation/" in block and "    benchmark: benchmarks/translation/" in block, block
+    said = proc.stdout + proc.stderr
+    assert "corpus 'pud_de': file" in said and "no url to download it from" in said, said[-3000:]
 
 
 # ------------------------------------------------------------------------------------------ report, workflow
