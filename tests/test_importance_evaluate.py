@@ -201,21 +201,3 @@ def test_mask_errors(classifier, dev):
             ev.evaluate(np.full((3, 4), 0.5))
     with pytest.raises(HeadsieveError, match=r"head \(3, 0\) out of range"):
         mask_from_heads(facts, [(3, 0)])
-
-
-def test_importance_table_must_cover_the_model(tmp_path):
-    """select-masks reads importance.parquet: every head of the model, none outside it (no silent zeros)."""
-    import pandas as pd
-
-    from headsieve.pruning.jobs import read_importance
-
-    full = pd.DataFrame([(l, h, float(l * 4 + h)) for l in range(3) for h in range(4)], columns=["layer", "head", "importance"])
-    path = tmp_path / "importance.parquet"
-    full.to_parquet(path)
-    np.testing.assert_array_equal(read_importance(path, (3, 4)), np.arange(12.0).reshape(3, 4))
-    full.drop(index=5).to_parquet(path)
-    with pytest.raises(HeadsieveError, match="no importance for layer 1 head 1"):
-        read_importance(path, (3, 4))
-    full.to_parquet(path)
-    with pytest.raises(HeadsieveError, match="outside the model's 2 x 4"):
-        read_importance(path, (2, 4))

@@ -136,11 +136,15 @@ def _check_references(config: dict) -> None:
     for i, value in enumerate(pruning.get("fractions", [])):
         if abs(round(value, 2) - value) > 1e-9:
             raise HeadsieveError(f"config key 'pruning.fractions[{i}]': {value} has more than 2 decimals (fractions are 0.00 to 0.99)")
-    from headsieve.pruning.strategies import FIXED_SIZE, needs_role_labels
+    from headsieve.pruning.strategies import is_fixed_size, needs_role_labels
 
     strategies = list(pruning.get("strategies", []))
     for i, name in enumerate(pruning.get("compensation_strategies", [])):
-        if str(name).split(":")[0] in FIXED_SIZE:
+        try:
+            fixed = is_fixed_size(name)
+        except HeadsieveError as err:
+            raise HeadsieveError(f"config key 'pruning.compensation_strategies[{i}]': {err}") from None
+        if fixed:
             raise HeadsieveError(
                 f"config key 'pruning.compensation_strategies[{i}]': '{name}' prunes a fixed set of heads, not a share"
             )

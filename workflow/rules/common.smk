@@ -12,7 +12,7 @@ try:
         validate_config,
     )
     from headsieve.errors import HeadsieveError
-    from headsieve.pruning.strategies import FIXED_SIZE, needs_role_labels
+    from headsieve.pruning.strategies import is_fixed_size as strategy_is_fixed_size, needs_role_labels
 except ImportError as err:
     raise WorkflowError(
         f"the headsieve package is not importable ({err}); run the setup in README.md "
@@ -197,7 +197,7 @@ def all_strategies():
 
 
 def is_fixed_size(strategy):
-    return strategy.split(":")[0] in FIXED_SIZE
+    return strategy_is_fixed_size(strategy)
 
 
 def strategies_for(group):

@@ -16,15 +16,16 @@ log = logging.getLogger(__name__)
 
 def layer_masks(n_layers: int, n_heads: int) -> dict[str, np.ndarray]:
     """The unpruned model ('none'), each layer alone ('layer:L') and each band of layers ('band:B') masked."""
-    from headsieve.pruning.strategies import BANDS, ModelFacts, select_heads
+    from headsieve.models.headspace import BANDS, HeadSpace
+    from headsieve.pruning.strategies import select_heads
     from headsieve.pruning.evaluate import mask_from_heads
 
-    facts = ModelFacts(n_layers, n_heads)
+    space = HeadSpace.encoder(n_layers, n_heads)
     names = ["none"] + [f"layer:{layer}" for layer in range(n_layers)] + [f"band:{band}" for band in BANDS]
     masks = {}
     for name in names:
-        heads = [] if name == "none" else select_heads(name, facts, 0.0, seed=0)
-        masks[name] = mask_from_heads(facts, heads)
+        heads = [] if name == "none" else select_heads(name, space, 0.0, seed=0)
+        masks[name] = mask_from_heads(space, heads)
     return masks
 
 
@@ -32,12 +33,12 @@ def evaluate_languages(finetuned, evals: dict, task_opts: dict, batch_size: int,
     """Evaluate the fine-tuned model with each layer and each band masked, on every language's evaluation set.
 
     ``evals``: language -> {"spec": corpus entry, "paths": [files]}."""
+    from headsieve.models.heads import head_space
     from headsieve.pruning.evaluate import MaskEvaluator
-    from headsieve.pruning.strategies import ModelFacts
 
     model, tokenizer = load_finetuned(finetuned, device)
-    facts = ModelFacts.from_model(model)
-    masks = layer_masks(facts.n_layers, facts.n_heads)
+    space = head_space(model)
+    masks = layer_masks(*space.shape("encoder"))
     rows = []
     for language, entry in sorted(evals.items()):
         data = read_task(entry["spec"], entry["paths"], tokenizer, task_opts["max_length"], task_opts.get("max_eval"), 0)
@@ -50,7 +51,7 @@ def evaluate_languages(finetuned, evals: dict, task_opts: dict, batch_size: int,
                              "heads_pruned": int(result["heads_pruned"]), "n": int(result["n"]), "metric": metric,
                              "value": float(result[metric]), "primary": metric == primary_metric(data.metric)})  # fmt: skip
     frame = pd.DataFrame(rows)
-    frame["fraction"] = frame["heads_pruned"] / (facts.n_layers * facts.n_heads)
+    frame["fraction"] = frame["heads_pruned"] / space.n_total
     cols = ["model", "task", "language", "seed", "strategy", "fraction", "heads_pruned", "metric", "value", "primary", "n"]
     write_frame(frame[cols], output)
 
@@ -101,15 +102,15 @@ def finetune_effects(finetuned, model_key: str, model_spec: dict, eval_spec: dic
     pre-trained model against the fine-tuned one on ``cka_examples`` evaluation inputs (``cka_output``)."""
     from headsieve.models.load import load_encoder
     from headsieve.multilingual.analysis import random_masks
+    from headsieve.models.heads import head_space
     from headsieve.pruning.evaluate import MaskEvaluator
-    from headsieve.pruning.strategies import ModelFacts
 
     model, tokenizer = load_finetuned(finetuned, device)
-    facts = ModelFacts.from_model(model)
+    space = head_space(model)
     data = read_task(eval_spec, eval_paths, tokenizer, task_opts["max_length"], task_opts.get("max_eval"), 0)
     gold = np.asarray([e["label"] for e in data.examples])
     majority = float(np.bincount(gold).max() / len(gold))
-    masks = random_masks(facts.n_layers, facts.n_heads, fractions, seed, draws)
+    masks = random_masks(*space.shape("encoder"), fractions, seed, draws)
     log.info("%s/%s seed %d: %d examples, %d random masks", model_key, task, seed, len(data.examples), len(masks))
     with MaskEvaluator(model, data, batch_size, device=device) as evaluator:
         results = evaluator.evaluate_many(masks)
@@ -127,7 +128,7 @@ def finetune_effects(finetuned, model_key: str, model_spec: dict, eval_spec: dic
     before = load_encoder(model_key, model_spec, device=device)
     values = layer_cka(before, model, subset, batch_size, device)
     cka = pd.DataFrame({"model": model_key, "task": task, "seed": seed, "layer": np.arange(len(values)),
-                        "n_layers": facts.n_layers, "cka": values, "examples": len(subset.examples)})  # fmt: skip
+                        "n_layers": space.shape("encoder")[0], "cka": values, "examples": len(subset.examples)})  # fmt: skip
     write_frame(cka, cka_output)
     return curve, cka
 

@@ -36,6 +36,7 @@ from headsieve.io.atomic import atomic_dir, write_frame, write_json
 from headsieve.io.glue import read_glue, task_spec
 from headsieve.models import heads as H
 from headsieve.models.load import load_encoder, load_tokenizer
+from headsieve.pruning.masks import heads_of
 from headsieve.pruning import data as D
 from headsieve.pruning.metrics import primary_metric
 
@@ -128,58 +129,21 @@ def importance(finetuned, train_spec, train_path, task_opts, n_examples, batch_s
     write_frame(frame.astype({"layer": "int16", "head": "int16", "seed": "int32"}), output)
 
 
-def read_importance(path, shape: tuple[int, int]) -> np.ndarray:
-    """``[layers, heads]`` from an importance table of a model of that shape; every head must be in it."""
-    frame = pd.read_parquet(path)
-    layer, head = frame["layer"].to_numpy(), frame["head"].to_numpy()
-    if len(frame) and not ((0 <= layer) & (layer < shape[0]) & (0 <= head) & (head < shape[1])).all():
-        raise HeadsieveError(f"{path}: heads outside the model's {shape[0]} x {shape[1]} (importance of another model?)")
-    out = np.full(shape, np.nan)
-    out[layer, head] = frame["importance"].to_numpy()
-    if np.isnan(out).any():
-        missing = np.argwhere(np.isnan(out))[0]
-        raise HeadsieveError(f"{path}: no importance for layer {missing[0]} head {missing[1]} (incomplete table)")
-    return out
-
-
 # ------------------------------------------------------------------------------------------ masks
 
 
 def select_masks(model_shape, strategies, fractions, seed, labels_path, importance_path, output) -> pd.DataFrame:
-    """Heads pruned by every strategy at every fraction for one seed: long table (strategy, fraction, seed,
-    layer, head); a (strategy, fraction) that prunes nothing has one row with layer = head = -1."""
-    from headsieve.pruning.strategies import FIXED_SIZE, ModelFacts, parse_strategy, select_heads
+    """Heads pruned by every strategy at every fraction for one seed (:func:`headsieve.pruning.masks.mask_table`:
+    strategy, fraction, seed, kind, layer, head) of an encoder of ``model_shape`` (layers, heads)."""
+    from headsieve.models.headspace import HeadSpace
+    from headsieve.pruning.masks import mask_table, read_importance
 
-    facts = ModelFacts(*model_shape)
+    space = HeadSpace.encoder(*model_shape)
     labels = pd.read_parquet(labels_path) if labels_path else None
-    scores = read_importance(importance_path, (facts.n_layers, facts.n_heads)) if importance_path else None
-    rows = []
-    for strategy in strategies:
-        if parse_strategy(strategy)[0] in FIXED_SIZE:  # its size is its own: one mask, at its own fraction
-            heads = select_heads(strategy, facts, 0.0, seed, labels=labels, importance=scores)
-            fraction = round(len(heads) / facts.n_total, 4)
-            rows += [(strategy, fraction, seed, layer, head) for layer, head in heads]
-            continue
-        for fraction in fractions:
-            heads = select_heads(strategy, facts, fraction, seed, labels=labels, importance=scores)
-            rows += [(strategy, fraction, seed, layer, head) for layer, head in heads] or [(strategy, fraction, seed, -1, -1)]
-    frame = pd.DataFrame(rows, columns=["strategy", "fraction", "seed", "layer", "head"]).astype({"fraction": float})
-    frame = frame.astype({"seed": "int32", "layer": "int16", "head": "int16"})
+    scores = read_importance(importance_path, space) if importance_path else None
+    frame = mask_table(space, strategies, fractions, seed, labels=labels, importance=scores)
     write_frame(frame, output)
     return frame
-
-
-def heads_of(masks: pd.DataFrame, strategy: str, fraction: float | None) -> list[tuple[int, int]]:
-    """The (layer, head) pairs a strategy prunes at ``fraction`` (None: its only mask, a fixed-size strategy)."""
-    rows = masks[masks.strategy == strategy]
-    if fraction is not None:
-        rows = rows[np.isclose(rows.fraction, fraction)]
-    if not len(rows):
-        raise HeadsieveError(f"no mask for strategy '{strategy}' at fraction {fraction}")
-    if rows["fraction"].nunique() > 1:
-        raise HeadsieveError(f"strategy '{strategy}' has masks at several fractions; name the fraction")
-    sel = rows[rows.layer >= 0]
-    return list(zip(sel["layer"].astype(int).tolist(), sel["head"].astype(int).tolist()))
 
 
 def evaluate_masks(finetuned, masks_path, eval_spec, eval_path, task_opts, batch_size, output, device):
@@ -253,7 +217,7 @@ def prune_then_finetune(
                              "seed": int(seed), "device": str(device)})  # fmt: skip
     groups = {}  # head set key -> (heads, [(strategy, fraction)])
     for (strategy, fraction), _ in masks.groupby(["strategy", "fraction"], sort=True):
-        heads = heads_of(masks, strategy, fraction)
+        heads = [(l, h) for _, l, h in heads_of(masks, strategy, fraction)]  # an encoder's (layer, head)
         groups.setdefault(heads_key(heads), (heads, []))[1].append((strategy, float(fraction)))
     base = json.loads((Path(finetuned) / "metrics.json").read_text(encoding="utf-8"))
     tokenizer = load_tokenizer(model_key, model_spec)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from headsieve.pruning.strategies import BANDS
+from headsieve.models.headspace import BANDS
 from headsieve.roles.controls import control_lines
 from headsieve.roles.targets import ROLES, nested, role_family
 from headsieve.roles.tests import adjust, left_out_lines, t_test_greater, untested_lines

@@ -29,6 +29,7 @@ from headsieve.errors import HeadsieveError
 from headsieve.io.atomic import write_frame
 from headsieve.models import seq2seq_heads as S
 from headsieve.models.load import hub_kwargs, load_error
+from headsieve.pruning.masks import heads_of
 from headsieve.translation.data import read_parallel, split_pairs
 
 log = logging.getLogger(__name__)
@@ -116,28 +117,6 @@ def importance_frame(scores: dict) -> pd.DataFrame:
     return frame.astype({"layer": "int16", "head": "int16"})
 
 
-def read_importance(path, shapes: dict) -> dict[str, np.ndarray]:
-    """``{kind: [layers, heads]}`` from an importance table (kinds and shapes checked by the strategies)."""
-    frame = pd.read_parquet(path)
-    out = {kind: np.full(shape, np.nan) for kind, shape in shapes.items()}
-    for kind, layer, head, value in frame[["kind", "layer", "head", "importance"]].itertuples(index=False):
-        if kind not in out or not (0 <= layer < out[kind].shape[0] and 0 <= head < out[kind].shape[1]):
-            raise HeadsieveError(
-                f"{path}: head ({kind}, {layer}, {head}) does not fit the model (importance of another model?)"
-            )
-        out[kind][layer, head] = value
-    return out
-
-
-def heads_of(masks: pd.DataFrame, strategy: str, fraction: float) -> list[tuple[str, int, int]]:
-    """The heads one (strategy, fraction) of a masks table prunes."""
-    sel = masks[(masks.strategy == strategy) & np.isclose(masks.fraction, fraction)]
-    if not len(sel):
-        raise HeadsieveError(f"no mask for strategy '{strategy}' at fraction {fraction}")
-    sel = sel[sel.layer >= 0]
-    return list(zip(sel["kind"].astype(str), sel["layer"].astype(int), sel["head"].astype(int)))
-
-
 # ------------------------------------------------------------------------------------------------ steps
 
 
@@ -158,20 +137,14 @@ def importance(
 
 
 def select_masks(shapes: dict, strategies: list, fractions: list, seed: int, importance_path, output) -> pd.DataFrame:
-    """Heads pruned by every strategy at every fraction for one seed: long table (strategy, fraction, seed,
-    kind, layer, head); a mask that prunes nothing is one row with kind '' and layer = head = -1."""
-    from headsieve.translation.strategies import Seq2SeqFacts, select_heads
+    """Heads pruned by every strategy at every fraction for one seed (:func:`headsieve.pruning.masks.mask_table`:
+    strategy, fraction, seed, kind, layer, head) of a model of ``shapes`` (``{kind: (layers, heads)}``)."""
+    from headsieve.models.headspace import HeadSpace
+    from headsieve.pruning.masks import mask_table, read_importance
 
-    facts = Seq2SeqFacts.from_shapes(shapes)
-    scores = read_importance(importance_path, facts.shapes) if importance_path else None
-    rows = []
-    for strategy in strategies:
-        for fraction in fractions:
-            heads = select_heads(strategy, facts, fraction, seed, importance=scores)
-            empty = [(strategy, float(fraction), seed, "", -1, -1)]
-            rows += [(strategy, float(fraction), seed, k, l, h) for k, l, h in heads] or empty
-    frame = pd.DataFrame(rows, columns=["strategy", "fraction", "seed", "kind", "layer", "head"])
-    frame = frame.astype({"seed": "int32", "layer": "int16", "head": "int16"})
+    space = HeadSpace.from_shapes(shapes)
+    scores = read_importance(importance_path, space) if importance_path else None
+    frame = mask_table(space, strategies, fractions, seed, importance=scores)
     write_frame(frame, output)
     return frame
 
