@@ -438,10 +438,10 @@ def ptf_masks(path: Path) -> Path:
     """Masks of one seed and fraction: two strategies with the same heads, one with others, one with none."""
     import pandas as pd
 
-    rows = [("a", 0.5, 3, 0, 1)] + [("a", 0.5, 3, 2, h) for h in range(4)]
-    rows += [("b", 0.5, 3, layer, head) for _, _, _, layer, head in rows]
-    rows += [("c", 0.5, 3, 1, 2), ("empty", 0.5, 3, -1, -1)]
-    frame = pd.DataFrame(rows, columns=["strategy", "fraction", "seed", "layer", "head"])
+    rows = [("a", 0.5, 3, "encoder", 0, 1)] + [("a", 0.5, 3, "encoder", 2, h) for h in range(4)]
+    rows += [("b", 0.5, 3, kind, layer, head) for _, _, _, kind, layer, head in rows]
+    rows += [("c", 0.5, 3, "encoder", 1, 2), ("empty", 0.5, 3, "", -1, -1)]
+    frame = pd.DataFrame(rows, columns=["strategy", "fraction", "seed", "kind", "layer", "head"])
     frame.astype({"seed": "int32", "layer": "int16", "head": "int16"}).to_parquet(path, index=False)
     return path
 
