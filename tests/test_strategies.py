@@ -463,12 +463,12 @@ def test_strategies_are_independent_across_names_fractions_and_seeds():
 
 
 def test_an_encoder_is_the_single_kind_case():
-    """On a one-kind space the kind-aware entries reduce to the encoder strategies: ``layer:top`` is ``top``
-    draw for draw up to the stream (each name has its own), ``kind:encoder`` prunes like ``random``-sized sets."""
+    """On a one-kind space ``layer:top`` is ``top`` draw for draw given the same generator (through
+    select_heads each name has its own stream), and a kind outside the space is refused."""
     space = SHAPES[0]
-    ask = S.Ask(space, 0.3, S.strategy_rng(0, "x", 0.3))
-    again = S.Ask(space, 0.3, S.strategy_rng(0, "x", 0.3))
-    assert S.top(ask) == S.by_layer(S.Ask(again.space, again.fraction, again.rng, arg="top"))
+    top = S.top(S.Ask(space, 0.3, S.strategy_rng(0, "x", 0.3)))
+    assert top == S.by_layer(S.Ask(space, 0.3, S.strategy_rng(0, "x", 0.3), arg="top"))
+    assert len({l for _, l, _ in top}) == 2  # 22 heads of 6 x 12: the top layer whole and 10 heads of the next
     assert len(select_heads("kind:encoder", space, 0.3, 0)) == S.n_to_prune(space, 0.3)
     with pytest.raises(HeadsieveError, match="kind 'cross' is not one of encoder"):
         select_heads("kind:cross", space, 0.3, 0)
