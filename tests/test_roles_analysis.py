@@ -13,11 +13,11 @@ from scipy import stats
 
 from cli_utils import run_cli
 from headsieve.roles.analysis import (
-    _hypergeom_tails,
     change_agreement,
     change_by_layer,
     colocation_tests,
     finetuning_change,
+    hypergeom_tails,
     label_stability,
     map_agreement,
     paired_change,
@@ -26,7 +26,7 @@ from headsieve.roles.analysis import (
     summary_markdown,
     weighted_labels,
 )
-from headsieve.roles.targets import nested, role_family
+from headsieve.roles.registry import nested, role_family
 from headsieve.roles.tests import role_tests
 
 L, H = 4, 6
@@ -139,7 +139,7 @@ def test_colocation_null_rate_at_most_alpha():
     observed = np.array(
         [len(set(rng.choice(N, a, replace=False)) & set(rng.choice(N, b, replace=False))) for a, b in zip(n_a, n_b)]
     )
-    upper, lower = _hypergeom_tails(observed, np.full(trials, N), n_a, n_b)
+    upper, lower = hypergeom_tails(observed, np.full(trials, N), n_a, n_b)
     assert (upper < 0.05).mean() <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / trials)
     assert (lower < 0.05).mean() <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / trials)
 

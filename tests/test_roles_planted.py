@@ -18,7 +18,7 @@ from headsieve.io.atomic import write_table
 from headsieve.io.shards import ShardWriter
 from headsieve.roles.score import score_dump
 from headsieve.roles.sieve import Batch, SentenceFacts, score_batch
-from headsieve.roles.targets import containers
+from headsieve.roles.registry import containers
 from headsieve.roles.tests import role_tests
 from headsieve.tokens import records_table
 

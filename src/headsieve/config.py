@@ -224,11 +224,11 @@ def _check_role_names(config: dict) -> None:
 
 def check_role_names(mapping: dict, where) -> None:
     """One line naming the first key of ``mapping`` that is not a role (``where(key)`` names the setting)."""
-    from headsieve.roles.targets import ROLES, is_role
+    from headsieve.roles.registry import is_role, role_names
 
     for name in mapping:
-        if not is_role(str(name)):
-            known = ", ".join(list(ROLES) + ["dep:<relation>"])
+        if not is_role(str(name), "bidirectional"):
+            known = ", ".join(role_names("bidirectional") + ("dep:<relation>",))
             raise HeadsieveError(f"{where(name)}: unknown role '{name}' (known: {known})")
 
 

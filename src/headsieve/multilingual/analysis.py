@@ -27,9 +27,12 @@ import pandas as pd
 from scipy import stats
 
 from headsieve.errors import HeadsieveError
+from headsieve.roles.registry import role_names
 
 FACTS = ("family", "word_order", "morphology", "resources")
-PIECE_ROLES = ("local", "cls", "sep", "delimiter", "syntactic")
+#: roles of the per-language layer distribution figure: the registry's overview roles of encoder models (a role
+#: absent from the tables, block on single sentences, gets no panel)
+PIECE_ROLES = role_names("bidirectional", overview=True)
 
 
 def language_facts() -> pd.DataFrame:

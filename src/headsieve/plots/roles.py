@@ -7,10 +7,8 @@ import numpy as np
 import pandas as pd
 
 from headsieve.plots.common import grid, plt, save
-from headsieve.roles.analysis import PIECE_ORDER, heads_per_layer
-from headsieve.roles.targets import nested
-
-MAIN_ROLES = PIECE_ORDER
+from headsieve.roles.analysis import heads_per_layer
+from headsieve.roles.registry import ROLE_ORDER, nested
 
 
 def _matrix(tests: pd.DataFrame, role: str, column: str) -> np.ndarray:
@@ -83,7 +81,7 @@ def layer_counts(tests: pd.DataFrame, stem, title: str):
     """Labelled heads per layer, one line per main role."""
     counts = heads_per_layer(tests)
     fig, ax = plt.subplots(figsize=(6, 3.6), layout="constrained")
-    for role in [r for r in MAIN_ROLES if r in set(counts["role"].astype(str))]:
+    for role in [r for r in ROLE_ORDER if r in set(counts["role"].astype(str))]:
         sub = counts[counts["role"].astype(str) == role].sort_values("layer")
         ax.plot(sub["layer"], sub["heads"], marker="o", label=role)
     ax.set_xlabel("layer")
@@ -111,7 +109,7 @@ def _colocation_roles(tests: pd.DataFrame, limit: int = 12) -> list[str]:
     held = tests[tests["label"]].groupby("role", observed=True).size()
     by_count = held[held > 0].sort_values(ascending=False, kind="stable").index
     relations = [str(r) for r in by_count if str(r).startswith("dep:")]
-    return [r for r in MAIN_ROLES if r in present] + sorted(relations[:limit])
+    return [r for r in ROLE_ORDER if r in present] + sorted(relations[:limit])
 
 
 def colocation_figure(tests: pd.DataFrame, table: pd.DataFrame, stem, title: str):
@@ -176,7 +174,7 @@ def finetuning_change(by_layer: pd.DataFrame, agreement: pd.DataFrame, stem, tit
     seeds = int(frame["seeds"].max()) if len(frame) else 0
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     present = set(frame["role"])
-    for role in [r for r in MAIN_ROLES if r in present] + ["all"]:
+    for role in [r for r in ROLE_ORDER if r in present] + ["all"]:
         sub = frame[frame["role"] == role].sort_values("layer")
         style = {"color": "black", "linewidth": 2.2} if role == "all" else {}
         (line,) = ax.plot(sub["layer"], sub["mean"], marker="o", label=role, **style)

@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 
 from headsieve.plots.common import plt, save
+from headsieve.roles.registry import role_names
 
-ORDER = ("local", "prev", "next", "self", "cls", "sep", "delimiter", "block", "syntactic", "dep:*")
+#: columns of the figure: the encoder roles in the registry's display order, the pooled relation roles last
+ORDER = role_names("bidirectional") + ("dep:*",)
 
 
 def shown(matrix: pd.DataFrame, min_strength: float = 0.5) -> pd.DataFrame:

@@ -17,18 +17,15 @@ from scipy import stats
 
 from headsieve.models.headspace import BANDS
 from headsieve.roles.controls import control_lines
-from headsieve.roles.targets import ROLES, nested, role_family
+from headsieve.roles.registry import FAMILY_ORDER, ROLE_ORDER, nested, role_family
 from headsieve.roles.tests import adjust, left_out_lines, t_test_greater, untested_lines
-
-PIECE_ORDER = tuple(ROLES)  # the registry's display order
-FAMILY_ORDER = ("local", "delimiter", "block", "syntactic")
 
 
 def role_order(roles) -> list[str]:
-    """Piece roles and the syntactic union first (fixed order), then relations alphabetically."""
+    """Registered roles first, in the registry's display order, then relations alphabetically."""
     roles = [str(r) for r in roles]
-    head = [r for r in PIECE_ORDER if r in roles]
-    return head + sorted(r for r in roles if r not in PIECE_ORDER)
+    head = [r for r in ROLE_ORDER if r in roles]
+    return head + sorted(r for r in roles if r not in ROLE_ORDER)
 
 
 def layer_band(layer: np.ndarray, n_layers: int) -> np.ndarray:
@@ -179,7 +176,7 @@ def _role_pairs(roles) -> list[tuple[str, str]]:
     return [(a, b) for a, b in itertools.combinations(ordered, 2) if not nested(a, b)]
 
 
-def _hypergeom_tails(observed, n_heads, n_a, n_b):
+def hypergeom_tails(observed, n_heads, n_a, n_b):
     """P(X >= observed) and P(X <= observed) for X ~ Hypergeom(n_heads, n_a, n_b); NaN where the margins
     fix X (a role held by no head or by every head: no test)."""
     observed, n_heads, n_a, n_b = (np.asarray(x, dtype=int) for x in (observed, n_heads, n_a, n_b))
@@ -235,7 +232,7 @@ def colocation_tests(tests: pd.DataFrame, correction: str = "bh", controlled: bo
     out["expected"] = out["n_a"] * out["n_b"] / out["n_heads"]
     with np.errstate(divide="ignore", invalid="ignore"):
         out["ratio"] = np.where(out["expected"] > 0, out["observed"] / out["expected"], np.nan)
-    out["p"], out["p_depleted"] = _hypergeom_tails(out["observed"], out["n_heads"], out["n_a"], out["n_b"])
+    out["p"], out["p_depleted"] = hypergeom_tails(out["observed"], out["n_heads"], out["n_a"], out["n_b"])
     out["p_adj"] = np.nan
     out["p_adj_depleted"] = np.nan
     for _, idx in out.groupby("scope", sort=False).groups.items():

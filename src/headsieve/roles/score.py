@@ -18,7 +18,8 @@ from headsieve.io.provenance import parse_provenance, provenance_metadata
 from headsieve.io.shards import check_coverage, check_provenance, index_provenance, input_crc, iter_dump, read_index
 from headsieve.roles.clark import HeadStats
 from headsieve.roles.controls import score_controls
-from headsieve.roles.sieve import DEFAULT_OPTIONS, Batch, SentenceFacts, role_family, score_batch
+from headsieve.roles.registry import role_family
+from headsieve.roles.sieve import DEFAULT_OPTIONS, Batch, SentenceFacts, score_batch
 
 log = logging.getLogger(__name__)
 

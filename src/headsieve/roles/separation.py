@@ -11,7 +11,7 @@ them (a row where it has none gives that share to the noise).  Kinds:
 * ``uniform`` (strength ignored: every row 1/N) and ``noise`` (Dirichlet rows only).
 
 The roles a planted component holds (:func:`planted_roles`) plus the roles whose target sets contain those by
-definition (:func:`headsieve.roles.targets.containers`) are the labels it should get; any other label is a
+definition (:func:`headsieve.roles.registry.containers`) are the labels it should get; any other label is a
 confusion.  :func:`separation_tables` gives the matrix (planted kind x tested role -> label rate) and the
 recall per length bin; ``python -m headsieve.roles.separation`` writes them for UD EWT dev (random trees, and
 ``ewt_gold`` with the gold trees), MRPC and QNLI dev as tokenized by the minilm tokenizer.
@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from headsieve.roles.sieve import DEFAULT_OPTIONS, Batch, SentenceFacts, score_batch
-from headsieve.roles.targets import containers
+from headsieve.roles.registry import containers
 from headsieve.roles.tests import role_tests
 from headsieve.tokens import CLS, REGULAR, SEP
 

@@ -42,8 +42,8 @@ import numpy as np
 import torch
 
 from headsieve.errors import HeadsieveError
-from headsieve.roles.targets import DEFAULT_PIECE_ROLES, PIECE_ROLES, local_targets, syntactic_targets
-from headsieve.roles.targets import role_family  # noqa: F401  (re-exported: callers import it from here)
+from headsieve.roles.registry import DEFAULT_PIECE_ROLES, ROLES
+from headsieve.roles.targets import local_targets, syntactic_targets
 from headsieve.tokens import REGULAR, SEP
 
 #: relations scored by default; the union of these is the role ``syntactic``
@@ -81,6 +81,11 @@ class SentenceFacts:
     word_kept: np.ndarray  # [W] bool
     heads: np.ndarray | None = None  # [W] UD heads (0 root, 1-based), None without a tree
     relations: np.ndarray | None = None  # [W] relation labels as in the treebank (nmod:poss)
+
+    @property
+    def n_queries(self) -> int:
+        """Queries of the self-attention: one per piece."""
+        return len(self.special)
 
     @classmethod
     def from_row(cls, row: dict) -> "SentenceFacts":
@@ -322,7 +327,7 @@ def _piece_scores(batch: Batch, roles: list[str], opts: dict):
     """Piece-level scores (local, prev, next, self, delimiters; block under the ``plain`` weighting).
 
     Returns (b, role index, scores, n_queries, n_undefined)."""
-    masks = [(b, np.stack([PIECE_ROLES[name][1](f, opts) for name in roles])) for b, f in enumerate(batch.facts)]
+    masks = [(b, np.stack([ROLES[name].targets(f, opts) for name in roles])) for b, f in enumerate(batch.facts)]
     b, r, q, k = _pairs(masks)
     if len(b) == 0:
         return [], [], [], [], []

@@ -1,4 +1,4 @@
-"""Target sets ("sieves") of the head roles, and the role registry.
+"""Target sets ("sieves") of the head roles.
 
 A role defines, for each query position ``i``, a set ``S_i`` of key positions.  Each function returns
 a boolean matrix ``S`` of shape [queries, keys] (``S[i, j]`` is True when ``j`` is in ``S_i``); a query
@@ -6,15 +6,15 @@ with an empty row has no target and does not enter the role's score.  Piece-leve
 word pieces of one input; syntactic roles work on words (see :mod:`headsieve.roles.sieve` for how
 piece attention is aggregated to words).
 
-Every role is defined once in :data:`ROLES` (name, family, target function, the roles whose target sets
-contain it by definition, default thresholds); every list of roles is derived from it.  Adding a piece
-role is one target function and one :class:`Role` entry here.
+The roles themselves (name, family, which target function, nesting, thresholds, where they apply) are
+defined once, in the registry :data:`headsieve.roles.registry.ROLES`.  Target functions of roles that
+apply to an encoder-decoder model take a :class:`SourceFacts` (the source's special codes and the number of
+queries: source positions for encoder self-attention, target positions for cross-attention).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -33,20 +33,24 @@ def offset_targets(n: int, offset: int) -> np.ndarray:
     return idx[None, :] - idx[:, None] == offset
 
 
-def cls_targets(special: np.ndarray) -> np.ndarray:
+def key_targets(row: np.ndarray, n_queries: int | None = None) -> np.ndarray:
+    """Every one of ``n_queries`` queries (default: one per key) targets the keys where ``row`` is True."""
+    return np.broadcast_to(row, (len(row) if n_queries is None else n_queries, len(row))).copy()
+
+
+def cls_targets(special: np.ndarray, n_queries: int | None = None) -> np.ndarray:
     """Every query targets the [CLS] (first special / <s>) position(s)."""
-    return np.broadcast_to(special == CLS, (len(special), len(special))).copy()
+    return key_targets(special == CLS, n_queries)
 
 
-def sep_targets(special: np.ndarray) -> np.ndarray:
+def sep_targets(special: np.ndarray, n_queries: int | None = None) -> np.ndarray:
     """Every query targets every [SEP] (</s>) position, averaged."""
-    return np.broadcast_to(special == SEP, (len(special), len(special))).copy()
+    return key_targets(special == SEP, n_queries)
 
 
-def delimiter_targets(special: np.ndarray) -> np.ndarray:
+def delimiter_targets(special: np.ndarray, n_queries: int | None = None) -> np.ndarray:
     """Every query targets [CLS] and every [SEP], averaged."""
-    row = (special == CLS) | (special == SEP)
-    return np.broadcast_to(row, (len(special), len(special))).copy()
+    return key_targets((special == CLS) | (special == SEP), n_queries)
 
 
 def block_targets(segment: np.ndarray, special: np.ndarray) -> np.ndarray:
@@ -62,92 +66,37 @@ def block_targets(segment: np.ndarray, special: np.ndarray) -> np.ndarray:
     return same & regular[:, None] & regular[None, :]
 
 
+def diagonal_targets(n_queries: int, special: np.ndarray, band: int = 1) -> np.ndarray:
+    """Cross-attention [queries, keys]: the source's regular tokens (no specials) at ``R[0..m-1]``; target
+    position ``t`` maps to ``c_t = round(t (m - 1) / (T - 1))`` (0 when ``T = 1``), the source token at the
+    same relative position, and ``S_t = {R[k] : |k - c_t| <= band}`` (monotone alignment); no targets when
+    the source has no regular token."""
+    regular = np.flatnonzero(special == REGULAR)
+    S = np.zeros((n_queries, len(special)), dtype=bool)
+    m = len(regular)
+    if m == 0:
+        return S
+    t = np.arange(n_queries)
+    centre = np.rint(t * (m - 1) / max(n_queries - 1, 1)).astype(int)
+    k = np.arange(m)
+    near = np.abs(k[None, :] - centre[:, None]) <= band  # [T, m]
+    S[:, regular] = near
+    return S
+
+
 @dataclass(frozen=True)
-class Role:
-    """One role: ``targets(facts, options) -> S`` for piece roles (None for the word-level syntactic roles);
-    ``nests_in``: the roles whose target sets contain this role's by definition (so a head holding this role
-    also holds those, and sharing a head with them is no finding); ``tau``: default threshold per score
-    form (see :data:`DEFAULT_TAU`)."""
+class SourceFacts:
+    """What the roles of an encoder-decoder model need of one sentence: the source's special codes
+    (``headsieve.tokens``) and the number of queries (source positions for encoder self-attention, target
+    positions for cross-attention)."""
 
-    name: str
-    family: str
-    targets: Callable | None
-    nests_in: frozenset = frozenset()
-    level: str = "piece"
+    special: np.ndarray
+    n_queries: int
 
-
-def _block(f, o):
-    return block_targets(f.segment, f.special)
-
-
-#: the role registry, in display order; ``dep:<relation>`` roles are generated (family syntactic, nested
-#: in the union role ``syntactic``)
-ROLES: dict[str, Role] = {
-    r.name: r
-    for r in (
-        Role("local", "local", lambda f, o: local_targets(f.n_pieces, o["local_window"])),
-        Role("prev", "local", lambda f, o: offset_targets(f.n_pieces, -1), frozenset({"local"})),
-        Role("next", "local", lambda f, o: offset_targets(f.n_pieces, 1), frozenset({"local"})),
-        Role("self", "local", lambda f, o: offset_targets(f.n_pieces, 0), frozenset({"local"})),
-        Role("cls", "delimiter", lambda f, o: cls_targets(f.special), frozenset({"delimiter"})),
-        Role("sep", "delimiter", lambda f, o: sep_targets(f.special), frozenset({"delimiter"})),
-        Role("delimiter", "delimiter", lambda f, o: delimiter_targets(f.special)),
-        Role("block", "block", _block),
-        Role("syntactic", "syntactic", None, level="word"),
-    )
-}
-
-#: piece-level roles: name -> (family, function(sentence facts, options) -> S)  (derived from ROLES)
-PIECE_ROLES = {r.name: (r.family, r.targets) for r in ROLES.values() if r.level == "piece"}
-
-#: role -> the roles whose target sets contain it by definition (dep:<relation> -> {syntactic}: see
-#: :func:`containers`, which also covers the generated relation roles)
-ROLE_NESTING: dict[str, frozenset[str]] = {r.name: r.nests_in for r in ROLES.values()}
-
-#: roles labelled by default (``roles.piece_roles``)
-DEFAULT_PIECE_ROLES = ("local", "prev", "next", "self", "cls", "sep", "delimiter", "block")
-
-#: default threshold tau of the one-sided test, per score form (the ``form`` column of scores.parquet):
-#: ``mass`` share of a query's attention on its targets (a head with >= 50% on its targets lies well
-#: above 0.4; a uniform head scores u_i <= roles.max_uniform_share = 0.25 on every scored query);
-#: ``ratio`` the reference sieve ratio (reference tau 3); ``block_contrast`` the own-segment density
-#: share (0.5 = no preference; 0.65 = own segment 1.86x as dense as the other); ``block_plain`` the
-#: plain own-segment ratio (a perfect block head scores N/|segment|, about 2); ``block_entropy`` the
-#: reference code's ratio x entropy (tau 3 as the reference; a uniform head scores ln N and passes it
-#: for N > 20).
-DEFAULT_TAU: dict[str, float] = {
-    "mass": 0.4,
-    "ratio": 3.0,
-    "block_contrast": 0.65,
-    "block_plain": 1.5,
-    "block_entropy": 3.0,
-}
-
-
-def role_family(role: str) -> str:
-    """The family of a role (``dep:<relation>`` -> syntactic)."""
-    if role.startswith("dep:"):
-        return "syntactic"
-    if role not in ROLES:
-        raise KeyError(role)
-    return ROLES[role].family
-
-
-def is_role(role: str) -> bool:
-    """A registered role or a relation role ``dep:<relation>``."""
-    return role in ROLES or (role.startswith("dep:") and len(role) > 4)
-
-
-def containers(role: str) -> frozenset[str]:
-    """The roles whose target sets contain ``role``'s by definition."""
-    if role.startswith("dep:"):
-        return frozenset({"syntactic"})
-    return ROLE_NESTING.get(role, frozenset())
-
-
-def nested(a: str, b: str) -> bool:
-    """True if either role's target sets contain the other's by definition (a role contains itself)."""
-    return a == b or b in containers(a) or a in containers(b)
+    @property
+    def n_pieces(self) -> int:
+        """Source positions (the keys)."""
+        return len(self.special)
 
 
 def syntactic_targets(

@@ -4,7 +4,7 @@ Per head and role the sample is the per-sentence scores ``s_1..s_n`` (inputs who
 NaN, are left out and counted as ``n_left_out``).  H0: mean <= tau, H1: mean > tau;
 ``t = (mean - tau) / (sd / sqrt(n))`` with the sample sd (ddof 1; one reference used ddof 0, which
 understates the sd and overstates t), ``p = 1 - F_t(t; n - 1)``.  The default tau follows the score form
-(``form`` column of the scores; :data:`headsieve.roles.targets.DEFAULT_TAU`).  The p
+(``form`` column of the scores) and the role (:data:`headsieve.roles.registry.ROLES`).  The p
 values of one model and corpus (every head x role) form one family and are adjusted by Holm (family-wise
 error rate), Benjamini-Hochberg (false discovery rate, the default) or not at all.  A head holds a role
 when its adjusted p < alpha.
@@ -24,7 +24,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from headsieve.errors import HeadsieveError
-from headsieve.roles.targets import DEFAULT_TAU, ROLES, is_role
+from headsieve.roles.registry import default_tau, is_role, role_names
 
 log = logging.getLogger(__name__)
 
@@ -110,20 +110,26 @@ def adjust(p: np.ndarray, correction: str) -> np.ndarray:
 
 def role_taus(scores: pd.DataFrame, tau: float | None, tau_by_role: dict | None) -> np.ndarray:
     """The threshold of every row of a table with ``role`` (and ``form``) columns: ``tau_by_role[role]`` if
-    given, else ``tau`` if given, else the default of the row's score form (tables without a ``form`` column
-    are the reference ratio)."""
+    given, else ``tau`` if given, else the registry's default of the row's role and score form (tables
+    without a ``form`` column are the reference ratio)."""
     overrides = dict(tau_by_role or {})
-    unknown = sorted(r for r in overrides if not is_role(r))
+    unknown = sorted(r for r in overrides if not is_role(r, "bidirectional"))
     if unknown:
+        known = ", ".join(role_names("bidirectional"))
         raise HeadsieveError(
-            f"config key roles.tau_by_role: unknown role(s) {', '.join(unknown)} (roles: {', '.join(ROLES)}, dep:<relation>)"
+            f"config key roles.tau_by_role: unknown role(s) {', '.join(unknown)} (roles: {known}, dep:<relation>)"
         )
     roles = scores["role"].astype(str)
     if "form" in scores:
         forms = scores["form"].astype(str)
     else:
         forms = roles.map(lambda r: "block_plain" if r == "block" else "ratio")
-    base = forms.map(DEFAULT_TAU) if tau is None else pd.Series(float(tau), index=scores.index)
+    if tau is None:
+        pairs = pd.MultiIndex.from_arrays([roles, forms])
+        defaults = {pair: default_tau(*pair) for pair in pairs.unique()}
+        base = pd.Series([defaults[pair] for pair in pairs], index=scores.index, dtype=float)
+    else:
+        base = pd.Series(float(tau), index=scores.index)
     return roles.map(overrides).fillna(base).to_numpy(dtype=float)
 
 

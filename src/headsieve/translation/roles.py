@@ -13,12 +13,14 @@ Attention comes from a teacher-forced pass over the *reference* translation (eag
 removed): encoder self-attention over the source, cross-attention from every target position (the
 decoder input at step ``t``; ``T`` positions, those with a label) to the source.
 
-Roles (targets from :mod:`headsieve.roles.targets` where the role is the encoders' one):
+Roles (defined in the registry :mod:`headsieve.roles.registry`, attention ``seq2seq_encoder`` and ``cross``;
+targets from :mod:`headsieve.roles.targets`):
 
 * ``local`` (encoder): ``|i - j| <= window`` over all source positions (:func:`local_targets`).
 * ``eos`` (both): the source's ``</s>`` (:func:`sep_targets`).
 * ``delimiter`` (both): ``</s>`` and, for BART-like models, ``<s>`` (:func:`delimiter_targets`).
-* ``diagonal`` (cross; alignment-like): the source's regular tokens (no specials) at ``R[0..m-1]``;
+* ``diagonal`` (cross; alignment-like; ``roles.targets.diagonal_targets``): the source's regular tokens (no
+  specials) at ``R[0..m-1]``;
   target position ``t`` maps to ``c_t = round(t (m - 1) / (T - 1))`` (0 when ``T = 1``), the source
   token at the same relative position, and ``S_t = {R[k] : |k - c_t| <= band}``.  Word order differs
   between languages, so this is monotone alignment, a lower bound on how alignment-like a head is.
@@ -33,13 +35,15 @@ import torch
 from headsieve.errors import HeadsieveError
 from headsieve.models.seq2seq_heads import head_shapes, pruned_heads
 from headsieve.models.runtime import eval_mode, model_device, to_device
-from headsieve.roles.targets import delimiter_targets, local_targets, sep_targets
+from headsieve.roles.registry import ROLES, role_names
+from headsieve.roles.targets import SourceFacts
 from headsieve.tokens import CLS, OTHER_SPECIAL, REGULAR, SEP
 from headsieve.translation.data import SentencePair
 from headsieve.translation.importance import pair_batches
 
-ENCODER_ROLES = ("local", "eos", "delimiter")
-CROSS_ROLES = ("eos", "delimiter", "diagonal")
+#: the registry's roles of encoder self-attention and of cross-attention heads, in display order
+ENCODER_ROLES = role_names("seq2seq_encoder")
+CROSS_ROLES = role_names("cross")
 
 
 def special_codes(ids: np.ndarray, tokenizer, model) -> np.ndarray:
@@ -53,22 +57,6 @@ def special_codes(ids: np.ndarray, tokenizer, model) -> np.ndarray:
         codes[ids == bos] = CLS
     codes[ids == eos] = SEP
     return codes
-
-
-def diagonal_targets(n_queries: int, special: np.ndarray, band: int = 1) -> np.ndarray:
-    """[queries, keys]: target position ``t`` -> the regular source tokens within ``band`` of the one at the
-    same relative position (see the module docstring); no targets when the source has no regular token."""
-    regular = np.flatnonzero(special == REGULAR)
-    S = np.zeros((n_queries, len(special)), dtype=bool)
-    m = len(regular)
-    if m == 0:
-        return S
-    t = np.arange(n_queries)
-    centre = np.rint(t * (m - 1) / max(n_queries - 1, 1)).astype(int)
-    k = np.arange(m)
-    near = np.abs(k[None, :] - centre[:, None]) <= band  # [T, m]
-    S[:, regular] = near
-    return S
 
 
 def bias_scores(A: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -85,17 +73,10 @@ def bias_scores(A: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray] |
     return ratio.mean(1), on.mean(1)
 
 
-def _role_targets(kind: str, n_queries: int, special: np.ndarray, window: int, band: int) -> dict[str, np.ndarray]:
-    """Target matrices of every role of a kind for one sentence."""
-
-    def rows(square: np.ndarray) -> np.ndarray:  # encoders' key row, repeated for the decoder's queries
-        return np.broadcast_to(square[0], (n_queries, len(special))).copy()
-
-    if kind == "encoder":
-        return {"local": local_targets(len(special), window), "eos": sep_targets(special),
-                "delimiter": delimiter_targets(special)}  # fmt: skip
-    return {"eos": rows(sep_targets(special)), "delimiter": rows(delimiter_targets(special)),
-            "diagonal": diagonal_targets(n_queries, special, band)}  # fmt: skip
+def role_targets(kind: str, n_queries: int, special: np.ndarray, window: int, band: int) -> dict[str, np.ndarray]:
+    """Target matrices of every role of a kind (``encoder`` or ``cross``) for one sentence."""
+    facts, options = SourceFacts(special, n_queries), {"local_window": window, "band": band}
+    return {name: ROLES[name].targets(facts, options) for name in (ENCODER_ROLES if kind == "encoder" else CROSS_ROLES)}
 
 
 def _attention_forward(model, batch: dict):
@@ -155,7 +136,7 @@ def _add_batch(batch, enc_att, cross_att, tokenizer, model, window, band, sums) 
         special = special_codes(ids, tokenizer, model)
         for kind, A in (("encoder", enc[b, :, :, :n_src, :n_src]), ("cross", cross[b, :, :, :n_tgt, :n_src])):
             flat = A.reshape(-1, A.shape[-2], A.shape[-1])
-            for role, S in _role_targets(kind, A.shape[-2], special, window, band).items():
+            for role, S in role_targets(kind, A.shape[-2], special, window, band).items():
                 result = bias_scores(flat, S)
                 if result is not None:
                     sums.setdefault((kind, role), []).append(result)
