@@ -298,3 +298,130 @@ def test_full_disk_during_the_dump_leaves_no_folder(tmp_path, tiny_bert, data):
     )  # fmt: skip
     refused(proc, "attention: cannot write (", out)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".attention")] == []  # no temporary folder left
+
+
+# ------------------------------------------------------------------------------------ registration (issue 16)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_command_is_registered_once_by_the_module_of_its_stage():
+    from headsieve.cli import STAGES, build_parser
+    from headsieve.cli.common import COMMANDS, command
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if a.dest == "command")
+    assert list(subs.choices) == sorted(COMMANDS, key=lambda n: STAGES.index(COMMANDS[n].stage))
+    for name, cmd in COMMANDS.items():
+        assert cmd.stage in STAGES, name
+        assert (REPO / "workflow" / "rules" / f"{cmd.stage}.smk").exists(), cmd.stage
+    with pytest.raises(HeadsieveError, match="registered twice"):
+        command("tokenize", "again")(lambda sub: None)
+    assert COMMANDS["tokenize"].stage == "attention"
+
+
+def test_the_workflow_calls_registered_commands_of_the_same_stage():
+    """Every `headsieve ... <command>` of a rule file is a command registered by the CLI module of that stage."""
+    import re
+
+    from headsieve.cli.common import COMMANDS
+
+    called = {}
+    for rules in (REPO / "workflow" / "rules").glob("*.smk"):
+        for name in re.findall(r'"headsieve --log \{log:q\} ([a-z0-9-]+)', rules.read_text()):
+            called[name] = rules.stem
+    assert len(called) >= 25
+    assert {name: COMMANDS[name].stage for name in called} == called
+
+
+def test_one_device_default_for_every_command():
+    from headsieve.cli import build_parser
+    from headsieve.cli.common import DEVICE_DEFAULT
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if a.dest == "command")
+    defaults = {}
+    for name, sub in subs.choices.items():
+        for action in sub._actions:
+            if action.dest == "device":
+                defaults[name] = action.default
+    assert DEVICE_DEFAULT == "cpu"
+    assert {"dump", "finetune", "evaluate-languages", "translation-roles"} <= set(defaults)
+    assert set(defaults.values()) == {"cpu"}
+
+
+def test_help_lists_every_command():
+    from headsieve.cli.common import COMMANDS
+
+    proc = run_cli("--help")
+    assert proc.returncode == 0, proc.stderr
+    listed = {line.split()[0] for line in proc.stdout.splitlines() if line.startswith("    ") and line.split()}
+    assert set(COMMANDS) <= listed
+    assert COMMANDS["dump"].help.split(" (")[0] in " ".join(proc.stdout.split())
+
+
+def test_the_command_line_imports_no_torch_before_it_pins_the_threads():
+    """Importing the CLI (every stage module and step module) loads no torch: main() sets the thread pools'
+    environment first."""
+    import subprocess
+    import sys
+
+    code = "import sys, headsieve.cli; print(sorted(m for m in ('torch', 'pandas', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------------ README "From Python"
+
+MARKER = "<!-- from-python:"
+
+
+def readme_python_block() -> str:
+    text = (REPO / "README.md").read_text()
+    assert text.count(MARKER) == 1
+    after = text.split(MARKER, 1)[1]
+    start = after.index("```python\n") + len("```python\n")
+    return after[start : after.index("```\n", start)]
+
+
+def with_variables(code: str, **values) -> str:
+    """The block with each documented variable's assignment (``NAME = ...`` at the start of a line) replaced."""
+    import re
+
+    for name, value in values.items():
+        code, n = re.subn(rf"^{name} = .*$", f"{name} = {value}", code, flags=re.M)
+        assert n == 1, f"README block: no single assignment of {name}"
+    return code
+
+
+def test_readme_python_block_makes_a_role_map_and_a_pruning_curve(tmp_path, data):
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    n = 16
+    code = with_variables(readme_python_block(), DATA=f"Path({str(data)!r})", OUT=f"Path({str(tmp_path / 'out')!r})", N=n)
+    script = tmp_path / "snippet.py"
+    script.write_text(code)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "out"
+    assert len(pd.read_parquet(out / "tokens.parquet")) == n
+    tests = pd.read_parquet(out / "tests.parquet")
+    assert set(tests["model"]) == {"minilm"} and set(tests["corpus"]) == {"ewt_dev"}
+    heads = tests[["layer", "head"]].drop_duplicates()
+    assert len(heads) == 6 * 12  # minilm: 6 layers x 12 heads
+    tested = tests["p"].notna()
+    assert tested.any() and tests.loc[tested, "p"].between(0, 1).all() and tests["label"].dtype == bool
+    assert tests.loc[~tested, "untested_reason"].notna().all() and not tests.loc[~tested, "label"].any()
+    assert {"local", "delimiter"} <= set(tests["role"])
+    for figure in ("role_map", "metric_by_fraction"):
+        assert (out / "figures" / f"{figure}.png").stat().st_size > 1000, figure
+    assert (out / "roles.md").read_text().startswith("#")
+    curve = pd.read_parquet(out / "sst2" / "evaluations.parquet")
+    primary = curve[curve["primary"]].sort_values("fraction")
+    assert primary["fraction"].tolist() == [0.0, 0.25, 0.5]
+    assert primary["heads_pruned"].tolist() == [0, 18, 36]  # the share of minilm's 72 heads
+    assert primary["value"].between(0, 1).all() and (primary["n"] == n).all()

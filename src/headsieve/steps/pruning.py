@@ -31,10 +31,10 @@ def select_masks(finetuned, strategies: list, fraction, seed: int, output, label
     """Rule ``select_masks``: the heads each strategy prunes at ``fraction`` (a share of the heads; ``"fixed"``
     or None for the fixed-size strategies) for one seed; ``labels`` (role tests) and ``importance`` tables for
     the strategies that need them."""
-    from headsieve.models.heads import head_shape, load_pruned
+    from headsieve.models.heads import head_space, load_pruned
     from headsieve.pruning import jobs
 
-    shape = head_shape(load_pruned(str(Path(finetuned) / "model")))
+    shape = head_space(load_pruned(str(Path(finetuned) / "model"))).shape("encoder")
     fractions = [] if fraction in ("fixed", None) else [float(fraction)]
     return jobs.select_masks(shape, strategies, fractions, seed, labels, importance, output)
 
