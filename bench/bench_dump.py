@@ -56,7 +56,8 @@ def dump_once(n, batch_tokens, folder):
 def bare_forward(model, rows, batch_tokens):
     import torch
 
-    from headsieve.attention import length_batches, pad_batch, uses_token_types
+    from headsieve.batching import length_batches, pad_batch
+    from headsieve.models.runtime import uses_token_types
 
     batches = length_batches([r["n_pieces"] for r in rows], batch_tokens)
     start = time.perf_counter()

@@ -33,7 +33,7 @@ SST2 = DATA / "glue/SST-2/test.tsv"
 def load(n_examples: int, max_length: int = 64):
     from headsieve.io.glue import read_glue, task_spec
     from headsieve.models.load import load_encoder, load_tokenizer
-    from headsieve.pruning.data import TaskData, encode_examples
+    from headsieve.tasks.data import TaskData, encode_examples
 
     torch.manual_seed(0)
     tok = load_tokenizer("minilm", {"source": "minilm"})
@@ -44,8 +44,8 @@ def load(n_examples: int, max_length: int = 64):
 
 
 def batches(model, data, batch_size):
-    from headsieve.attention import uses_token_types
-    from headsieve.pruning.data import iter_batches
+    from headsieve.models.runtime import uses_token_types
+    from headsieve.batching import iter_batches
 
     out = []
     for b in iter_batches(data.examples, batch_size, model.config.pad_token_id or 0, uses_token_types(model)):
@@ -70,17 +70,17 @@ def flops(model, batch) -> int:
 
 
 def throughput(args):
-    from headsieve.models.heads import prune_heads
+    from headsieve.models.heads import head_space, prune_heads
     from headsieve.models.surgery import count_parameters
-    from headsieve.pruning.strategies import ModelFacts, select_heads
+    from headsieve.pruning.strategies import select_heads
 
     base, data = load(args.examples)
     base.eval()
-    facts = ModelFacts.from_model(base)
+    space = head_space(base)
     models = {0.0: base}
     for share in (0.25, 0.5, 0.75):
         m = copy.deepcopy(base)
-        prune_heads(m, select_heads("random", facts, share, seed=1))
+        prune_heads(m, select_heads("random", space, share, seed=1))
         models[share] = m.eval()
     rows = []
     for batch_size in (1, 32):
@@ -137,12 +137,14 @@ with MaskEvaluator(model, data, 64, progress=False) as ev:
 
 
 def masks_per_minute(args):
-    from headsieve.pruning.evaluate import MaskEvaluator, mask_from_heads
-    from headsieve.pruning.strategies import ModelFacts, select_heads
+    from headsieve.models.heads import head_space
+    from headsieve.models.masking import mask_from_heads
+    from headsieve.pruning.evaluate import MaskEvaluator
+    from headsieve.pruning.strategies import select_heads
 
     model, data = load(args.examples)
-    facts = ModelFacts.from_model(model)
-    masks = [mask_from_heads(facts, select_heads("random", facts, 0.5, seed=s)) for s in range(args.masks)]
+    space = head_space(model)
+    masks = [mask_from_heads(space, select_heads("random", space, 0.5, seed=s))["encoder"] for s in range(args.masks)]
     start = time.perf_counter()
     model, data = load(args.examples)  # the one process pays for loading once
     with MaskEvaluator(model, data, 64, progress=False) as ev:

@@ -11,12 +11,14 @@ from conftest import glue_task, tiny_classifier
 
 from headsieve.errors import HeadsieveError
 from headsieve.models import heads as H
-from headsieve.pruning import data as D
-from headsieve.pruning.data import TaskData, iter_batches
-from headsieve.pruning.evaluate import MaskEvaluator, mask_from_heads
+from headsieve import batching as B
+from headsieve.tasks.data import TaskData
+from headsieve.batching import iter_batches
+from headsieve.models.masking import mask_from_heads
+from headsieve.pruning.evaluate import MaskEvaluator
 from headsieve.pruning.importance import head_importance
-from headsieve.pruning.metrics import compute_metrics
-from headsieve.pruning.strategies import ModelFacts, select_heads
+from headsieve.tasks.metrics import compute_metrics
+from headsieve.pruning.strategies import select_heads
 
 BATCH = 16
 
@@ -68,7 +70,7 @@ def test_importance_shape_norm_determinism_and_cleanup(classifier, train):
     second = head_importance(model, batches)
     raw = head_importance(model, batches, normalise=False)
 
-    assert first.shape == H.head_shape(model) == (3, 4)
+    assert first.shape == H.head_space(model).shape("encoder") == (3, 4)
     assert (first >= 0).all() and (raw > 0).all()
     np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, rtol=1e-12)
     np.testing.assert_array_equal(first, second)
@@ -84,7 +86,7 @@ def test_importance_is_mean_of_per_batch_absolute_gradients(classifier, train):
     expected = torch.zeros(3, 4)
     for batch in batches:
         gates = torch.ones(3, 4, requires_grad=True)
-        with H.HeadGates(model, gates):
+        with H.HeadGates(model, {"encoder": gates}):
             model(**batch).loss.backward()
         expected += gates.grad.abs()
     model.zero_grad(set_to_none=True)
@@ -102,7 +104,8 @@ def test_planted_dead_head_has_zero_importance(classifier, train):
     assert raw[1, 2] == 0.0
     assert (np.delete(raw.reshape(-1), 1 * 4 + 2) > 0).all()
     # the dead head is what the importance strategy prunes first
-    assert select_heads("importance", ModelFacts(3, 4), 1 / 12, 0, importance=raw) == [(1, 2)]
+    space = H.head_space(model)
+    assert select_heads("importance", space, 1 / 12, 0, importance={"encoder": raw}) == [("encoder", 1, 2)]
 
 
 def test_importance_errors(classifier, train):
@@ -126,7 +129,7 @@ def plain_logits(model, batches) -> np.ndarray:
 
 def test_all_ones_mask_equals_unmasked_model(classifier, dev):
     model = classifier
-    facts = ModelFacts.from_model(model)
+    space = H.head_space(model)
     batches = list(iter_batches(dev.examples, BATCH, 0, True))
     logits = plain_logits(model, batches)
     gold = np.array([e["label"] for e in dev.examples])
@@ -134,19 +137,19 @@ def test_all_ones_mask_equals_unmasked_model(classifier, dev):
     with MaskEvaluator(model, dev, BATCH, progress=False) as ev:
         row = ev.evaluate(np.ones((3, 4)))
         # the evaluator batches by length: other padding, so equal to float32 rounding, in the data's order
-        np.testing.assert_allclose(ev.logits(mask_from_heads(facts, [])), logits, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(ev.logits(mask_from_heads(space, [])), logits, rtol=0, atol=1e-5)
     assert row == {**compute_metrics("accuracy", logits.argmax(-1), gold), "n": 80, "heads_pruned": 0}
     assert forward_hooks(model) == before
 
 
 def test_mask_equals_physical_pruning(classifier, dev):
     model = classifier
-    facts = ModelFacts.from_model(model)
-    heads = [(0, 1), (1, 0), (1, 3), (2, 0), (2, 1), (2, 2), (2, 3)]  # including a whole layer
+    space = H.head_space(model)
+    heads = [("encoder", l, h) for l, h in [(0, 1), (1, 0), (1, 3), (2, 0), (2, 1), (2, 2), (2, 3)]]  # a whole layer too
     pruned = copy.deepcopy(model)
     H.prune_heads(pruned, heads)
     with MaskEvaluator(model, dev, BATCH, progress=False) as ev:
-        mask = mask_from_heads(facts, heads)
+        mask = mask_from_heads(space, heads)
         masked = ev.logits(mask)
         row = ev.evaluate(mask)
         physical = np.empty_like(masked)
@@ -161,9 +164,9 @@ def test_mask_equals_physical_pruning(classifier, dev):
 
 def test_many_masks_without_rehooking_or_recollating(classifier, dev, monkeypatch):
     model = classifier
-    facts = ModelFacts.from_model(model)
+    space = H.head_space(model)
     counts = {"hooks": 0, "collate": 0}
-    register, collate = torch.nn.Module.register_forward_pre_hook, D.collate
+    register, collate = torch.nn.Module.register_forward_pre_hook, B.collate
 
     def counting_register(self, *args, **kwargs):
         counts["hooks"] += 1
@@ -174,12 +177,12 @@ def test_many_masks_without_rehooking_or_recollating(classifier, dev, monkeypatc
         return collate(*args, **kwargs)
 
     monkeypatch.setattr(torch.nn.Module, "register_forward_pre_hook", counting_register)
-    monkeypatch.setattr(D, "collate", counting_collate)
+    monkeypatch.setattr(B, "collate", counting_collate)
     before = forward_hooks(model)
     ev = MaskEvaluator(model, dev, BATCH, progress=False)
     assert forward_hooks(model) == before + 3
     assert counts == {"hooks": 3, "collate": 5}  # one hook per layer, 80 examples / 16
-    masks = {f"random:{s}": mask_from_heads(facts, select_heads("random", facts, 0.5, s)) for s in range(30)}
+    masks = {f"random:{s}": mask_from_heads(space, select_heads("random", space, 0.5, s)) for s in range(30)}
     rows = ev.evaluate_many(masks)
     assert counts == {"hooks": 3, "collate": 5}
     assert [r["mask"] for r in rows] == list(masks) and all(r["heads_pruned"] == 6 for r in rows)
@@ -193,11 +196,11 @@ def test_many_masks_without_rehooking_or_recollating(classifier, dev, monkeypatc
 
 
 def test_mask_errors(classifier, dev):
-    facts = ModelFacts.from_model(classifier)
+    space = H.head_space(classifier)
     with MaskEvaluator(classifier, dev, BATCH, progress=False) as ev:
-        with pytest.raises(HeadsieveError, match=r"head mask has shape \[4, 3\]"):
+        with pytest.raises(HeadsieveError, match=r"encoder head mask has shape \[4, 3\]"):
             ev.evaluate(np.ones((4, 3)))
         with pytest.raises(HeadsieveError, match="only 0 .pruned. and 1"):
             ev.evaluate(np.full((3, 4), 0.5))
-    with pytest.raises(HeadsieveError, match=r"head \(3, 0\) out of range"):
-        mask_from_heads(facts, [(3, 0)])
+    with pytest.raises(HeadsieveError, match=r"encoder layer index 3 out of range"):
+        mask_from_heads(space, [("encoder", 3, 0)])

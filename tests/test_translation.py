@@ -14,10 +14,12 @@ import torch
 from seq2seq_models import EOS, pud_path, tiny_model, tiny_tokenizer
 
 from headsieve.errors import HeadsieveError
-from headsieve.models import seq2seq_heads as S
+from headsieve.models import heads as S
+from headsieve.models.headspace import KINDS, HeadSpace
+from headsieve.models.masking import check_mask, mask_from_heads
 from headsieve.translation import data as D
 from headsieve.translation.bleu import bleu_tokenizer, corpus_scores
-from headsieve.translation.evaluate import TranslationEvaluator, check_mask, mask_from_heads
+from headsieve.translation.evaluate import TranslationEvaluator
 from headsieve.translation.importance import head_importance, pair_batches
 
 
@@ -143,13 +145,13 @@ def test_bleu_options_and_errors():
 
 
 def test_masks_from_heads():
-    facts = Seq2SeqFacts((2, 4), (2, 4), (2, 4))
+    facts = HeadSpace.from_shapes({"encoder": (2, 4), "decoder": (2, 4), "cross": (2, 4)})
     mask = mask_from_heads(facts, [("cross", 1, 2), ("encoder", 0, 0)])
     assert mask["cross"][1, 2] == 0 and mask["encoder"][0, 0] == 0 and sum(m.sum() for m in mask.values()) == 22
     with pytest.raises(HeadsieveError, match="out of range"):
         mask_from_heads(facts, [("cross", 2, 0)])
     with pytest.raises(HeadsieveError, match="only 0"):
-        check_mask(dict(mask, cross=np.full((2, 4), 0.5)), facts)
+        check_mask(facts, dict(mask, cross=np.full((2, 4), 0.5)))
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -189,21 +191,21 @@ def test_importance_of_all_three_kinds(name, tok, small_pairs):
     raw = head_importance(model, batches, normalise=False)
     assert model.training and all(p.grad is None for p in model.parameters())
     assert [p.requires_grad for p in model.parameters()] == flags
-    for kind in S.KINDS:
+    for kind in KINDS:
         assert raw[kind].shape == (2, 4) and (raw[kind] > 0).all()
     norm = head_importance(model, batches)
-    for kind in S.KINDS:
+    for kind in KINDS:
         assert np.allclose(np.linalg.norm(norm[kind], axis=1), 1.0)
     # by hand: mean over batches of |dL/dgate|, model in eval mode
     model.eval()
     gates = {k: g.requires_grad_(True) for k, g in S.make_gates(model).items()}
-    total = {k: 0 for k in S.KINDS}
+    total = {k: 0 for k in KINDS}
     with S.HeadGates(model, gates):
         for batch in batches:
-            grads = torch.autograd.grad(model(**batch).loss, [gates[k] for k in S.KINDS])
-            for k, g in zip(S.KINDS, grads):
+            grads = torch.autograd.grad(model(**batch).loss, [gates[k] for k in KINDS])
+            for k, g in zip(KINDS, grads):
                 total[k] = total[k] + g.abs()
-    for kind in S.KINDS:
+    for kind in KINDS:
         assert np.allclose(raw[kind], (total[kind] / len(batches)).numpy(), rtol=1e-5, atol=1e-8)
     pruned = copy.deepcopy(model)
     S.prune_heads(pruned, [("cross", 0, 0), ("cross", 0, 1), ("cross", 0, 2), ("cross", 0, 3), ("encoder", 1, 2)])
@@ -235,9 +237,9 @@ def test_evaluator_many_masks_equal_pruned_models(name, small_pairs):
     options = dict(batch_size=4, max_new_tokens=8, progress=False)
     masks = {
         "none": None,
-        "cross0": mask_from_heads(Seq2SeqFacts.from_model(model), [("cross", 0, h) for h in range(4)]),
+        "cross0": mask_from_heads(S.head_space(model), [("cross", 0, h) for h in range(4)]),
         "mixed": mask_from_heads(
-            Seq2SeqFacts.from_model(model), [("encoder", 1, 1), ("decoder", 0, 3), ("cross", 1, 0)]
+            S.head_space(model), [("encoder", 1, 1), ("decoder", 0, 3), ("cross", 1, 0)]
         ),
     }
     with TranslationEvaluator(model, counting, small_pairs, **options) as evaluator:
@@ -330,7 +332,7 @@ def test_planted_roles():
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([[20, 21, 22, EOS]])}
     sums = {}
     _add_batch(batch, [enc, enc], [cross, cross], tok, model, window=2, band=0, sums=sums)
-    frame = _summarise(sums, S.head_shapes(model)).set_index(["kind", "layer", "head", "role"])
+    frame = _summarise(sums, S.head_space(model).shapes).set_index(["kind", "layer", "head", "role"])
     assert frame.loc[("encoder", 0, 0, "eos"), "score"] == pytest.approx(n_src)
     assert frame.loc[("encoder", 0, 1, "eos"), "score"] == pytest.approx(1)
     assert frame.loc[("encoder", 0, 0, "eos"), "share"] == pytest.approx(1)
@@ -391,7 +393,7 @@ def test_commands_end_to_end(tmp_path):
         str(tmp_path / "imp.parquet"),
     )
     importance = pd.read_parquet(tmp_path / "imp.parquet")
-    assert len(importance) == 24 and set(importance["kind"]) == set(S.KINDS)
+    assert len(importance) == 24 and set(importance["kind"]) == set(KINDS)
     strategies = '["random", "importance", "kind:cross", "spare:cross", "layer:top"]'
     run(
         "translation-select-masks",

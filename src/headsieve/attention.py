@@ -3,59 +3,17 @@
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
 
+from headsieve.batching import length_batches, pad_batch
 from headsieve.io.shards import ShardWriter
+from headsieve.models.runtime import batch_options
 from headsieve.progress import progress_bar
 
 log = logging.getLogger(__name__)
-
-
-def length_batches(lengths: Iterable[int], batch_tokens: int, max_batch: int = 256) -> list[list[int]]:
-    """Group input positions into batches of similar length (longest first).
-
-    A batch holds at most ``batch_tokens`` padded pieces (batch size x its longest input) and at most
-    ``max_batch`` inputs; sorting by length keeps padding small.  The order is deterministic (ties keep
-    corpus order).
-    """
-    lengths = list(lengths)
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for i in order:
-        t = lengths[i]
-        new_longest = max(longest, t)
-        if current and (new_longest * (len(current) + 1) > batch_tokens or len(current) >= max_batch):
-            batches.append(current)
-            current, new_longest = [], t
-        current.append(i)
-        longest = new_longest
-    if current:
-        batches.append(current)
-    return batches
-
-
-def pad_batch(rows: list[dict], use_type_ids: bool, pad_id: int, device) -> dict[str, torch.Tensor]:
-    """Right-padded model inputs for token rows (each with input_ids and token_type_ids)."""
-    from headsieve.pruning.data import collate
-
-    return {k: v.to(device) for k, v in collate(rows, pad_id, use_type_ids).items()}
-
-
-def uses_token_types(model) -> bool:
-    """Whether the model has segment (token type) embeddings worth feeding (DistilBERT takes none)."""
-    config = model.config
-    return getattr(config, "model_type", "") != "distilbert" and int(getattr(config, "type_vocab_size", 0) or 0) > 1
-
-
-def batch_options(model) -> tuple[int, bool]:
-    """(pad id, whether to pass token_type_ids) for batches fed to ``model``: one rule for every stage."""
-    pad = getattr(model.config, "pad_token_id", None)
-    return (int(pad) if pad is not None else 0), uses_token_types(model)
 
 
 @torch.inference_mode()

@@ -1,5 +1,6 @@
-"""Batching helpers for every stage: grouping inputs by length, padding rows into model inputs, and the
-model facts (pad id, token types) a batch needs.  Torch and numpy only, below every other package."""
+"""Batching helpers for every stage: grouping inputs by length and padding rows into model inputs (the model
+facts a batch needs, pad id and token types, come from :func:`headsieve.models.runtime.batch_options`).
+Torch and numpy only, below every other package."""
 
 from __future__ import annotations
 
@@ -98,14 +99,3 @@ def iter_batches(
     for first in range(start * batch_size, len(order), batch_size):
         yield collate([examples[i] for i in order[first : first + batch_size]], pad_id, use_token_types)
 
-
-def uses_token_types(model) -> bool:
-    """Whether the model has segment (token type) embeddings worth feeding (DistilBERT takes none)."""
-    config = model.config
-    return getattr(config, "model_type", "") != "distilbert" and int(getattr(config, "type_vocab_size", 0) or 0) > 1
-
-
-def batch_options(model) -> tuple[int, bool]:
-    """(pad id, whether to pass token_type_ids) for batches fed to ``model``: one rule for every stage."""
-    pad = getattr(model.config, "pad_token_id", None)
-    return (int(pad) if pad is not None else 0), uses_token_types(model)

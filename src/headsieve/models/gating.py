@@ -1,5 +1,4 @@
-"""Head gates through forward pre-hooks: the part shared by encoders (:mod:`headsieve.models.heads`) and
-encoder-decoders (:mod:`headsieve.models.seq2seq_heads`).
+"""Head gates through forward pre-hooks: the generic mechanics under :mod:`headsieve.models.heads`.
 
 A gate hook sits on an attention block's output projection and multiplies each head's slice of the
 concatenated context (its input) by that head's gate, so it works with any attention implementation.

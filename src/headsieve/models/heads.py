@@ -1,192 +1,273 @@
-"""Head gates (masking) and physical head pruning for BERT-family encoders.
+"""Head gates (masking), physical head pruning and save/load, for every model family, over the head space.
 
-transformers 5.x dropped ``head_mask`` and ``prune_heads``; this module puts both back, for the model types
-in :data:`SUPPORTED_TYPES` (base models and their task wrappers such as ``*ForSequenceClassification``).
+transformers 5.x dropped ``head_mask`` and ``prune_heads``; this module puts both back for the model types
+of :mod:`headsieve.models.families` (base models and task wrappers such as ``*ForSequenceClassification``
+or ``*ForConditionalGeneration``).  The model's heads form its :class:`~headsieve.models.headspace.HeadSpace`
+(:func:`head_space`): an encoder has the single kind ``encoder``, an encoder-decoder ``encoder``, ``decoder``
+(decoder self-attention) and ``cross`` (encoder-decoder attention).  A head is ``(kind, layer, head)`` with
+its *original* (unpruned) indices; an attention block is a *site* keyed ``(kind, layer)``.  Where each
+family keeps its attention modules, projections and head counts is its description's business; the code
+here reads the description and never branches on a family.
 
-* **Gates** (:class:`HeadGates`, :func:`apply_head_gates`): a float tensor ``[n_layers, n_heads]`` whose
-  entries multiply each head's slice of the concatenated attention context, through a forward pre-hook on
-  the layer's attention output projection (BERT/RoBERTa/XLM-R/ELECTRA/CamemBERT:
-  ``layer.attention.output.dense``; DistilBERT: ``layer.attention.out_lin``).  The hook sits after the
-  attention function, so it works with eager, sdpa or any other attention implementation.  Gates may
-  require grad: ``dL/dgate`` gives Michel et al. (2019) head importance.
+* **Gates** (:class:`HeadGates`, :func:`apply_head_gates`): ``{kind: float tensor [layers, heads]}``
+  (kinds may differ in shape) whose entries multiply each head's slice of the concatenated attention
+  context, through a forward pre-hook on the site's output projection.  The hook sits after the attention
+  function, so it works with eager, sdpa or any other attention implementation and with the KV cache.
+  Gates are read at every forward pass (change them in place) and may require grad: ``dL/dgate`` gives
+  Michel et al. (2019) head importance.  Gates always have the original shape; on a pruned model the
+  entries of pruned heads are unused (their gradient is zero).
 * **Pruning** (:func:`prune_heads`): removes the heads' rows from the query/key/value projections and their
-  input columns from the output projection, in place.  Pruning every head of a layer leaves an attention
-  block whose output is the output projection's bias.  Head indices are always the *original* ones; the
-  pruned set is recorded in ``config.headsieve_pruned_heads`` (``{"layer": [heads]}``), so pruning is
-  cumulative and survives :func:`save_pruned` / :func:`load_pruned`.
+  input columns from the output projection, in place.  A block left with no heads yields the output
+  projection's bias (the family's ``headless`` mixin; T5 also keeps its position bias right).
+* **The record**: the pruned heads are kept in the model's config, in the form the family description's
+  :class:`~headsieve.models.families.base.PrunedRecord` says (encoders:
+  ``config.headsieve_pruned_heads = {"layer": [heads]}``; encoder-decoders:
+  ``config.headsieve_pruned_seq2seq_heads = {kind: {"layer": [heads]}}``), so pruning is cumulative and
+  survives :func:`save_pruned` / :func:`load_pruned` (safetensors only), and checkpoints saved before keep
+  their bytes and load.
 
-Gates always have the model's original shape; on a pruned model the entries of pruned heads are unused
-(their gradient is zero).
+Heads may be given as ``[(kind, layer, head), ...]``, ``{(kind, layer): [heads]}`` or a config record; for a
+one-kind model also as ``[(layer, head), ...]`` or ``{layer: [heads]}`` (:func:`heads_by_site`).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from headsieve.errors import HeadsieveError
+from headsieve.models.families import family_of
+from headsieve.models.families.base import Family
+from headsieve.models.families.common import switch_class
 from headsieve.models.gating import GateHooks, gate_hook
-from headsieve.models.load import ENCODER_TYPES, model_shape
+from headsieve.models.headspace import KINDS, HeadSpace
 from headsieve.models.surgery import build_unpruned, check_widths, load_weights, save_safetensors, slice_heads
 from headsieve.models.surgery import weight_files
 
-#: model types whose attention we can gate and prune: the encoders headsieve loads
-SUPPORTED_TYPES = ENCODER_TYPES
-
-#: config attribute recording the pruned heads, ``{"layer": [original head indices]}``
-PRUNED_KEY = "headsieve_pruned_heads"
-
-#: names of the query/key/value/output projections, per family
-_BERT_NAMES = ("query", "key", "value")
-_DISTILBERT_NAMES = ("q_lin", "k_lin", "v_lin")
+Site = tuple[str, int]  #: an attention block, (kind, layer)
+Pruned = dict[Site, list[int]]  #: heads per site
 
 
 @dataclass(frozen=True)
 class AttentionSite:
-    """One layer's self-attention: the module holding the projections, the projections and the head size."""
+    """One attention block: its module, projections and head size."""
 
+    kind: str  #: "encoder", "decoder" or "cross"
     layer: int
-    attention: nn.Module  #: BertSelfAttention-like (BERT family) or DistilBertSelfAttention
+    attention: nn.Module  #: the module holding the query/key/value projections
     query: nn.Linear
     key: nn.Linear
     value: nn.Linear
     output: nn.Linear  #: the output projection whose input is the concatenated per-head context
     head_dim: int
-    family: str  #: "bert" (BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA) or "distilbert"
+
+    @property
+    def site(self) -> Site:
+        return (self.kind, self.layer)
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} layer {self.layer}"
 
 
 # ----------------------------------------------------------------------------------------------- discovery
 
 
-def model_type(model) -> str:
-    """The config's ``model_type``, checked to be one we can gate and prune."""
-    config = getattr(model, "config", None)
-    kind = getattr(config, "model_type", None)
-    if kind not in SUPPORTED_TYPES:
-        name = kind or type(model).__name__
-        raise HeadsieveError(
-            f"model type '{name}' cannot be head-masked or pruned (supported: {', '.join(SUPPORTED_TYPES)})"
-        )
-    return kind
+def model_family(model) -> Family:
+    """The family description of ``model`` (by ``config.model_type``; one-line error for other types)."""
+    return family_of(getattr(model, "config", None))
 
 
-def encoder_layers(model) -> nn.ModuleList:
-    """The encoder's layer list, for a base model or a task wrapper (found via ``model.base_model``)."""
-    kind = model_type(model)
-    base = getattr(model, "base_model", model)
-    container = getattr(base, "transformer" if kind == "distilbert" else "encoder", None)
-    layers = getattr(container, "layer", None)
-    if not isinstance(layers, nn.ModuleList):
-        raise HeadsieveError(f"model type '{kind}' ({type(model).__name__}): no encoder layer list found")
-    return layers
+def config_space(config) -> HeadSpace:
+    """The unpruned head space stated by a model config (no weights needed)."""
+    family = family_of(config)
+    return HeadSpace.from_shapes({layout.kind: layout.shape(config) for layout in family.kinds})
 
 
-def _site_for_layer(index: int, layer: nn.Module, kind: str) -> AttentionSite:
-    """The attention site of one encoder layer."""
-    if kind == "distilbert":
-        attention, names, output = layer.attention, _DISTILBERT_NAMES, layer.attention.out_lin
-        family = "distilbert"
-    else:
-        attention, names, output = layer.attention.self, _BERT_NAMES, layer.attention.output.dense
-        family = "bert"
-    query, key, value = (getattr(attention, name) for name in names)
-    return AttentionSite(index, attention, query, key, value, output, int(attention.attention_head_size), family)
+def head_space(model) -> HeadSpace:
+    """The model's head space: its attention kinds with their *unpruned* (layers, heads), from its config."""
+    return config_space(model.config)
+
+
+def _path(root: nn.Module, path: str):
+    for name in path.split("."):
+        root = getattr(root, name)
+    return root
 
 
 def attention_sites(model) -> list[AttentionSite]:
-    """The self-attention site (projections, head size) of every encoder layer, in layer order."""
-    kind = model_type(model)
+    """Every attention block, kinds in :data:`~headsieve.models.headspace.KINDS` order, then layer order."""
+    family = model_family(model)
+    base = getattr(model, "base_model", model)
+    where = f"model type '{model.config.model_type}' ({type(model).__name__})"
+    sites = []
+    for layout in family.kinds:
+        layers = _path_or_none(base, layout.stack)
+        if not isinstance(layers, nn.ModuleList):
+            raise HeadsieveError(f"{where}: no {layout.kind} layer list found (at {layout.stack})")
+        try:
+            for index, layer in enumerate(layers):
+                attention = _path(layer, layout.attention)
+                query, key, value = (getattr(attention, name) for name in family.projections)
+                output = _path(layer, layout.output)
+                head_dim = int(getattr(attention, family.head_size))
+                sites.append(AttentionSite(layout.kind, index, attention, query, key, value, output, head_dim))
+        except AttributeError as err:
+            raise HeadsieveError(f"{where}: unexpected layer layout ({err})") from None
+    return sites
+
+
+def _path_or_none(root: nn.Module, path: str):
     try:
-        return [_site_for_layer(i, layer, kind) for i, layer in enumerate(encoder_layers(model))]
-    except AttributeError as err:
-        raise HeadsieveError(f"model type '{kind}' ({type(model).__name__}): unexpected layer layout ({err})") from None
-
-
-def head_shape(model) -> tuple[int, int]:
-    """(layers, heads per layer) of the *unpruned* model, from its config."""
-    return model_shape(model)
+        return _path(root, path)
+    except AttributeError:
+        return None
 
 
 # --------------------------------------------------------------------------------------------- head record
 
 
-def pruned_heads(model) -> dict[int, list[int]]:
-    """Pruned heads per layer (original indices), from ``config.headsieve_pruned_heads``; empty layers left out."""
-    record = getattr(model.config, PRUNED_KEY, None) or {}
-    return {int(layer): sorted(int(h) for h in heads) for layer, heads in record.items() if heads}
+def pruned_heads(model) -> Pruned:
+    """Pruned heads per site (original indices), from the config record; empty sites left out."""
+    family = model_family(model)
+    return family.record.read(getattr(model.config, family.record.key, None), family.kind_names)
 
 
-def _set_pruned_heads(model, pruned: dict[int, list[int]]) -> None:
-    """Store the pruned-heads record in the config (JSON-serialisable: string keys, sorted int lists)."""
-    record = {str(layer): sorted(int(h) for h in heads) for layer, heads in sorted(pruned.items()) if heads}
-    setattr(model.config, PRUNED_KEY, record)
+def pruned_record(model) -> dict:
+    """The pruned heads in the config record's form (what ``config.json`` holds; JSON-serialisable)."""
+    family = model_family(model)
+    return family.record.write(pruned_heads(model), family.kind_names)
 
 
-def remaining_heads(model) -> list[list[int]]:
-    """Original indices of the heads still present, per layer."""
-    n_layers, n_heads = head_shape(model)
-    pruned = pruned_heads(model)
-    return [[h for h in range(n_heads) if h not in pruned.get(layer, ())] for layer in range(n_layers)]
+def _set_pruned_heads(model, pruned: Pruned) -> None:
+    """Store the record in the config, in the family's form."""
+    family = model_family(model)
+    setattr(model.config, family.record.key, family.record.write(pruned, family.kind_names))
 
 
-def head_counts(model) -> list[int]:
-    """Number of heads left in each layer, read from the query projection's shape."""
-    return [site.query.out_features // site.head_dim for site in attention_sites(model)]
+def remaining_heads(model) -> Pruned:
+    """Original indices of the heads still present, per site (every site, in the flat order)."""
+    space, pruned = head_space(model), pruned_heads(model)
+    return {
+        (k.kind, layer): [h for h in range(k.heads) if h not in pruned.get((k.kind, layer), ())]
+        for k in space.kinds
+        for layer in range(k.layers)
+    }
 
 
-def _check_record(model, sites: list[AttentionSite]) -> list[list[int]]:
-    """Remaining heads per layer, checked against the actual projection shapes."""
+def head_counts(model) -> dict[str, list[int]]:
+    """Number of heads left per layer, by kind, read from the query projections' shapes."""
+    counts: dict[str, list[int]] = {kind: [] for kind in head_space(model).names}
+    for site in attention_sites(model):
+        counts[site.kind].append(site.query.out_features // site.head_dim)
+    return counts
+
+
+def _check_record(model, sites: list[AttentionSite]) -> Pruned:
+    """Remaining heads per site, checked against the actual projection shapes."""
     remaining = remaining_heads(model)
-    for site, heads in zip(sites, remaining):
-        check_widths(f"layer {site.layer}", site, heads, PRUNED_KEY)
+    key = model_family(model).record.key
+    for site in sites:
+        check_widths(site.label, site, remaining[site.site], key)
     return remaining
+
+
+def _site_order(item) -> tuple[int, int]:
+    return KINDS.index(item[0][0]), item[0][1]
+
+
+def _triples(space: HeadSpace, heads) -> list:
+    """Every accepted form of a set of heads (module docstring) as a list of triples (unchecked)."""
+    single = space.single.kind if space.single else None
+    if isinstance(heads, dict):
+        if heads and all(isinstance(k, str) and k in KINDS for k in heads):  # {kind: {layer: [heads]}}
+            return [(kind, layer, h) for kind, layers in heads.items() for layer, hs in layers.items() for h in hs]
+        if single is not None and all(not isinstance(k, tuple) for k in heads):  # {layer: [heads]}
+            return [(single, layer, h) for layer, hs in heads.items() for h in hs]
+        return [(*key, h) for key, hs in heads.items() for h in hs]
+    return [(single, *pair) if single is not None and _is_pair(pair) else pair for pair in heads]
+
+
+def _is_pair(head) -> bool:
+    return isinstance(head, (tuple, list)) and len(head) == 2
+
+
+def heads_by_site(space: HeadSpace, heads) -> Pruned:
+    """Heads in any accepted form (module docstring) as a checked ``{(kind, layer): sorted heads}`` dict,
+    sites in the flat order; a one-line error names the first head that is not in the space."""
+    result: dict[Site, set[int]] = {}
+    for triple in _triples(space, heads):
+        try:
+            kind, layer, head = triple
+            layer, head = int(layer), int(head)
+        except (TypeError, ValueError):
+            raise HeadsieveError(f"head {triple!r} is not a (kind, layer, head) triple of a kind and integers") from None
+        if kind not in space:
+            raise HeadsieveError(f"head {triple!r}: the model has no {kind!r} attention (kinds: {', '.join(space.names)})")
+        n_layers, n_heads = space.shape(kind)
+        if not 0 <= layer < n_layers:
+            raise HeadsieveError(f"{kind} layer index {layer} out of range (the model has {n_layers} {kind} layers)")
+        if not 0 <= head < n_heads:
+            raise HeadsieveError(f"head index {head} ({kind} layer {layer}) out of range (the model has {n_heads} heads)")
+        result.setdefault((kind, layer), set()).add(head)
+    return {site: sorted(hs) for site, hs in sorted(result.items(), key=_site_order)}
+
+
+def normalise_heads(model, heads) -> Pruned:
+    """:func:`heads_by_site` over the model's head space."""
+    return heads_by_site(head_space(model), heads)
 
 
 # --------------------------------------------------------------------------------------------------- gates
 
 
-def make_gates(model, off=(), *, requires_grad: bool = False, dtype=torch.float32) -> torch.Tensor:
-    """Gates of the model's original shape: ones, with zeros at the heads ``off`` (same forms as :func:`prune_heads`)."""
-    n_layers, n_heads = head_shape(model)
-    gates = torch.ones(n_layers, n_heads, dtype=dtype)
-    for layer, heads in normalise_heads(model, off).items():
-        gates[layer, heads] = 0.0
-    return gates.requires_grad_(requires_grad)
+def make_gates(model, off=(), *, requires_grad: bool = False, dtype=torch.float32) -> dict[str, torch.Tensor]:
+    """Gates ``{kind: [layers, heads]}`` of the model's original shape: ones, zeros at the heads ``off``."""
+    gates = {kind: torch.ones(*shape, dtype=dtype) for kind, shape in head_space(model).shapes.items()}
+    for (kind, layer), heads in normalise_heads(model, off).items():
+        gates[kind][layer, heads] = 0.0
+    return {kind: g.requires_grad_(requires_grad) for kind, g in gates.items()}
 
 
-def _check_gates(model, gates) -> None:
-    """Fail with one line unless ``gates`` is a float tensor of the model's original [layers, heads] shape."""
-    shape = head_shape(model)
-    if not isinstance(gates, torch.Tensor) or not gates.is_floating_point():
-        raise HeadsieveError(f"head gates must be a float tensor of shape {list(shape)}, got {type(gates).__name__}")
-    if tuple(gates.shape) != shape:
-        raise HeadsieveError(f"head gates have shape {list(gates.shape)}; the model needs {list(shape)} (layers, heads)")
+def check_gates(model, gates) -> None:
+    """Fail with one line unless ``gates`` is ``{kind: float tensor [layers, heads]}`` of the model's shape."""
+    shapes = head_space(model).shapes
+    if not isinstance(gates, dict) or set(gates) != set(shapes):
+        raise HeadsieveError(f"head gates must be a dict with the keys {', '.join(shapes)} (one tensor per kind)")
+    for kind, shape in shapes.items():
+        value = gates[kind]
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise HeadsieveError(f"{kind} head gates must be a float tensor of shape {list(shape)}")
+        if tuple(value.shape) != shape:
+            raise HeadsieveError(f"{kind} head gates have shape {list(value.shape)}; the model needs {list(shape)}")
 
 
 class HeadGates(GateHooks):
-    """Per-head gates applied through forward pre-hooks on the attention output projections.
+    """Per-head gates of every kind, applied through forward pre-hooks on the output projections.
 
-    Use as a context manager (``with HeadGates(model, gates): ...``) or call :meth:`attach` and
-    :meth:`remove`.  ``gates`` is ``[n_layers, n_heads]`` in the model's original head indexing; it is read at
-    every forward pass, so it may be changed in place or require grad.
+    ``with HeadGates(model, gates): ...`` or :meth:`attach` / :meth:`remove`.  ``gates`` is
+    ``{kind: [layers, heads]}`` in the original head indexing; the hooks read ``gates[kind]`` at every
+    forward pass, so the tensors may be changed in place (or replaced in the dict) and may require grad.
     """
 
-    check = staticmethod(_check_gates)
+    check = staticmethod(check_gates)
 
     def hooks(self):
         sites = attention_sites(self.model)
         remaining = _check_record(self.model, sites)
-        n_heads = head_shape(self.model)[1]
+        shapes = head_space(self.model).shapes
         hooks = []
-        for site, heads in zip(sites, remaining):
-            row = lambda layer=site.layer: self.gates[layer]  # noqa: E731 - read at every forward pass
-            hooks.append((site.output, gate_hook(f"layer {site.layer}", heads, site.head_dim, n_heads, row)))
+        for site in sites:
+            row = lambda kind=site.kind, layer=site.layer: self.gates[kind][layer]  # noqa: E731
+            hook = gate_hook(site.label, remaining[site.site], site.head_dim, shapes[site.kind][1], row)
+            hooks.append((site.output, hook))
         return hooks
 
 
-def apply_head_gates(model, gates: torch.Tensor) -> HeadGates:
+def apply_head_gates(model, gates: dict[str, torch.Tensor]) -> HeadGates:
     """Attach gates to ``model`` and return the :class:`HeadGates` (call ``.remove()`` or use it in ``with``)."""
     return HeadGates(model, gates).attach()
 
@@ -194,98 +275,46 @@ def apply_head_gates(model, gates: torch.Tensor) -> HeadGates:
 # ------------------------------------------------------------------------------------------------- pruning
 
 
-def normalise_heads(model, heads) -> dict[int, list[int]]:
-    """``{layer: [heads]}`` or ``[(layer, head), ...]`` as a checked ``{layer: sorted heads}`` dict."""
-    n_layers, n_heads = head_shape(model)
-    pairs = [(layer, h) for layer, hs in heads.items() for h in hs] if isinstance(heads, dict) else list(heads)
-    result: dict[int, set[int]] = {}
-    for pair in pairs:
-        try:
-            layer, head = (int(x) for x in pair)
-        except (TypeError, ValueError):
-            raise HeadsieveError(f"head {pair!r} is not a (layer, head) pair of integers") from None
-        if not 0 <= layer < n_layers:
-            raise HeadsieveError(f"layer index {layer} out of range (the model has {n_layers} layers)")
-        if not 0 <= head < n_heads:
-            raise HeadsieveError(f"head index {head} (layer {layer}) out of range (the model has {n_heads} heads)")
-        result.setdefault(layer, set()).add(head)
-    return {layer: sorted(hs) for layer, hs in sorted(result.items())}
-
-
-def _headless_bert_forward(self, hidden_states, attention_mask=None, *args, **kwargs):
-    """Self-attention with no heads left: an empty context, so the output projection yields its bias."""
-    context = hidden_states.new_zeros(*hidden_states.shape[:-1], 0)
-    return context, _empty_weights(self, hidden_states)
-
-
-def _headless_distilbert_forward(self, hidden_states, attention_mask=None, *args, **kwargs):
-    """DistilBERT self-attention with no heads left: the output projection of an empty context (its bias)."""
-    context = hidden_states.new_zeros(*hidden_states.shape[:-1], 0)
-    return self.out_lin(context), _empty_weights(self, hidden_states)
-
-
-def _empty_weights(module, hidden_states):
-    """Attention probabilities of zero heads, ``[batch, 0, seq, seq]`` under eager attention, else None."""
-    if getattr(module.config, "_attn_implementation", "eager") != "eager":
-        return None
-    batch, seq = hidden_states.shape[0], hidden_states.shape[1]
-    return hidden_states.new_zeros(batch, 0, seq, seq)
-
-
-_HEADLESS_CLASSES: dict[type, type] = {}
-
-
-def _make_headless(site: AttentionSite) -> None:
-    """Switch the attention module to a subclass whose forward skips attention (all heads pruned).
-
-    A subclass keeps ``isinstance`` checks (transformers' attention-output recording) and registered hooks.
-    """
-    cls = type(site.attention)
-    if cls in _HEADLESS_CLASSES.values():
-        return
-    if cls not in _HEADLESS_CLASSES:
-        forward = _headless_distilbert_forward if site.family == "distilbert" else _headless_bert_forward
-        _HEADLESS_CLASSES[cls] = type(f"Headless{cls.__name__}", (cls,), {"forward": forward, "__module__": __name__})
-    site.attention.__class__ = _HEADLESS_CLASSES[cls]
-
-
-def _set_head_count(site: AttentionSite, n_heads: int) -> None:
+def _set_head_count(family: Family, site: AttentionSite, n_heads: int) -> None:
     """Update the attention module's head-count attributes after pruning."""
-    if site.family == "distilbert":
-        site.attention.n_heads = n_heads
-    else:
-        site.attention.num_attention_heads = n_heads
-        site.attention.all_head_size = n_heads * site.head_dim
+    setattr(site.attention, family.head_count, n_heads)
+    if family.head_width is not None:
+        setattr(site.attention, family.head_width, n_heads * site.head_dim)
 
 
-def _prune_site(site: AttentionSite, current: list[int], drop: list[int]) -> list[int]:
-    """Remove the heads ``drop`` (original indices) from one layer with heads ``current``; returns those left."""
-    keep = slice_heads(site, current, drop)
-    _set_head_count(site, len(keep))
-    if not keep:
-        _make_headless(site)
-    return keep
+def _finish(family: Family, sites: list[AttentionSite], remaining: Pruned, record: Pruned, space: HeadSpace) -> None:
+    """The family's after-pruning step; by default, blocks without heads get the family's headless mixin."""
+    if family.finish is not None:
+        family.finish(sites, remaining, record, space)
+        return
+    for site in sites:
+        if not remaining[site.site]:
+            switch_class(site.attention, family.headless)
 
 
-def prune_heads(model, heads) -> dict[int, list[int]]:
-    """Physically remove heads (``{layer: [heads]}`` or ``[(layer, head), ...]``, original indices), in place.
+def prune_heads(model, heads) -> Pruned:
+    """Physically remove heads (forms of :func:`heads_by_site`, original indices), in place.
 
-    Heads pruned before are skipped; returns the heads newly removed per layer.  The record in
-    ``config.headsieve_pruned_heads`` is updated.  Re-create optimizers afterwards (parameters are replaced).
+    Heads pruned before are skipped; returns the heads newly removed per site.  The config record is
+    updated.  Re-create optimizers afterwards (parameters are replaced).
     """
-    request = normalise_heads(model, heads)
+    family, space = model_family(model), head_space(model)
+    request = heads_by_site(space, heads)
     sites = attention_sites(model)
+    by_site = {site.site: site for site in sites}
     remaining = _check_record(model, sites)
     record = pruned_heads(model)
-    removed: dict[int, list[int]] = {}
-    for layer, drop in request.items():
-        drop = [h for h in drop if h in remaining[layer]]
+    removed: Pruned = {}
+    for key, drop in request.items():
+        drop = [h for h in drop if h in remaining[key]]
         if not drop:
             continue
-        _prune_site(sites[layer], remaining[layer], drop)
-        record[layer] = sorted(set(record.get(layer, [])) | set(drop))
-        removed[layer] = drop
+        remaining[key] = slice_heads(by_site[key], remaining[key], drop)
+        _set_head_count(family, by_site[key], len(remaining[key]))
+        record[key] = sorted(set(record.get(key, [])) | set(drop))
+        removed[key] = drop
     _set_pruned_heads(model, record)
+    _finish(family, sites, remaining, record, space)
     return removed
 
 
@@ -299,13 +328,27 @@ def save_pruned(model, folder: str) -> None:
     save_safetensors(model, folder)
 
 
-def load_pruned(folder: str, model_class=None, *, attn_implementation: str = "eager", device="cpu"):
-    """Load a model saved by :func:`save_pruned`: build it from config, prune the recorded heads, load weights.
+def _not_saved(model, key: str) -> bool:
+    """Whether ``save_pretrained`` leaves ``key`` out on purpose (e.g. Marian's sinusoidal position tables,
+    which are rebuilt when the model is built from its config)."""
+    ignored = set(getattr(model, "_keys_to_ignore_on_save", None) or ())
+    patterns = list(getattr(model, "_keys_to_ignore_on_load_missing", None) or ())
+    return key in ignored or any(re.search(p, key) for p in patterns)
 
-    ``model_class`` is a transformers model class or auto class; by default the config's architecture.
-    The model is returned in eval mode.
+
+def record_key(config) -> str:
+    """The config attribute holding the pruned-heads record of a model of this config's family."""
+    return family_of(config).record.key
+
+
+def load_pruned(folder: str, model_class=None, *, attn_implementation: str = "eager", device="cpu"):
+    """Load a model saved by :func:`save_pruned` (or any saved model of a supported family): build it from
+    its config, prune the recorded heads, load the safetensors weights.  Returned in eval mode.
+
+    ``model_class``: a transformers class or auto class; by default the config's architecture.
     """
-    model, record = build_unpruned(folder, PRUNED_KEY, model_class, attn_implementation)
-    prune_heads(model, record)
-    load_weights(model, weight_files(folder))
+    model, record = build_unpruned(folder, record_key, model_class, attn_implementation)
+    family = model_family(model)
+    prune_heads(model, family.record.read(record, family.kind_names))
+    load_weights(model, weight_files(folder), lambda key: _not_saved(model, key))
     return model.to(device).eval()

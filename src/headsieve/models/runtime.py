@@ -7,6 +7,8 @@ from typing import Iterator
 
 import torch
 
+from headsieve.models.families import family_of
+
 
 def model_device(model) -> torch.device:
     """The device of the model's first parameter."""
@@ -38,3 +40,16 @@ def eval_mode(model, *, freeze: bool = False) -> Iterator[None]:
             param.requires_grad_(flag)
         for module, mode in modes.items():
             module.training = mode
+
+
+def uses_token_types(model) -> bool:
+    """Whether the model has segment (token type) embeddings worth feeding: its family description takes
+    them (:mod:`headsieve.models.families`; DistilBERT takes none) and ``type_vocab_size`` is above 1."""
+    config = model.config
+    return family_of(config).token_types and int(getattr(config, "type_vocab_size", 0) or 0) > 1
+
+
+def batch_options(model) -> tuple[int, bool]:
+    """(pad id, whether to pass token_type_ids) for batches fed to ``model``: one rule for every stage."""
+    pad = getattr(model.config, "pad_token_id", None)
+    return (int(pad) if pad is not None else 0), uses_token_types(model)

@@ -1,5 +1,4 @@
-"""Physical head pruning and saving pruned models: the part shared by encoders
-(:mod:`headsieve.models.heads`) and encoder-decoders (:mod:`headsieve.models.seq2seq_heads`).
+"""Physical head pruning and saving pruned models: the generic mechanics under :mod:`headsieve.models.heads`.
 
 A *site* here is anything with ``query``, ``key``, ``value`` (linear layers whose output features are the
 heads' concatenated slices), ``output`` (the projection whose input features are) and ``head_dim``.
@@ -128,17 +127,18 @@ def model_class(config, given=None):
     return transformers.AutoModel
 
 
-def build_unpruned(folder: str, key: str, given_class=None, attn_implementation: str = "eager"):
+def build_unpruned(folder: str, key_of: Callable, given_class=None, attn_implementation: str = "eager"):
     """Build the model saved in ``folder`` from its config, with no weights loaded and no heads pruned.
 
-    Returns ``(model, record)``: the pruned-heads record read from ``config.<key>`` (now emptied in the
-    model's config, for the caller to prune the model and load the weights).
+    Returns ``(model, record)``: the pruned-heads record read from ``config.<key_of(config)>`` (now emptied
+    in the model's config, for the caller to prune the model and load the weights).
     """
     from transformers import AutoConfig
 
     if not os.path.isfile(os.path.join(folder, "config.json")):
         raise HeadsieveError(f"'{folder}' has no config.json (not a saved model folder)")
     config = AutoConfig.from_pretrained(folder)
+    key = key_of(config)
     record = getattr(config, key, None) or {}
     setattr(config, key, {})
     cls = model_class(config, given_class)

@@ -194,8 +194,8 @@ def random_masks(n_layers: int, n_heads: int, fractions, seed: int, draws: int =
 
     The heads are drawn by the pruning strategies' ``random`` selection, seeded by (seed, draw, fraction);
     fraction 0 is the unpruned model (one mask)."""
-    from headsieve.pruning.evaluate import mask_from_heads
     from headsieve.models.headspace import HeadSpace
+    from headsieve.models.masking import mask_from_heads
     from headsieve.pruning.strategies import select_heads
 
     space = HeadSpace.encoder(n_layers, n_heads)
@@ -203,7 +203,7 @@ def random_masks(n_layers: int, n_heads: int, fractions, seed: int, draws: int =
     for fraction in sorted(set(float(f) for f in fractions) | {0.0}):
         for draw in range(1 if fraction == 0 else draws):
             heads = select_heads("random", space, fraction, seed=seed * 1000 + draw)
-            masks[f"{fraction:.4f}/{draw}"] = mask_from_heads(space, heads)
+            masks[f"{fraction:.4f}/{draw}"] = mask_from_heads(space, heads)["encoder"]
     return masks
 
 

@@ -7,9 +7,11 @@ import logging
 import numpy as np
 import pandas as pd
 
+from headsieve.errors import HeadsieveError
 from headsieve.io.atomic import write_frame
-from headsieve.pruning.jobs import load_finetuned, read_task
-from headsieve.pruning.metrics import primary_metric
+from headsieve.tasks.data import read_task
+from headsieve.tasks.finetune import load_finetuned
+from headsieve.tasks.metrics import primary_metric
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +20,7 @@ def layer_masks(n_layers: int, n_heads: int) -> dict[str, np.ndarray]:
     """The unpruned model ('none'), each layer alone ('layer:L') and each band of layers ('band:B') masked."""
     from headsieve.models.headspace import BANDS, HeadSpace
     from headsieve.pruning.strategies import select_heads
-    from headsieve.pruning.evaluate import mask_from_heads
+    from headsieve.models.masking import mask_from_heads
 
     space = HeadSpace.encoder(n_layers, n_heads)
     names = ["none"] + [f"layer:{layer}" for layer in range(n_layers)] + [f"band:{band}" for band in BANDS]
@@ -65,9 +67,8 @@ def layer_outputs(model, data, batch_size: int, device) -> list[np.ndarray]:
     non-padding tokens of every example, in the data's order."""
     import torch
 
-    from headsieve.attention import batch_options
-    from headsieve.models.runtime import eval_mode, to_device
-    from headsieve.pruning.data import iter_batches
+    from headsieve.models.runtime import batch_options, eval_mode, to_device
+    from headsieve.batching import iter_batches
 
     pad_id, types = batch_options(model)
     parts: list[list[np.ndarray]] = []

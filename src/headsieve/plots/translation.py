@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from headsieve.models.seq2seq_heads import KINDS
+from headsieve.models.headspace import KINDS
 from headsieve.plots.common import grid, save
 from headsieve.plots.pruning import comparison_map, metric_curves
 from headsieve.translation.report import with_primary

@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from headsieve.models.heads import attention_sites, head_shape, remaining_heads
+from headsieve.errors import HeadsieveError
+from headsieve.models.heads import attention_sites, head_space, remaining_heads
 from headsieve.models.runtime import eval_mode, model_device, to_device
 
 
@@ -54,8 +55,12 @@ def head_activity(model, batches, device=None) -> dict[str, np.ndarray | list]:
     padding removed) and ``norm``: [layers, heads] mean L2 norm of the head's context slice (NaN if pruned).
     """
     device = model_device(model) if device is None else torch.device(device)
-    L, H = head_shape(model)
-    keep = remaining_heads(model)
+    space = head_space(model)
+    if space.single is None:
+        raise HeadsieveError(f"head activity needs a one-kind model (an encoder); this one has {', '.join(space.names)}")
+    L, H = space.shape(space.single.kind)
+    remaining = remaining_heads(model)
+    keep = [remaining[(space.single.kind, layer)] for layer in range(L)]
     sites = attention_sites(model)
     norms = np.zeros((L, H))
     counts = np.zeros((L, H))

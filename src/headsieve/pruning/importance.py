@@ -14,7 +14,7 @@ gradient is taken on its own (nothing accumulates across batches), and the mean 
 tokens.
 
 **Training data only.**  Importance decides which heads to prune, so the batches must come from the
-training split (or a held-out part of it, :func:`headsieve.pruning.data.split_held_out`), never from the
+training split (or a held-out part of it, :func:`headsieve.tasks.data.split_held_out`), never from the
 split the pruned model is evaluated on.  The function cannot tell where batches come from: that is the
 caller's responsibility.
 """
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from headsieve.errors import HeadsieveError
-from headsieve.models.heads import HeadGates, head_shape
+from headsieve.models.heads import HeadGates, make_gates
 from headsieve.models.runtime import eval_mode, model_device, to_device
 
 
@@ -43,7 +43,7 @@ def head_importance(
     """Importance ``[layers, heads]`` (float64, non-negative) of every head of a sequence classifier.
 
     ``batches``: dicts the model accepts, with ``labels`` (e.g. from
-    :func:`headsieve.pruning.data.iter_batches`), drawn from TRAINING data.  ``device``: where batches are
+    :func:`headsieve.tasks.data.iter_batches`), drawn from TRAINING data.  ``device``: where batches are
     moved (default: the model's device; the model itself is not moved).  For each batch the loss
     ``model(**batch).loss`` is differentiated with respect to gates of ones; ``|dL/dgate|`` is averaged
     over batches (per-batch absolute values, see the module docstring), then each layer's row is divided
@@ -53,17 +53,27 @@ def head_importance(
     its parameters' ``requires_grad`` flags are restored, the gate hooks removed, and no gradient is
     written to its parameters.  Heads removed by physical pruning get importance 0.
     """
+    importance = gate_importance(model, batches, device, normalise, "training data")
+    if len(importance) != 1:
+        raise HeadsieveError(f"head importance of a classifier needs a one-kind model (this one has {', '.join(importance)})")
+    return next(iter(importance.values()))
+
+
+def gate_importance(model, batches: Iterable[dict], device=None, normalise: bool = True, data: str = "batches"):
+    """Importance ``{kind: [layers, heads]}`` (float64, non-negative) of every head of every kind:
+    :func:`mean_gate_gradients` of gates of ones, each layer's row divided by its L2 norm if ``normalise``
+    (within each kind).  ``data`` names the batches in the error raised when there are none."""
     device = model_device(model) if device is None else torch.device(device)
-    gates = torch.ones(*head_shape(model), device=device, requires_grad=True)
-    (importance,) = mean_gate_gradients(model, [gates], HeadGates(model, gates), batches, device, "training data")
-    return normalise_by_layer(importance) if normalise else importance
+    gates = {kind: g.to(device).requires_grad_(True) for kind, g in make_gates(model).items()}
+    means = mean_gate_gradients(model, list(gates.values()), HeadGates(model, gates), batches, device, data)
+    result = dict(zip(gates, means))
+    return {kind: normalise_by_layer(v) for kind, v in result.items()} if normalise else result
 
 
 def mean_gate_gradients(model, gates: list[torch.Tensor], hooks, batches: Iterable[dict], device, data: str):
     """``mean over batches of |dL_b/dgate|`` (float64 arrays) for each tensor of ``gates``.
 
-    ``hooks``: the gate hooks (:class:`headsieve.models.heads.HeadGates` or its seq2seq counterpart) that
-    apply ``gates`` to ``model``, attached for the loop and removed after.  ``L_b`` is ``model(**batch).loss``
+    ``hooks``: the gate hooks (:class:`headsieve.models.heads.HeadGates`) that apply ``gates`` to ``model``, attached for the loop and removed after.  ``L_b`` is ``model(**batch).loss``
     with the model in eval mode and its parameters frozen (both restored after; no gradient lands in
     ``param.grad``).  ``data`` names the batches in the error raised when there are none.
     """

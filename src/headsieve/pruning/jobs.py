@@ -30,15 +30,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from headsieve.attention import batch_options
 from headsieve.errors import HeadsieveError
 from headsieve.io.atomic import atomic_dir, write_frame, write_json
-from headsieve.io.glue import read_glue, task_spec
 from headsieve.models import heads as H
 from headsieve.models.load import load_encoder, load_tokenizer
+from headsieve.models.runtime import batch_options
 from headsieve.pruning.masks import heads_of
-from headsieve.pruning import data as D
-from headsieve.pruning.metrics import primary_metric
+from headsieve import batching as B
+from headsieve.tasks import data as D
+from headsieve.tasks.data import read_task
+from headsieve.tasks.finetune import load_finetuned
+from headsieve.tasks.metrics import primary_metric
 
 log = logging.getLogger(__name__)
 
@@ -50,25 +52,6 @@ PROTOCOLS = (FINETUNE_THEN_PRUNE, PRUNE_THEN_FINETUNE)
 UNPRUNED = "none"
 
 
-def read_task(corpus_spec: dict, path, tokenizer, max_length: int, limit: int | None, seed: int) -> D.TaskData:
-    """Encode a GLUE/XNLI corpus; ``limit`` takes a seeded random subset (the same for every model seed)."""
-    task = "xnli" if corpus_spec["format"] == "xnli" else corpus_spec["task"]
-    spec = task_spec(task, corpus_spec if task == "custom" else None)
-    examples = read_glue(path, spec, corpus_spec.get("header"), corpus_spec.get("language"), corpus_spec.get("max_sentences"))
-    if limit is not None and limit < len(examples):
-        keep = np.sort(np.random.default_rng([seed, 104729]).choice(len(examples), size=limit, replace=False))
-        examples = [examples[k] for k in keep]
-    return D.TaskData(task, spec.labels, spec.metric, D.encode_examples(tokenizer, examples, max_length))
-
-
-def load_finetuned(folder, device):
-    """The fine-tuned classifier of a ``finetune`` output folder (its ``model/``, pruned shape kept) and its
-    tokenizer."""
-    model = H.load_pruned(str(Path(folder) / "model"), device=device)
-    tokenizer = load_tokenizer("finetuned", {"source": str(Path(folder) / "model")})
-    return model, tokenizer
-
-
 # ------------------------------------------------------------------------------------------ fine-tuning
 
 
@@ -77,7 +60,7 @@ def pretrained_classifier(model_key, model_spec, n_labels: int, seed: int, heads
 
     The start of every fine-tuning: the unpruned one (no heads) and each of prune_then_finetune.
     """
-    from headsieve.pruning.finetune import set_seed
+    from headsieve.tasks.finetune import set_seed
 
     set_seed(seed)
     model = load_encoder(model_key, model_spec, task_labels=n_labels, device=device)
@@ -93,7 +76,7 @@ def finetune_base(
 
     ``work`` holds the checkpoints: a killed run started again resumes there.
     """
-    from headsieve.pruning.finetune import FinetuneConfig, evaluate, finetune
+    from headsieve.tasks.finetune import FinetuneConfig, evaluate, finetune
 
     tokenizer = load_tokenizer(model_key, model_spec)
     train = read_task(train_spec, train_path, tokenizer, task_opts["max_length"], task_opts.get("max_train"), 0)
@@ -121,7 +104,7 @@ def importance(finetuned, train_spec, train_path, task_opts, n_examples, batch_s
     train = read_task(train_spec, train_path, tokenizer, task_opts["max_length"], task_opts.get("max_train"), 0)
     pick = np.random.default_rng([seed, 31337]).permutation(len(train.examples))[:n_examples]
     pad, types = batch_options(model)
-    batches = list(D.iter_batches(train.examples, batch_size, pad, types, order=np.sort(pick)))
+    batches = list(B.iter_batches(train.examples, batch_size, pad, types, order=np.sort(pick)))
     scores = head_importance(model, batches, device=device)
     L, Hh = scores.shape
     layer, head = np.meshgrid(np.arange(L), np.arange(Hh), indexing="ij")
@@ -148,24 +131,24 @@ def select_masks(model_shape, strategies, fractions, seed, labels_path, importan
 
 def evaluate_masks(finetuned, masks_path, eval_spec, eval_path, task_opts, batch_size, output, device):
     """Every mask of one seed on the evaluation split, without further training, in one process."""
-    from headsieve.pruning.evaluate import MaskEvaluator, mask_from_heads
-    from headsieve.pruning.strategies import ModelFacts
+    from headsieve.models.masking import mask_from_heads, mask_key
+    from headsieve.pruning.evaluate import MaskEvaluator
 
     model, tokenizer = load_finetuned(finetuned, device)
     test = read_task(eval_spec, eval_path, tokenizer, task_opts["max_length"], task_opts.get("max_eval"), 0)
     masks = pd.read_parquet(masks_path)
-    facts = ModelFacts.from_model(model)
+    space = H.head_space(model)
     named = {}
     for (strategy, fraction), _ in masks.groupby(["strategy", "fraction"], sort=True):
-        named[(strategy, float(fraction))] = mask_from_heads(facts, heads_of(masks, strategy, fraction))
+        named[(strategy, float(fraction))] = mask_from_heads(space, heads_of(masks, strategy, fraction))
     seed = int(masks["seed"].iloc[0])
-    log.info("evaluating %d masks (%d distinct) on %d examples", len(named), len({m.tobytes() for m in named.values()}), len(test.examples))
-    unique = {mask.tobytes(): mask for mask in named.values()}  # e.g. every strategy at fraction 0
+    unique = {mask_key(mask): mask for mask in named.values()}  # e.g. every strategy at fraction 0
+    log.info("evaluating %d masks (%d distinct) on %d examples", len(named), len(unique), len(test.examples))
     with MaskEvaluator(model, test, batch_size, device=device) as evaluator:
         found = dict(zip(unique, evaluator.evaluate_many(unique)))
     rows = []
     for (strategy, fraction), mask in named.items():
-        result = found[mask.tobytes()]
+        result = found[mask_key(mask)]
         result = {k: v for k, v in result.items() if k != "mask"}
         rows += _metric_rows(result, test, strategy, fraction, seed, FINETUNE_THEN_PRUNE)
     write_frame(pd.DataFrame(rows), output)
@@ -205,7 +188,7 @@ def prune_then_finetune(
     and ``models/<strategy>/`` for the strategies in ``keep_models`` (the compensation analysis reads them).
     Strategies in ``skip`` are left out (scored under finetune_then_prune only).
     """
-    from headsieve.pruning.finetune import FinetuneConfig, evaluate, finetune
+    from headsieve.tasks.finetune import FinetuneConfig, evaluate, finetune
 
     masks = pd.read_parquet(masks_path)
     masks = masks[~masks.strategy.isin(list(skip))]
@@ -312,7 +295,7 @@ def compensation(
     train = read_task(train_spec, train_path, tokenizer, task_opts["max_length"], task_opts.get("max_train"), 0)
     pick = np.sort(np.random.default_rng([seed, 4242]).permutation(len(train.examples))[:n_examples])
     pad, types = batch_options(reference)
-    batches = list(D.iter_batches(train.examples, 16, pad, types, order=pick))
+    batches = list(B.iter_batches(train.examples, 16, pad, types, order=pick))
     ref_activity = head_activity(reference, batches, device)
     ref_importance = head_importance(reference, batches, device=device)
     frames, summaries = [], []

@@ -62,11 +62,10 @@ import torch
 from headsieve.errors import HeadsieveError
 from headsieve.io.atomic import atomic_dir, write_json
 from headsieve.models import heads as H
-from headsieve.batching import batch_options
 from headsieve import batching as B
 from headsieve.tasks import data as D
 from headsieve.models.load import load_tokenizer
-from headsieve.models.runtime import eval_mode, model_device, to_device
+from headsieve.models.runtime import batch_options, eval_mode, model_device, to_device
 from headsieve.tasks.metrics import METRICS, compute_metrics, primary_metric
 
 log = logging.getLogger(__name__)
@@ -467,10 +466,6 @@ def _check_resume(state: dict, where: Path, config: FinetuneConfig, fingerprint:
             )
 
 
-def _pruned_record(model) -> dict:
-    return {str(layer): heads for layer, heads in sorted(H.pruned_heads(model).items())}
-
-
 def _loss_summary(losses: list[float], steps_per_epoch: int) -> dict:
     if not losses:
         return {"initial_loss": None, "final_loss": None, "mean_loss": None, "epoch_losses": []}
@@ -573,7 +568,7 @@ def finetune(
     plan = {"n_train": n, "n_held_out": len(held.examples) if held is not None else 0, "steps": total,
             "steps_per_epoch": steps_per_epoch, "warmup_steps": warmup}
     fingerprint = _fingerprint(train, held_out)
-    pruned = _pruned_record(model)
+    pruned = H.pruned_record(model)
 
     model.train()
     optimizer = _optimizer(model, config)

@@ -1,6 +1,6 @@
 """Head importance of an encoder-decoder model (Michel, Levy and Neubig 2019), for all three kinds.
 
-Every head of every kind gets a gate ``xi = 1`` (:class:`headsieve.models.seq2seq_heads.HeadGates`); its
+Every head of every kind gets a gate ``xi = 1`` (:class:`headsieve.models.heads.HeadGates`); its
 importance is ``mean over batches of |dL_b/dxi|``, ``L_b`` the batch's teacher-forced cross-entropy of the
 reference translations (the model's own loss: mean over target tokens, padding ignored).  As in
 :mod:`headsieve.pruning.importance`, the absolute value is taken per batch, not per sentence (smaller
@@ -15,12 +15,9 @@ from __future__ import annotations
 from typing import Iterable
 
 import numpy as np
-import torch
 
 from headsieve.errors import HeadsieveError
-from headsieve.models.seq2seq_heads import KINDS, HeadGates, make_gates
-from headsieve.models.runtime import model_device
-from headsieve.pruning.importance import mean_gate_gradients, normalise_by_layer
+from headsieve.pruning.importance import gate_importance
 from headsieve.translation.data import SentencePair
 
 
@@ -52,10 +49,4 @@ def head_importance(model, batches: Iterable[dict], device=None, normalise: bool
     model runs in eval mode; its modes and ``requires_grad`` flags are restored, the hooks removed, and no
     gradient lands in its parameters.  Heads removed by physical pruning get importance 0.
     """
-    device = model_device(model) if device is None else torch.device(device)
-    gates = {kind: g.to(device).requires_grad_(True) for kind, g in make_gates(model).items()}
-    means = mean_gate_gradients(
-        model, [gates[kind] for kind in KINDS], HeadGates(model, gates), batches, device, "sentence pairs"
-    )
-    result = dict(zip(KINDS, means))
-    return {kind: normalise_by_layer(v) for kind, v in result.items()} if normalise else result
+    return gate_importance(model, batches, device, normalise, "sentence pairs")

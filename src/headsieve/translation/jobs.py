@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import logging
 import os
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 
 from headsieve.errors import HeadsieveError
 from headsieve.io.atomic import write_frame
-from headsieve.models import seq2seq_heads as S
+from headsieve.models import heads as H
 from headsieve.models.load import hub_kwargs, load_error
 from headsieve.pruning.masks import heads_of
 from headsieve.translation.data import read_parallel, split_pairs
@@ -60,13 +59,17 @@ def load_config(spec: dict):
         config = AutoConfig.from_pretrained(source, **hub_kwargs(spec))
     except Exception as err:
         raise _load_error(source, err) from None
-    S.model_family(SimpleNamespace(config=config))
+    if H.config_space(config).single is not None:
+        raise HeadsieveError(
+            f"model type '{config.model_type}' cannot be head-masked or pruned as an encoder-decoder "
+            f"(it has the single attention kind {H.config_space(config).single.kind})"
+        )
     return config
 
 
 def model_shapes(spec: dict) -> dict[str, tuple[int, int]]:
     """``{kind: (layers, heads)}`` of the model, from its config alone (no weights loaded)."""
-    return S.head_shapes(SimpleNamespace(config=load_config(spec)))
+    return H.config_space(load_config(spec)).shapes
 
 
 def load_model(spec: dict, device: str = "cpu"):
@@ -76,8 +79,8 @@ def load_model(spec: dict, device: str = "cpu"):
     source = _source(spec)
     config = load_config(spec)
     try:
-        if getattr(config, S.PRUNED_KEY, None):
-            model = S.load_pruned(source, AutoModelForSeq2SeqLM, device=device)
+        if getattr(config, H.record_key(config), None):
+            model = H.load_pruned(source, AutoModelForSeq2SeqLM, device=device)
         else:
             model = AutoModelForSeq2SeqLM.from_pretrained(source, attn_implementation="eager", **hub_kwargs(spec))
         tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs(spec))
@@ -153,7 +156,8 @@ def evaluate_masks(
     spec, masks_path, source_path, target_path, pairs_spec, options, output, translations=None, device="cpu"
 ):
     """BLEU/chrF of every mask of one seed on the test pairs, each distinct mask generated once."""
-    from headsieve.translation.evaluate import TranslationEvaluator, mask_from_heads, mask_key
+    from headsieve.models.masking import mask_from_heads, mask_key
+    from headsieve.translation.evaluate import TranslationEvaluator
 
     model, tokenizer = load_model(spec, device)
     _, test = read_pairs(source_path, target_path, pairs_spec)
@@ -167,7 +171,7 @@ def evaluate_masks(
     with evaluator:
         named = {}
         for (strategy, fraction), _ in masks.groupby(["strategy", "fraction"], sort=True):
-            named[(strategy, float(fraction))] = mask_from_heads(evaluator.facts, heads_of(masks, strategy, fraction))
+            named[(strategy, float(fraction))] = mask_from_heads(evaluator.space, heads_of(masks, strategy, fraction))
         unique = {mask_key(m): m for m in named.values()}  # e.g. every strategy at fraction 0: generated once
         log.info("translating %d test pairs under %d masks (%d distinct)", len(test), len(named), len(unique))
         found = {

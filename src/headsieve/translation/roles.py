@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from headsieve.errors import HeadsieveError
-from headsieve.models.seq2seq_heads import head_shapes, pruned_heads
+from headsieve.models.heads import head_space, pruned_heads
 from headsieve.models.runtime import eval_mode, model_device, to_device
 from headsieve.roles.registry import ROLES, role_names
 from headsieve.roles.targets import SourceFacts
@@ -116,7 +116,7 @@ def head_roles(
     if not pairs:
         raise HeadsieveError("no sentence pairs for the head roles")
     device = model_device(model) if device is None else torch.device(device)
-    shapes = head_shapes(model)
+    shapes = head_space(model).shapes
     sums: dict[tuple[str, str], list] = {}
     with eval_mode(model), torch.inference_mode():
         for batch in pair_batches(tokenizer, pairs, batch_size, max_length, source_prefix):
