@@ -22,9 +22,11 @@ from conftest import glue_task, tiny_classifier
 from headsieve.errors import HeadsieveError
 from headsieve.models import heads as H
 from headsieve.models.load import load_tokenizer
-from headsieve.pruning import data as D
-from headsieve.pruning import finetune as F
-from headsieve.pruning.metrics import compute_metrics
+from headsieve import batching as B
+from headsieve.tasks import data as D
+from headsieve.tasks.data import read_task
+from headsieve.tasks import finetune as F
+from headsieve.tasks.metrics import compute_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -242,7 +244,7 @@ KILL_SCRIPT = textwrap.dedent(
     import logging, sys, torch
     from headsieve.io.glue import TASKS, read_glue
     from headsieve.models.load import load_encoder, load_tokenizer
-    from headsieve.pruning import data as D, finetune as F
+    from headsieve.tasks import data as D, finetune as F
 
     tiny, data_file, out = sys.argv[1:4]
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
@@ -307,8 +309,8 @@ def test_pruned_classifier_fine_tunes_saves_and_reloads(tiny_bert, sst2, bert_to
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     loaded = H.load_pruned(str(tmp_path / "model"))
     assert type(loaded).__name__ == "BertForSequenceClassification"
-    assert H.head_counts(loaded) == [3, 4, 0]
-    assert H.pruned_heads(loaded) == {0: [1], 2: [0, 1, 2, 3]}
+    assert H.head_counts(loaded) == {"encoder": [3, 4, 0]}
+    assert H.pruned_heads(loaded) == {("encoder", 0): [1], ("encoder", 2): [0, 1, 2, 3]}
     assert H.attention_sites(loaded)[0].query.weight.shape == (24, 32)
     for key, value in load_file(str(tmp_path / "model" / "model.safetensors")).items():
         assert torch.equal(value, model.state_dict()[key])
@@ -348,7 +350,7 @@ def test_early_stopping_sees_only_held_out_training_data(tiny_bert, data, bert_t
         return dict(result, accuracy=next(scripted, result["accuracy"]))
 
     trained_on = []
-    real_iter = D.iter_batches
+    real_iter = B.iter_batches
 
     def spy_iter(examples, batch_size, pad_id, use_token_types, order=None, start=0):
         if order is not None and not evaluating:
@@ -356,7 +358,7 @@ def test_early_stopping_sees_only_held_out_training_data(tiny_bert, data, bert_t
         return real_iter(examples, batch_size, pad_id, use_token_types, order, start)
 
     monkeypatch.setattr(F, "evaluate", spy_evaluate)
-    monkeypatch.setattr(D, "iter_batches", spy_iter)
+    monkeypatch.setattr(B, "iter_batches", spy_iter)
     m = F.finetune(classifier(tiny_bert), train, cfg, tmp_path, progress=False)
 
     # evaluations: only the held-out part of the training data, as split by data.split_held_out
@@ -488,9 +490,10 @@ def test_prune_then_finetune_starts_from_the_pretrained_model(ptf_run, tiny_bert
     assert not (root / "out.work").exists() and sorted(p.name for p in (root / "out/models").iterdir()) == ["a"]
     # the kept model: the pre-trained model with the heads removed, fine-tuned with the seed's init and order
     kept = H.load_pruned(str(root / "out/models/a"))
-    assert H.head_counts(kept) == [3, 4, 0] and H.pruned_heads(kept) == {0: [1], 2: [0, 1, 2, 3]}
+    assert H.head_counts(kept) == {"encoder": [3, 4, 0]}
+    assert H.pruned_heads(kept) == {("encoder", 0): [1], ("encoder", 2): [0, 1, 2, 3]}
     direct = jobs.pretrained_classifier("tiny", {"source": str(tiny_bert)}, 2, 3, [(0, 1), (2, 0), (2, 1), (2, 2), (2, 3)], "cpu")
-    train = jobs.read_task(SST2, [data / "glue/SST-2/train.tsv"], bert_tokenizer, 32, 64, 0)
+    train = read_task(SST2, [data / "glue/SST-2/train.tsv"], bert_tokenizer, 32, 64, 0)
     F.finetune(direct, train, F.FinetuneConfig.from_dict(dict(PTF_OPTIONS, seed=3)), root / "direct", progress=False)
     assert weights(root / "direct") == (root / "out/models/a/model.safetensors").read_bytes()
     unpruned = (root / "finetuned/model/model.safetensors").read_bytes()
@@ -532,8 +535,8 @@ def test_masked_training_equals_pruned_training(tiny_bert, sst2, one_thread, tmp
     gates = H.make_gates(masked, off=heads)
     with H.apply_head_gates(masked, gates):
         F.finetune(masked, sst2, cfg, tmp_path / "masked", progress=False)
-        assert torch.equal(gates, H.make_gates(masked, off=heads))  # still off after training
-        batches = list(D.iter_batches(sst2.examples[:64], 32, 0, True))
+        assert torch.equal(gates["encoder"], H.make_gates(masked, off=heads)["encoder"])  # still off after training
+        batches = list(B.iter_batches(sst2.examples[:64], 32, 0, True))
         with torch.no_grad():
             got = torch.cat([masked.eval()(**{k: v for k, v in b.items() if k != "labels"}).logits for b in batches])
     with torch.no_grad():

@@ -94,10 +94,12 @@ def test_kept_model_is_pruned(pruning_run):
 
     base = pruning_run / "results/minilm/sst2/seed1"
     model = load_pruned(str(base / "pruned_finetuned/0.50/models/random"))
-    assert sum(head_counts(model)) == 36
+    assert sum(head_counts(model)["encoder"]) == 36
     masks = pd.read_parquet(base / "masks/0.50.parquet")
     random = masks[masks.strategy == "random"]
-    assert {(l, h) for l, heads in pruned_heads(model).items() for h in heads} == set(zip(random["layer"], random["head"]))
+    assert {(k, l, h) for (k, l), heads in pruned_heads(model).items() for h in heads} == set(
+        zip(random["kind"], random["layer"], random["head"])
+    )
     assert [p.name for p in (base / "pruned_finetuned/0.50/models").iterdir()] == ["random"]  # what compensation reads
     assert not list((base / "pruned_finetuned").glob("*.work"))
 
