@@ -218,7 +218,7 @@ def test_controlled_label_null_rate_on_gold_trees(gold):
 
 
 def test_readme_holds_the_generated_summary():
-    """README.md quotes docs/separation/separation.md (written by python -m headsieve.roles.separation) verbatim."""
+    """README.md quotes docs/separation/separation.md (written by python -m headsieve.steps.separation) verbatim."""
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]

@@ -6,27 +6,7 @@ import numpy as np
 import pandas as pd
 
 from headsieve.plots.common import plt, save
-from headsieve.roles.registry import role_names
-
-#: columns of the figure: the encoder roles in the registry's display order, the pooled relation roles last
-ORDER = role_names("bidirectional") + ("dep:*",)
-
-
-def shown(matrix: pd.DataFrame, min_strength: float = 0.5) -> pd.DataFrame:
-    """The rows of single-role heads with >= ``min_strength`` on their targets and of every mixture of two
-    roles (each component 40-50% of the row), relation roles pooled as ``dep:*``."""
-    keep = (matrix["strength"] >= min_strength) | matrix["planted"].str.contains("+", regex=False)
-    strong = matrix[keep]
-    return strong.assign(role=strong["role"].where(~strong["role"].str.startswith("dep:"), "dep:*"))
-
-
-def matrix_for_figure(matrix: pd.DataFrame, min_strength: float = 0.5) -> pd.DataFrame:
-    """Mean label rate per planted kind and tested role over corpora (see :func:`shown`)."""
-    strong = shown(matrix, min_strength)
-    role = strong["role"]
-    table = strong.assign(role=role).groupby(["planted", "role"], observed=True)["label_rate"].mean().unstack("role")
-    cols = [c for c in ORDER if c in table.columns] + sorted(c for c in table.columns if c not in ORDER)
-    return table[cols]
+from headsieve.roles.separation import matrix_for_figure, shown
 
 
 def separation_figure(matrix: pd.DataFrame, stem, min_strength: float = 0.5):

@@ -13,7 +13,7 @@ them (a row where it has none gives that share to the noise).  Kinds:
 The roles a planted component holds (:func:`planted_roles`) plus the roles whose target sets contain those by
 definition (:func:`headsieve.roles.registry.containers`) are the labels it should get; any other label is a
 confusion.  :func:`separation_tables` gives the matrix (planted kind x tested role -> label rate) and the
-recall per length bin; ``python -m headsieve.roles.separation`` writes them for UD EWT dev (random trees, and
+recall per length bin; ``python -m headsieve.steps.separation`` writes them for UD EWT dev (random trees, and
 ``ewt_gold`` with the gold trees), MRPC and QNLI dev as tokenized by the minilm tokenizer.
 
 Trees: syntactic components are planted on random trees whose arcs span at least 3 words where the
@@ -24,7 +24,6 @@ control of :mod:`headsieve.roles.controls`, ``label_controlled``, is reported be
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from headsieve.roles.sieve import DEFAULT_OPTIONS, Batch, SentenceFacts, score_batch
-from headsieve.roles.registry import containers
+from headsieve.roles.registry import containers, role_names
 from headsieve.roles.tests import role_tests
 from headsieve.tokens import CLS, REGULAR, SEP
 
@@ -355,53 +354,30 @@ def run_corpus(rows: list[dict], corpus: str, n: int, per_bin: int, seed: int, o
     return heads, tests, tests_by_bin
 
 
-def main(argv=None) -> None:
-    from headsieve.io.atomic import write_frame
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="the data mirror (ud/, glue/)")
-    parser.add_argument("--output", required=True, help="folder for separation.parquet/.csv, recall_by_bin.*, figure")
-    parser.add_argument("--summaries-only", action="store_true", help="redraw the figure and markdown from the tables")
-    parser.add_argument("--n", type=int, default=200, help="inputs per corpus at the corpus's length distribution")
-    parser.add_argument("--per-bin", type=int, default=40, help="more inputs from each length bin")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    out = Path(args.output)
-    if args.summaries_only:
-        return write_summaries(out)
-    out.mkdir(parents=True, exist_ok=True)
-    matrices, recalls = [], []
-    for k, corpus in enumerate(("ewt", "ewt_gold", "mrpc", "qnli")):
-        rows = real_rows(args.data, corpus.replace("_gold", ""))
-        heads, tests, tests_by_bin = run_corpus(rows, corpus, args.n, args.per_bin, args.seed + k)
-        matrices.append(separation_tables(tests, heads))
-        recalls.append(recall_by_bin(tests_by_bin, heads))
-    matrix = pd.concat(matrices, ignore_index=True)
-    recall = pd.concat(recalls, ignore_index=True)
-    write_frame(matrix, out / "separation.parquet")
-    write_frame(recall, out / "recall_by_bin.parquet")
-    matrix.to_csv(out / "separation.csv", index=False)
-    recall.to_csv(out / "recall_by_bin.csv", index=False)
-    write_summaries(out)
+#: columns of the matrix as shown: the encoder roles in the registry's display order, pooled relation roles last
+MATRIX_ORDER = role_names("bidirectional") + ("dep:*",)
 
 
-def write_summaries(folder) -> None:
-    """separation.md and the figure (separation.png/.pdf; EWT with random trees, MRPC, QNLI) from the tables
-    in ``folder``."""
-    from headsieve.plots.separation import separation_figure
+def shown(matrix: pd.DataFrame, min_strength: float = 0.5) -> pd.DataFrame:
+    """The rows of single-role heads with >= ``min_strength`` on their targets and of every mixture of two
+    roles (each component 40-50% of the row), relation roles pooled as ``dep:*``."""
+    keep = (matrix["strength"] >= min_strength) | matrix["planted"].str.contains("+", regex=False)
+    strong = matrix[keep]
+    return strong.assign(role=strong["role"].where(~strong["role"].str.startswith("dep:"), "dep:*"))
 
-    folder = Path(folder)
-    matrix = pd.read_parquet(folder / "separation.parquet")
-    recall = pd.read_parquet(folder / "recall_by_bin.parquet")
-    separation_figure(matrix[matrix["corpus"] != "ewt_gold"], folder / "separation")
-    (folder / "separation.md").write_text(markdown_summary(matrix, recall))
+
+def matrix_for_figure(matrix: pd.DataFrame, min_strength: float = 0.5) -> pd.DataFrame:
+    """Mean label rate per planted kind and tested role over corpora (see :func:`shown`)."""
+    strong = shown(matrix, min_strength)
+    role = strong["role"]
+    table = strong.assign(role=role).groupby(["planted", "role"], observed=True)["label_rate"].mean().unstack("role")
+    cols = [c for c in MATRIX_ORDER if c in table.columns] + sorted(c for c in table.columns if c not in MATRIX_ORDER)
+    return table[cols]
 
 
 def markdown_summary(matrix: pd.DataFrame, recall: pd.DataFrame) -> str:
     """Label rates per planted kind (single roles at >= 50%, mixtures) and tested role, the smallest recall
     per bin, and the syntactic labels of positional heads on gold trees (reference and controlled)."""
-    from headsieve.plots.separation import matrix_for_figure
-
     synthetic = matrix[matrix["corpus"] != "ewt_gold"]
     table = matrix_for_figure(synthetic)
     lines = [
@@ -441,6 +417,3 @@ def markdown_summary(matrix: pd.DataFrame, recall: pd.DataFrame) -> str:
         lines.append(f"| {row.corpus} | {row.bin} | {row.heads} | {row.recall:.2f} |")
     return "\n".join(lines) + "\n"
 
-
-if __name__ == "__main__":
-    main()
