@@ -927,8 +927,9 @@ def test_save_and_load_round_trip_in_every_family(family, tmp_path):
 def test_head_forms_of_one_kind_and_of_several_kinds():
     encoder, seq2seq = HeadSpace.encoder(3, 4), H.head_space(tiny_seq2seq("bart"))
     expected = {("encoder", 0): [1, 2], ("encoder", 2): [0]}
-    for form in ([(0, 2), (0, 1), (2, 0)], {0: [2, 1], "2": [0]}, [("encoder", 0, 1), ("encoder", 0, 2), ("encoder", 2, 0)],
-                 {("encoder", 0): [1, 2], ("encoder", 2): [0]}, {"encoder": {"0": [1, 2], "2": [0]}}):  # fmt: skip
+    forms = [[(0, 2), (0, 1), (2, 0)], {0: [2, 1], "2": [0]}, [("encoder", 0, 1), ("encoder", 0, 2), ("encoder", 2, 0)],
+             {("encoder", 0): [1, 2], ("encoder", 2): [0]}, {"encoder": {"0": [1, 2], "2": [0]}}]  # fmt: skip
+    for form in forms:
         assert H.heads_by_site(encoder, form) == expected, form
     assert list(H.heads_by_site(seq2seq, [("cross", 0, 1), ("encoder", 1, 0)])) == [("encoder", 1), ("cross", 0)]
     with pytest.raises(HeadsieveError, match="triple"):
@@ -940,10 +941,12 @@ def test_head_forms_of_one_kind_and_of_several_kinds():
 def test_masks_over_the_head_space():
     from headsieve.models.masking import check_mask, mask_from_heads, mask_key
 
-    encoder, seq2seq = HeadSpace.encoder(3, 4), HeadSpace.from_shapes({"encoder": (3, 2), "decoder": (2, 4), "cross": (2, 4)})
+    encoder = HeadSpace.encoder(3, 4)
+    seq2seq = HeadSpace.from_shapes({"encoder": (3, 2), "decoder": (2, 4), "cross": (2, 4)})
     mask = mask_from_heads(seq2seq, [("cross", 1, 2), ("encoder", 2, 1)])
     assert {k: v.shape for k, v in mask.items()} == {"encoder": (3, 2), "decoder": (2, 4), "cross": (2, 4)}
-    assert mask["cross"][1, 2] == 0 and mask["encoder"][2, 1] == 0 and sum(int((v == 0).sum()) for v in mask.values()) == 2
+    assert mask["cross"][1, 2] == 0 and mask["encoder"][2, 1] == 0
+    assert sum(int((v == 0).sum()) for v in mask.values()) == 2
     assert all(v.dtype == "float32" for v in mask.values())
     with pytest.raises(HeadsieveError, match="out of range"):
         mask_from_heads(seq2seq, [("encoder", 0, 2)])

@@ -204,14 +204,17 @@ def heads_by_site(space: HeadSpace, heads) -> Pruned:
             kind, layer, head = triple
             layer, head = int(layer), int(head)
         except (TypeError, ValueError):
-            raise HeadsieveError(f"head {triple!r} is not a (kind, layer, head) triple of a kind and integers") from None
+            raise HeadsieveError(f"head {triple!r} is not a (kind, layer, head) triple") from None
         if kind not in space:
-            raise HeadsieveError(f"head {triple!r}: the model has no {kind!r} attention (kinds: {', '.join(space.names)})")
+            kinds = ", ".join(space.names)
+            raise HeadsieveError(f"head {triple!r}: the model has no {kind!r} attention (kinds: {kinds})")
         n_layers, n_heads = space.shape(kind)
         if not 0 <= layer < n_layers:
             raise HeadsieveError(f"{kind} layer index {layer} out of range (the model has {n_layers} {kind} layers)")
         if not 0 <= head < n_heads:
-            raise HeadsieveError(f"head index {head} ({kind} layer {layer}) out of range (the model has {n_heads} heads)")
+            raise HeadsieveError(
+                f"head index {head} ({kind} layer {layer}) out of range (the model has {n_heads} heads)"
+            )
         result.setdefault((kind, layer), set()).add(head)
     return {site: sorted(hs) for site, hs in sorted(result.items(), key=_site_order)}
 

@@ -20,11 +20,13 @@ import logging
 import os
 
 from headsieve.errors import HeadsieveError
+from headsieve.models.families import FAMILIES
 
 log = logging.getLogger(__name__)
 
-#: model types we know how to read attention from and mask/prune (BERT-family encoders)
-ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra")
+#: model types we know how to read attention from and mask/prune: those of the one-kind (encoder) family
+#: descriptions of :mod:`headsieve.models.families`
+ENCODER_TYPES = tuple(t for family in FAMILIES if family.kind_names == ("encoder",) for t in family.model_types)
 
 
 def _preset_minilm() -> str:

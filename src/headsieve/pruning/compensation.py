@@ -57,7 +57,8 @@ def head_activity(model, batches, device=None) -> dict[str, np.ndarray | list]:
     device = model_device(model) if device is None else torch.device(device)
     space = head_space(model)
     if space.single is None:
-        raise HeadsieveError(f"head activity needs a one-kind model (an encoder); this one has {', '.join(space.names)}")
+        kinds = ", ".join(space.names)
+        raise HeadsieveError(f"head activity needs a one-kind model (an encoder); this one has {kinds}")
     L, H = space.shape(space.single.kind)
     remaining = remaining_heads(model)
     keep = [remaining[(space.single.kind, layer)] for layer in range(L)]

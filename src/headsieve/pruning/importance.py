@@ -55,7 +55,8 @@ def head_importance(
     """
     importance = gate_importance(model, batches, device, normalise, "training data")
     if len(importance) != 1:
-        raise HeadsieveError(f"head importance of a classifier needs a one-kind model (this one has {', '.join(importance)})")
+        kinds = ", ".join(importance)
+        raise HeadsieveError(f"head importance of a classifier needs a one-kind model (this one has {kinds})")
     return next(iter(importance.values()))
 
 
@@ -73,7 +74,8 @@ def gate_importance(model, batches: Iterable[dict], device=None, normalise: bool
 def mean_gate_gradients(model, gates: list[torch.Tensor], hooks, batches: Iterable[dict], device, data: str):
     """``mean over batches of |dL_b/dgate|`` (float64 arrays) for each tensor of ``gates``.
 
-    ``hooks``: the gate hooks (:class:`headsieve.models.heads.HeadGates`) that apply ``gates`` to ``model``, attached for the loop and removed after.  ``L_b`` is ``model(**batch).loss``
+    ``hooks``: the gate hooks (:class:`headsieve.models.heads.HeadGates`) that apply ``gates`` to ``model``,
+    attached for the loop and removed after.  ``L_b`` is ``model(**batch).loss``
     with the model in eval mode and its parameters frozen (both restored after; no gradient lands in
     ``param.grad``).  ``data`` names the batches in the error raised when there are none.
     """

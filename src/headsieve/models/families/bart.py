@@ -14,7 +14,8 @@ from headsieve.models.families.common import cache_length_update, headless_outpu
 
 class HeadlessAttention:
     """Mixin for BART-like attention: a block without heads skips attention (output = ``out_proj`` bias) and
-    still writes one placeholder head into the KV cache (:func:`~headsieve.models.families.common.cache_length_update`)."""
+    still writes one placeholder head into the KV cache
+    (:func:`~headsieve.models.families.common.cache_length_update`)."""
 
     def forward(self, hidden_states, key_value_states=None, cache=None, attention_mask=None, **kwargs):
         cache = kwargs.pop("past_key_values", cache)

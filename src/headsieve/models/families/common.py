@@ -1,8 +1,7 @@
-"""Pieces shared by family descriptions: attention blocks that have no heads left."""
+"""Pieces shared by family descriptions: attention blocks that have no heads left.  (Torch is imported where
+it is used: the registry, and so ``headsieve.models.load``, stays light to import.)"""
 
 from __future__ import annotations
-
-from torch import nn
 
 
 def empty_weights(module, hidden_states, key_length: int | None = None):
@@ -44,7 +43,7 @@ def cache_length_update(module, hidden_states, key_value_states, cache, head_dim
     return int(keys.shape[-2])
 
 
-def headless_output(module, output: nn.Linear, hidden_states, key_length: int):
+def headless_output(module, output, hidden_states, key_length: int):
     """(output projection of an empty context, attention weights of zero heads or None)."""
     return output(empty_context(hidden_states)), empty_weights(module, hidden_states, key_length)
 
@@ -52,7 +51,7 @@ def headless_output(module, output: nn.Linear, hidden_states, key_length: int):
 _SUBCLASSES: dict[tuple[type, type], type] = {}
 
 
-def switch_class(module: nn.Module, mixin: type) -> None:
+def switch_class(module, mixin: type) -> None:
     """Give ``module`` a subclass of its class with ``mixin`` first (keeps ``isinstance`` checks, such as
     transformers' attention-output recording, and registered hooks); a module switched before is left."""
     cls = type(module)

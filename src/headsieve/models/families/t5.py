@@ -17,9 +17,6 @@ make their own.  A block without heads writes one placeholder head into the KV c
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from headsieve.models.families.base import SEQ2SEQ_RECORD, Family, KindLayout
 from headsieve.models.families.common import cache_length_update, headless_output, switch_class
 
@@ -32,8 +29,10 @@ class PrunedAttention:
     the stack-space bias; cross-attention returns None (its bias is zero: each block makes its own).
     """
 
-    def _own_bias(self, bias: torch.Tensor) -> torch.Tensor:
+    def _own_bias(self, bias):
         """This block's columns of a stack-space bias."""
+        import torch
+
         space = self.headsieve_bias_heads
         if list(self.headsieve_heads) == list(space):
             return bias
@@ -76,8 +75,11 @@ class PrunedAttention:
         return out, position_bias, weights
 
 
-def slice_bias_embedding(attention: nn.Module, old: list[int], new: list[int]) -> None:
+def slice_bias_embedding(attention, old: list[int], new: list[int]) -> None:
     """Keep the columns ``new`` (original head indices) of a relative-bias embedding whose columns are ``old``."""
+    import torch
+    from torch import nn
+
     embedding = attention.relative_attention_bias
     if new == old:
         return
