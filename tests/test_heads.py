@@ -960,3 +960,18 @@ def test_masks_over_the_head_space():
         check_mask(encoder, bare.T)
     assert mask_key(mask_from_heads(encoder, [(1, 3)])) == mask_key({"encoder": bare})
     assert mask_key(mask_from_heads(encoder, [(1, 3)])) != mask_key(mask_from_heads(encoder, [(1, 2)]))
+
+
+def test_batch_options_read_the_family_description():
+    from headsieve.models.runtime import batch_options
+
+    assert batch_options(tiny_model("bert")) == (0, True)  # segment embeddings (type_vocab_size 2)
+    assert batch_options(tiny_model("distilbert")) == (0, False)  # the family takes no token type ids
+    roberta = tiny_model("roberta")
+    assert roberta.config.type_vocab_size == 2 and batch_options(roberta)[1]
+    roberta.config.type_vocab_size = 1  # one segment: nothing worth feeding
+    assert not batch_options(roberta)[1]
+    assert batch_options(tiny_seq2seq("marian")) == (PAD, False)
+    gpt2 = transformers.GPT2Model(transformers.GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=50))
+    with pytest.raises(HeadsieveError, match="model type 'gpt2' cannot be"):
+        batch_options(gpt2)
