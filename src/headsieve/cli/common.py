@@ -91,6 +91,17 @@ def runtime(args, seed: int = 0) -> str:
     return pick_device(args.device)
 
 
+def collect_step(sub, step, inputs_help: str | None = None):
+    """A command that runs ``step(inputs, output)``: one table from the tables ``--inputs``."""
+    sub.add_argument("--inputs", nargs="+", required=True, help=inputs_help)
+    sub.add_argument("--output", required=True)
+
+    def run(args):
+        step(args.inputs, args.output)
+
+    return run
+
+
 # ---------------------------------------------------------------- argument ranges (one place: the config schema)
 
 #: command -> {argument dest: config key whose schema (type, range) the argument must satisfy}

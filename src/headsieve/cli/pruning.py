@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from headsieve.cli.common import add_runtime, command, json_list, json_object, runtime
+from headsieve.cli.common import add_runtime, collect_step, command, json_list, json_object, runtime
 from headsieve.steps import pruning as steps
 from headsieve.steps.settings import ComparisonSettings, Model, TaskSettings
 
@@ -122,13 +122,7 @@ def prune_finetune(sub):
 
 @command("collect-pruning", "one evaluations table from every evaluation of both protocols")
 def collect_pruning(sub):
-    sub.add_argument("--inputs", nargs="+", required=True)
-    sub.add_argument("--output", required=True)
-
-    def run(args):
-        steps.collect(args.inputs, args.output)
-
-    return run
+    return collect_step(sub, steps.collect)
 
 
 @command("compensation", "how the remaining heads changed in models pruned, then fine-tuned")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from headsieve.cli.common import add_runtime, command, json_list, json_object, runtime
+from headsieve.cli.common import add_runtime, collect_step, command, json_list, json_object, runtime
 from headsieve.steps import translation as steps
 from headsieve.steps.settings import SentencePairs
 
@@ -21,17 +21,22 @@ def sentence_pairs(args) -> SentencePairs:
     return SentencePairs(args.source, args.target, args.pairs)
 
 
-@command("translation-importance", "gate importance of every head of a translation model (importance pool)")
-def translation_importance(sub):
+def pairs_step(sub, step, options_help: str):
+    """A command that runs ``step(spec, pairs, options, output, device)`` on the sentence pairs."""
     add_model(sub)
-    sub.add_argument("--options", type=json_object, default={}, help="batch_size, max_length (JSON)")
+    sub.add_argument("--options", type=json_object, default={}, help=options_help)
     sub.add_argument("--output", required=True)
 
     def run(args):
         device = runtime(args)
-        steps.importance(args.model_spec, sentence_pairs(args), args.options, args.output, device)
+        step(args.model_spec, sentence_pairs(args), args.options, args.output, device)
 
     return run
+
+
+@command("translation-importance", "gate importance of every head of a translation model (importance pool)")
+def translation_importance(sub):
+    return pairs_step(sub, steps.importance, "batch_size, max_length (JSON)")
 
 
 @command("translation-select-masks", "heads each translation strategy prunes at each fraction, one seed")
@@ -68,26 +73,12 @@ def translation_evaluate_masks(sub):
 
 @command("translation-roles", "roles of encoder self-attention and cross-attention heads")
 def translation_roles(sub):
-    add_model(sub)
-    sub.add_argument("--options", type=json_object, default={}, help="batch_size, max_length, window, band (JSON)")
-    sub.add_argument("--output", required=True)
-
-    def run(args):
-        device = runtime(args)
-        steps.roles(args.model_spec, sentence_pairs(args), args.options, args.output, device)
-
-    return run
+    return pairs_step(sub, steps.roles, "batch_size, max_length, window, band (JSON)")
 
 
 @command("translation-collect", "one BLEU/chrF table from the score tables of every seed")
 def translation_collect(sub):
-    sub.add_argument("--inputs", nargs="+", required=True, help="scores tables of every seed")
-    sub.add_argument("--output", required=True)
-
-    def run(args):
-        steps.collect(args.inputs, args.output)
-
-    return run
+    return collect_step(sub, steps.collect, "scores tables of every seed")
 
 
 @command("translation-report", "paired strategy comparisons and figures of one translation model")
