@@ -454,7 +454,7 @@ def test_commands_end_to_end(tmp_path):
         str(tmp_path / "roles.parquet"),
     )
     assert len(pd.read_parquet(tmp_path / "roles.parquet")) == 48
-    with pytest.raises(HeadsieveError, match="unknown translation pruning strategy"):
+    with pytest.raises(HeadsieveError, match=r"unknown pruning strategy .nope. \(known: .*kind"):
         run(
             "translation-select-masks",
             "--model-spec",
