@@ -5,7 +5,9 @@ the run made before its first move, and ``test_workflow_determinism`` compares e
 When a change is meant to change outputs, record them again (one run, a few minutes) and commit the new file
 with the change that explains it::
 
-    python tests/workflow_manifest.py            # runs the cut-down default config once, rewrites the manifest
+    python tests/workflow_manifest.py [WORKDIR]  # runs the cut-down default config once, rewrites the manifest
+
+With WORKDIR the run is kept there (and a killed run resumes there); without, it runs in a scratch folder.
 """
 
 from __future__ import annotations
@@ -77,8 +79,9 @@ def digests(workdir: Path) -> dict[str, str]:
     return {name: digest(path) for name, path in artifacts(workdir).items()}
 
 
-def record(workdir: Path, data: Path) -> dict[str, str]:
-    proc = snakemake(workdir, config=write_config(workdir, small_default_config(data)))
+def record(workdir: Path, data: Path, timeout: int = 4 * 3600) -> dict[str, str]:
+    config = write_config(workdir, small_default_config(data))
+    proc = snakemake(workdir, "--rerun-incomplete", config=config, timeout=timeout)
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-4000:])
     found = digests(workdir)
@@ -90,5 +93,8 @@ if __name__ == "__main__":
     sys.path.insert(0, str(REPO / "tests"))
     from conftest import data_dir
 
-    with tempfile.TemporaryDirectory() as scratch:
-        print(f"{len(record(Path(scratch) / 'run', data_dir()))} outputs recorded in {MANIFEST}")
+    if len(sys.argv) > 1:
+        print(f"{len(record(Path(sys.argv[1]).resolve(), data_dir()))} outputs recorded in {MANIFEST}")
+    else:
+        with tempfile.TemporaryDirectory() as scratch:
+            print(f"{len(record(Path(scratch) / 'run', data_dir()))} outputs recorded in {MANIFEST}")
