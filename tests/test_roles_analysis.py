@@ -360,7 +360,7 @@ def test_failing_step_log_ends_with_traceback_and_error_line(tmp_path):
     text = log.read_text().rstrip().splitlines()
     assert text[-1] == terminal[0]
     trace = "\n".join(text[:-1])
-    assert "Traceback (most recent call last)" in trace and "cli.py" in trace
+    assert "Traceback (most recent call last)" in trace and "headsieve/cli/" in trace  # through the command-line package
     assert not (tmp_path / "s.md").exists()
 
 
