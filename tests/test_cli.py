@@ -425,3 +425,21 @@ def test_readme_python_block_makes_a_role_map_and_a_pruning_curve(tmp_path, data
     assert primary["fraction"].tolist() == [0.0, 0.25, 0.5]
     assert primary["heads_pruned"].tolist() == [0, 18, 36]  # the share of minilm's 72 heads
     assert primary["value"].between(0, 1).all() and (primary["n"] == n).all()
+
+
+def test_step_settings_are_the_config_entries_as_they_are():
+    """The steps pass the config entries on unchanged (their provenance records them); the task's sizes are
+    read from its entry."""
+    import dataclasses
+
+    from headsieve.steps.pruning import parse_pruned
+    from headsieve.steps.settings import TaskSettings
+
+    entry = {"max_length": 64, "max_train": 100, "train": "sst2_train"}
+    task = TaskSettings(entry, {"format": "glue", "task": "sst2"}, ["train.tsv"])
+    assert task.options is entry and (task.max_length, task.max_train, task.max_eval) == (64, 100, None)
+    assert task.eval == [] and task.eval_spec is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        task.options = {}
+    pruned = parse_pruned(["random=0.25=a/b=c", "top=0.5=d"])
+    assert pruned == {("random", 0.25): "a/b=c", ("top", 0.5): "d"}

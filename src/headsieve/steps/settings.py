@@ -40,6 +40,21 @@ class TaskSettings:
     eval_spec: dict | None = None
     eval: list = field(default_factory=list)
 
+    @property
+    def max_length(self) -> int:
+        """Word pieces per input (longer inputs are dropped)."""
+        return self.options["max_length"]
+
+    @property
+    def max_train(self) -> int | None:
+        """A seeded subset of the training split of this size (None: all of it)."""
+        return self.options.get("max_train")
+
+    @property
+    def max_eval(self) -> int | None:
+        """A seeded subset of the evaluation split of this size (None: all of it)."""
+        return self.options.get("max_eval")
+
 
 @dataclass(frozen=True)
 class DumpSettings:
