@@ -126,7 +126,7 @@ def roberta_tokenizer(tiny_roberta):
 def glue_task(data: Path, tokenizer, task: str, rel: str, n: int, max_length: int = 48):
     """The first ``n`` examples of a GLUE-form file under the data mirror, encoded as a TaskData."""
     from headsieve.io.glue import TASKS, read_glue
-    from headsieve.pruning import data as D
+    from headsieve.tasks import data as D
 
     spec = TASKS[task]
     examples = read_glue(data / rel, spec, max_examples=n)

@@ -13,13 +13,14 @@ import torch
 from conftest import glue_task, tiny_classifier
 
 from headsieve.attention import dump_attention
-from headsieve.cli import pick_device
+from headsieve.cli.common import pick_device
 from headsieve.errors import HeadsieveError
 from headsieve.io.conllu import read_conllu
 from headsieve.io.shards import iter_dump
 from headsieve.models.load import load_encoder
-from headsieve.pruning import data as D
-from headsieve.pruning import finetune as F
+from headsieve import batching as B
+from headsieve.tasks import data as D
+from headsieve.tasks import finetune as F
 from headsieve.pruning.evaluate import MaskEvaluator
 from headsieve.pruning.importance import head_importance
 from headsieve.tokens import encode_sentences
@@ -74,7 +75,7 @@ def test_masks_and_importance_on_cuda_equal_cpu(tiny_bert, sst2):
         model = _classifier(tiny_bert, device)
         with MaskEvaluator(model, sst2, batch_size=32, progress=False) as evaluator:
             logits[device] = np.stack([evaluator.logits(mask) for mask in masks.values()])
-        batches = D.iter_batches(sst2.examples, 32, 0, True)
+        batches = B.iter_batches(sst2.examples, 32, 0, True)
         importance[device] = head_importance(model, batches)
     np.testing.assert_allclose(logits["cuda"], logits["cpu"], atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(importance["cuda"], importance["cpu"], atol=1e-4, rtol=1e-3)

@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from headsieve.attention import dump_attention, length_batches
+from headsieve.attention import dump_attention
+from headsieve.batching import length_batches
 from headsieve.errors import HeadsieveError
 from headsieve.io.conllu import read_conllu
 from headsieve.io.shards import ShardWriter, input_crc, iter_dump, read_index

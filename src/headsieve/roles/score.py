@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from headsieve.progress import progress_bar
 
+from headsieve.batching import length_batched
 from headsieve.errors import HeadsieveError
 from headsieve.io.provenance import parse_provenance, provenance_metadata
 from headsieve.io.shards import check_coverage, check_provenance, index_provenance, input_crc, iter_dump, read_index
@@ -52,33 +53,6 @@ def read_tokens(path) -> dict[int, dict]:
     except Exception as err:
         raise HeadsieveError(f"{path}: cannot read tokens ({str(err).splitlines()[0]})") from None
     return {r["sentence_index"]: r for r in rows}
-
-
-def length_batched(items, key, budget: int = 1 << 19, window: int = 256):
-    """Group a stream into batches of similar size: buffer ``window`` items, sort by ``key``, then cut
-    batches whose padded cost (batch size x largest key squared) stays within ``budget``."""
-    buffer = []
-
-    def flush():
-        buffer.sort(key=key, reverse=True)
-        batch, largest = [], 0
-        for item in buffer:
-            k = key(item)
-            largest_new = max(largest, k)
-            if batch and largest_new**2 * (len(batch) + 1) > budget:
-                yield batch
-                batch, largest_new = [], k
-            batch.append(item)
-            largest = largest_new
-        if batch:
-            yield batch
-        buffer.clear()
-
-    for item in items:
-        buffer.append(item)
-        if len(buffer) >= window:
-            yield from flush()
-    yield from flush()
 
 
 def _checked(dump_dir, tokens_path, tokens, stream):
