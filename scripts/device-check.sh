@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CUDA-against-CPU check (tests/test_devices.py), prepared on a CPU machine and run on a lent GPU machine
+# The CUDA-against-CPU check (tests/unit/models/test_devices.py), prepared on a CPU machine and run on a lent GPU machine
 # whose image has a CUDA torch, transformers, pandas, pytest, ... but no network and none of our data.
 #
 #   scripts/device-check.sh prepare [PYVER]   here, from the repository root, with the project's venv active:
@@ -12,7 +12,7 @@
 #                                               data/    the two data files the check reads
 #   scripts/device-check.sh run               there (device tool: carry [".devcheck"], run from the repo root):
 #                                             installs the wheels to /tmp/devcheck-site and runs
-#                                             pytest tests/test_devices.py against src/; writes the log and a
+#                                             pytest tests/unit/models/test_devices.py against src/; writes the log and a
 #                                             junit XML under $OUT when it is set.
 #
 # Not yet run on a GPU: it should take a minute or two (tiny models); give it timeout_s=300.
@@ -70,7 +70,7 @@ run() {
   } 2>&1 | tee "$out/devices.log"
   python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' || die "torch sees no CUDA device"
   # -rs lists skips: on a GPU machine none of the comparisons may skip
-  python3 -m pytest -q -rs -p no:cacheprovider tests/test_devices.py --junitxml "$out/devices.xml" 2>&1 |
+  python3 -m pytest -q -rs -p no:cacheprovider tests/unit/models/test_devices.py --junitxml "$out/devices.xml" 2>&1 |
     tee -a "$out/devices.log"
   ! grep -q "SKIPPED" "$out/devices.log" || die "a comparison skipped on a GPU machine (see $out/devices.log)"
 }

@@ -2,7 +2,7 @@
 :mod:`headsieve.models.families.base`), found by the config's ``model_type``.
 
 Adding a family: a new module with a :class:`~headsieve.models.families.base.Family` named ``FAMILY``, its
-entry in :data:`FAMILIES`, and tests (tests/test_heads.py builds a tiny model of every family).
+entry in :data:`FAMILIES`, and tests (tests/unit/models/test_heads.py builds a tiny model of every family).
 """
 
 from __future__ import annotations
