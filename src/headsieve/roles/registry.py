@@ -9,7 +9,8 @@ overview figures show it; its position in :data:`ROLES` is its display order.  S
 Attention a role applies to (:data:`ATTENTION`): ``bidirectional`` (self-attention of an encoder-only model
 over ``[CLS] A [SEP] (B [SEP])``: the roles stage), ``seq2seq_encoder`` (encoder self-attention of an
 encoder-decoder model over the source) and ``cross`` (its encoder-decoder attention from the target
-positions to the source); issue 17 adds ``causal`` (decoder-only self-attention).
+positions to the source); ``causal`` (decoder-only self-attention under the causal mask, issue 17: the
+``causal:*`` roles, whose targets are restricted to the keys a query sees, :mod:`headsieve.roles.causal`).
 
 Adding a role: write its target function (``roles/targets.py``: ``(facts, options) -> S``, a boolean
 [queries, keys] matrix; ``facts`` is a ``SentenceFacts`` for ``bidirectional`` roles and a ``SourceFacts``
@@ -25,10 +26,13 @@ from types import MappingProxyType
 from typing import Callable, Mapping
 
 from headsieve.errors import HeadsieveError
+from headsieve.roles import causal as C
 from headsieve.roles import targets as T
 
 #: the attention a role can apply to (see the module docstring)
-ATTENTION = ("bidirectional", "seq2seq_encoder", "cross")
+ATTENTION = ("bidirectional", "seq2seq_encoder", "cross", "causal")
+#: the attention of encoder and encoder-decoder models (every kind before ``causal``)
+_ENCODER_ATTENTION = ("bidirectional", "seq2seq_encoder", "cross")
 
 #: prefix of the generated relation roles (``dep:nsubj``), members of the union role ``syntactic``
 RELATION_PREFIX = "dep:"
@@ -64,6 +68,7 @@ class Role:
     nests_in: frozenset = frozenset()
     level: str = "piece"
     overview: bool = True
+    rows: Callable | None = None  # causal roles: rows(facts, options, q0, q1) -> [q1 - q0, keys] bool
 
 
 def _local(f, o):
@@ -72,6 +77,13 @@ def _local(f, o):
 
 def _offset(offset: int):
     return lambda f, o: T.offset_targets(f.n_pieces, offset)
+
+
+def _causal(name: str, family: str, rows: Callable, nests_in=(), overview: bool = True) -> Role:
+    """A role of decoder-only self-attention: ``rows(facts, options, q0, q1)`` gives the target rows of
+    queries ``q0..q1-1`` (keys <= query); ``targets`` is the same over every query."""
+    full = lambda f, o: rows(f, o, 0, f.n_queries)  # noqa: E731
+    return Role(name, family, full, ("causal",), nests_in=frozenset(nests_in), overview=overview, rows=rows)
 
 
 def _registry(*roles: Role) -> Mapping[str, Role]:
@@ -95,10 +107,20 @@ ROLES: Mapping[str, Role] = _registry(
     Role("sep", "delimiter", lambda f, o: T.sep_targets(f.special), _BIDIRECTIONAL, nests_in=_DELIMITER),
     Role("eos", "delimiter", lambda f, o: T.sep_targets(f.special, f.n_queries), ("seq2seq_encoder", "cross"),
          nests_in=_DELIMITER),  # fmt: skip
-    Role("delimiter", "delimiter", lambda f, o: T.delimiter_targets(f.special, f.n_queries), ATTENTION),
+    Role("delimiter", "delimiter", lambda f, o: T.delimiter_targets(f.special, f.n_queries), _ENCODER_ATTENTION),
     Role("block", "block", lambda f, o: T.block_targets(f.segment, f.special), _BIDIRECTIONAL, BLOCK_TAU),
     Role("diagonal", "alignment", lambda f, o: T.diagonal_targets(f.n_queries, f.special, o["band"]), ("cross",)),
     Role("syntactic", "syntactic", None, _BIDIRECTIONAL, level="word"),
+    # decoder-only self-attention (issue 17): own names, as target set and reference differ from the
+    # encoder roles of the same idea (keys <= query; uniform reference |S_q| / (q + 1))
+    _causal("causal:local", "local", lambda f, o, q0, q1: C.window_rows(f, o["local_window"], q0, q1)),
+    _causal("causal:prev", "local", lambda f, o, q0, q1: C.offset_rows(f, -1, q0, q1), {"causal:local"}, False),
+    _causal("causal:sink", "delimiter", lambda f, o, q0, q1: C.sink_rows(f, q0, q1)),
+    _causal("causal:delimiter", "delimiter", lambda f, o, q0, q1: C.delimiter_rows(f, q0, q1)),
+    _causal("causal:duplicate", "copy", lambda f, o, q0, q1: C.duplicate_rows(f, q0, q1)),
+    _causal("causal:induction", "copy", lambda f, o, q0, q1: C.induction_rows(f, q0, q1)),
+    _causal("causal:head", "syntactic", lambda f, o, q0, q1: C.head_rows(f, q0, q1)),
+    _causal("causal:dependent", "syntactic", lambda f, o, q0, q1: C.dependent_rows(f, q0, q1)),
 )
 
 

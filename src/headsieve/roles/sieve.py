@@ -165,6 +165,12 @@ class Batch:
         return self.row_sums / self.lengths[:, None, None]
 
     @cached_property
+    def causal_abar(self) -> np.ndarray:
+        """Uniform reference under the causal mask, ``(1/(i+1)) sum_j A[i, j]`` (query ``i`` sees keys
+        ``0..i``): [B, N, X]; the causal roles' ``ratio`` form (:mod:`headsieve.roles.causal_score`)."""
+        return self.row_sums / np.arange(1, self.A.shape[1] + 1)[None, :, None]
+
+    @cached_property
     def received(self) -> np.ndarray:
         """Attention each key piece receives, summed over queries: [B, N, X]."""
         return self.T.sum(1).numpy()
