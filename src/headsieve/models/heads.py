@@ -44,8 +44,8 @@ from headsieve.models.families.base import Family
 from headsieve.models.families.common import switch_class
 from headsieve.models.gating import GateHooks, gate_hook
 from headsieve.models.headspace import KINDS, HeadSpace
-from headsieve.models.surgery import build_unpruned, check_widths, load_weights, save_safetensors, slice_heads
-from headsieve.models.surgery import weight_files
+from headsieve.models.surgery import build_unpruned, check_widths, kv_groups, load_weights, query_width
+from headsieve.models.surgery import save_safetensors, slice_heads, weight_files
 
 Site = tuple[str, int]  #: an attention block, (kind, layer)
 Pruned = dict[Site, list[int]]  #: heads per site
@@ -63,6 +63,8 @@ class AttentionSite:
     value: nn.Linear
     output: nn.Linear  #: the output projection whose input is the concatenated per-head context
     head_dim: int
+    group_size: int = 1  #: query heads per key-value head of the unpruned model (grouped-query attention)
+    layout: str = "separate"  #: how the projections hold the heads (headsieve.models.surgery.LAYOUTS)
 
     @property
     def site(self) -> Site:
@@ -84,7 +86,10 @@ def model_family(model) -> Family:
 def config_space(config) -> HeadSpace:
     """The unpruned head space stated by a model config (no weights needed)."""
     family = family_of(config)
-    return HeadSpace.from_shapes({layout.kind: layout.shape(config) for layout in family.kinds})
+    return HeadSpace.from_shapes(
+        {layout.kind: layout.shape(config) for layout in family.kinds},
+        {layout.kind: layout.kv_count(config) for layout in family.kinds},
+    )
 
 
 def head_space(model) -> HeadSpace:
@@ -101,10 +106,12 @@ def _path(root: nn.Module, path: str):
 def attention_sites(model) -> list[AttentionSite]:
     """Every attention block, kinds in :data:`~headsieve.models.headspace.KINDS` order, then layer order."""
     family = model_family(model)
+    space = head_space(model)
     base = getattr(model, "base_model", model)
     where = f"model type '{model.config.model_type}' ({type(model).__name__})"
     sites = []
     for layout in family.kinds:
+        group_size = space.kind(layout.kind).group_size
         layers = _path_or_none(base, layout.stack)
         if not isinstance(layers, nn.ModuleList):
             raise HeadsieveError(f"{where}: no {layout.kind} layer list found (at {layout.stack})")
@@ -114,7 +121,12 @@ def attention_sites(model) -> list[AttentionSite]:
                 query, key, value = (getattr(attention, name) for name in family.projections)
                 output = _path(layer, layout.output)
                 head_dim = int(getattr(attention, family.head_size))
-                sites.append(AttentionSite(layout.kind, index, attention, query, key, value, output, head_dim))
+                sites.append(
+                    AttentionSite(
+                        layout.kind, index, attention, query, key, value, output, head_dim,
+                        group_size, family.projection_layout,
+                    )
+                )  # fmt: skip
         except AttributeError as err:
             raise HeadsieveError(f"{where}: unexpected layer layout ({err})") from None
     return sites
@@ -158,11 +170,23 @@ def remaining_heads(model) -> Pruned:
     }
 
 
+def kv_head_map(model) -> dict[Site, dict[int, list[int]]]:
+    """Grouped-query attention after pruning: per site, each key-value head still present (original index)
+    with the query heads (original indices) that read it.  Query head ``h`` reads key-value head
+    ``h // group_size`` of the unpruned model; a key-value head is kept while any of its query heads is."""
+    space, remaining = head_space(model), remaining_heads(model)
+    result = {}
+    for (kind, layer), heads in remaining.items():
+        size = space.kind(kind).group_size
+        result[(kind, layer)] = {g: [h for h in heads if h // size == g] for g in kv_groups(heads, size)}
+    return result
+
+
 def head_counts(model) -> dict[str, list[int]]:
     """Number of heads left per layer, by kind, read from the query projections' shapes."""
     counts: dict[str, list[int]] = {kind: [] for kind in head_space(model).names}
     for site in attention_sites(model):
-        counts[site.kind].append(site.query.out_features // site.head_dim)
+        counts[site.kind].append(query_width(site) // site.head_dim)
     return counts
 
 
@@ -280,7 +304,8 @@ def apply_head_gates(model, gates: dict[str, torch.Tensor]) -> HeadGates:
 
 def _set_head_count(family: Family, site: AttentionSite, n_heads: int) -> None:
     """Update the attention module's head-count attributes after pruning."""
-    setattr(site.attention, family.head_count, n_heads)
+    if family.head_count is not None:
+        setattr(site.attention, family.head_count, n_heads)
     if family.head_width is not None:
         setattr(site.attention, family.head_width, n_heads * site.head_dim)
 

@@ -1,7 +1,9 @@
 """Physical head pruning and saving pruned models: the generic mechanics under :mod:`headsieve.models.heads`.
 
-A *site* here is anything with ``query``, ``key``, ``value`` (linear layers whose output features are the
-heads' concatenated slices), ``output`` (the projection whose input features are) and ``head_dim``.
+A *site* here is anything with ``query``, ``key``, ``value`` (the projections whose output features are the
+heads' concatenated slices), ``output`` (the projection whose input features are), ``head_dim``,
+``group_size`` (query heads per key-value head; 1 without grouped-query attention) and ``layout`` (a key of
+:data:`LAYOUTS`: separate linear projections, or GPT-2's fused ``Conv1D``).
 """
 
 from __future__ import annotations
@@ -48,24 +50,93 @@ def keep_columns(linear: nn.Linear, index: torch.Tensor) -> None:
     linear.in_features = int(index.numel())
 
 
+def kv_groups(heads: list[int], group_size: int) -> list[int]:
+    """The key-value heads (original indices) read by the query heads ``heads`` (original indices) under
+    grouped-query attention with ``group_size`` query heads per key-value head (1: no grouping)."""
+    return sorted({h // group_size for h in heads})
+
+
+def keep_conv1d_outputs(conv: nn.Module, index: torch.Tensor) -> None:
+    """Keep only the output features ``index`` of a transformers ``Conv1D`` (weight ``[in, out]``), in place."""
+    requires_grad = conv.weight.requires_grad
+    with torch.no_grad():
+        conv.weight = nn.Parameter(conv.weight.index_select(1, index).clone(), requires_grad=requires_grad)
+        conv.bias = nn.Parameter(conv.bias.index_select(0, index).clone(), requires_grad=requires_grad)
+    conv.nf = int(index.numel())
+
+
+def keep_conv1d_inputs(conv: nn.Module, index: torch.Tensor) -> None:
+    """Keep only the input features ``index`` of a transformers ``Conv1D`` (weight rows), in place."""
+    requires_grad = conv.weight.requires_grad
+    with torch.no_grad():
+        conv.weight = nn.Parameter(conv.weight.index_select(0, index).clone(), requires_grad=requires_grad)
+    conv.nx = int(index.numel())
+
+
+def _cut_separate(site, q_index: torch.Tensor, kv_index: torch.Tensor) -> None:
+    """Three linear projections (rows = heads) and a linear output projection (columns = heads)."""
+    keep_rows(site.query, q_index)
+    keep_rows(site.key, kv_index)
+    keep_rows(site.value, kv_index)
+    keep_columns(site.output, q_index)
+
+
+def _cut_fused_conv1d(site, q_index: torch.Tensor, kv_index: torch.Tensor) -> None:
+    """One Conv1D whose output columns are the query, key and value thirds (GPT-2's ``c_attn``; ``site.query``),
+    and a Conv1D output projection whose input rows are the heads (``c_proj``)."""
+    q_width, kv_width = site.output.weight.shape[0], (site.query.weight.shape[1] - site.output.weight.shape[0]) // 2
+    index = torch.cat([q_index, q_width + kv_index, q_width + kv_width + kv_index])
+    keep_conv1d_outputs(site.query, index)
+    keep_conv1d_inputs(site.output, q_index)
+
+
+def _widths_separate(site) -> tuple[int, int, int, int]:
+    return site.query.out_features, site.output.in_features, site.key.out_features, site.value.out_features
+
+
+def _widths_fused_conv1d(site) -> tuple[int, int, int, int]:
+    q_width = site.output.weight.shape[0]
+    kv_width = (site.query.weight.shape[1] - q_width) // 2
+    return q_width, q_width, kv_width, kv_width
+
+
+#: how projections hold the heads (a family description's ``projection_layout``): (cut, widths) where
+#: ``cut(site, q_index, kv_index)`` keeps the query/output features ``q_index`` and the key/value features
+#: ``kv_index``, and ``widths(site)`` is (query, output input, key, value) widths
+LAYOUTS = {
+    "separate": (_cut_separate, _widths_separate),
+    "fused_conv1d": (_cut_fused_conv1d, _widths_fused_conv1d),
+}
+
+
+def query_width(site) -> int:
+    """Width of the site's concatenated query heads (as its projections are now)."""
+    return int(LAYOUTS[site.layout][1](site)[0])
+
+
 def slice_heads(site, current: list[int], drop: list[int]) -> list[int]:
     """Remove the heads ``drop`` (original indices) from the projections of a site whose heads are
-    ``current``: their rows of query/key/value, their columns of the output.  Returns the heads left; the
-    caller updates the attention module's head-count attributes."""
+    ``current``: their query features and output-projection inputs; under grouped-query attention
+    (``site.group_size`` > 1) a key-value head's key and value features go once none of its query heads is
+    left.  Returns the heads left; the caller updates the attention module's head-count attributes."""
     keep = [h for h in current if h not in drop]
     index = width_index([current.index(h) for h in keep], site.head_dim, site.query.weight.device)
-    for linear in (site.query, site.key, site.value):
-        keep_rows(linear, index)
-    keep_columns(site.output, index)
+    kv_index = index
+    if site.group_size > 1:
+        groups = kv_groups(current, site.group_size)
+        kept = [groups.index(g) for g in kv_groups(keep, site.group_size)]
+        kv_index = width_index(kept, site.head_dim, site.query.weight.device)
+    LAYOUTS[site.layout][0](site, index, kv_index)
     return keep
 
 
 def check_widths(label: str, site, heads: list[int], key: str) -> None:
     """Fail with one line unless the site's projections are as wide as ``heads`` say."""
-    widths = {site.query.out_features, site.key.out_features, site.value.out_features, site.output.in_features}
-    if widths != {len(heads) * site.head_dim}:
+    widths = LAYOUTS[site.layout][1](site)
+    kv_width = len(kv_groups(heads, site.group_size)) * site.head_dim
+    if tuple(widths) != (len(heads) * site.head_dim,) * 2 + (kv_width,) * 2:
         raise HeadsieveError(
-            f"{label}: projection widths {sorted(widths)} do not match the {len(heads)} heads recorded in "
+            f"{label}: projection widths {sorted(set(widths))} do not match the {len(heads)} heads recorded in "
             f"config.{key} (load pruned models with load_pruned)"
         )
 

@@ -22,8 +22,11 @@ from headsieve.errors import HeadsieveError
 from headsieve.models import heads as H
 from headsieve.models.families import FAMILIES, family_of, supported_types
 from headsieve.models.headspace import KINDS, HeadSpace
-from headsieve.models.surgery import count_parameters
+from headsieve.models.surgery import check_widths, count_parameters, query_width
 
+from support.decoder import DECODERS
+from support.decoder import logits as decoder_logits
+from support.decoder import tiny_model as tiny_decoder
 from support.seq2seq import FAMILIES as SEQ2SEQ
 from support.seq2seq import PAD, VOCAB
 from support.seq2seq import tiny_model as tiny_seq2seq
@@ -805,17 +808,22 @@ def test_load_errors(tmp_path):
 
 #: one tiny model per family description (model type -> builder); every supported type must be here
 ENCODERS = tuple(_CLASS_PREFIX)
-ALL_TYPES = ENCODERS + ("marian", "bart", "mbart", "pegasus", "t5", "mt5")
+ALL_TYPES = ENCODERS + ("marian", "bart", "mbart", "pegasus", "t5", "mt5") + DECODERS
 #: one model type per family, for the heavier checks
 ONE_PER_FAMILY = {family.name: family.model_types[0] for family in FAMILIES}
 
 
 def any_model(model_type: str):
+    if model_type in DECODERS:
+        return tiny_decoder(model_type)
     return tiny_model(model_type) if model_type in ENCODERS else tiny_seq2seq(model_type)
 
 
 def run_any(model, gates=None) -> torch.Tensor:
-    """Logits of a fixed batch (a classifier's, or a seq2seq model's teacher-forced ones), gated if asked."""
+    """Logits of a fixed batch (a classifier's, a decoder-only LM's, or a seq2seq model's teacher-forced ones),
+    gated if asked."""
+    if H.head_space(model).names == ("decoder",):
+        return decoder_logits(model, gates=gates)
     if H.head_space(model).single is not None:
         return outputs(model, tiny_batch()) if gates is None else gated_outputs(model, gates, tiny_batch())
     return logits(model, inputs(), gates)
@@ -832,7 +840,7 @@ def some_heads(space: HeadSpace, seed: int) -> list:
 
 def test_every_supported_type_has_a_tiny_model_here():
     assert set(supported_types()) == set(ALL_TYPES)
-    assert sorted(ONE_PER_FAMILY) == ["bart", "bert", "distilbert", "t5"]
+    assert sorted(ONE_PER_FAMILY) == ["bart", "bert", "distilbert", "gpt2", "llama", "t5"]
 
 
 @pytest.mark.parametrize("model_type", ALL_TYPES)
@@ -842,25 +850,30 @@ def test_head_space_of_every_type(model_type):
     assert model_type in family.model_types
     space = H.head_space(model)
     assert space.names == family.kind_names
-    assert space.names == (("encoder",) if model_type in ENCODERS else KINDS)
+    assert space.names == (("encoder",) if model_type in ENCODERS else ("decoder",) if model_type in DECODERS else KINDS)
     assert space == H.config_space(model.config)
     sites = H.attention_sites(model)
     assert [s.site for s in sites] == [(k.kind, l) for k in space.kinds for l in range(k.layers)]
     assert len({id(s.attention) for s in sites}) == len(sites)
     for site in sites:
         n_heads = space.shape(site.kind)[1]
-        assert site.query.out_features == site.output.in_features == n_heads * site.head_dim
-        assert getattr(site.attention, family.head_count) == n_heads
+        assert query_width(site) == n_heads * site.head_dim
+        check_widths(site.label, site, list(range(n_heads)), family.record.key)
+        if family.head_count is not None:
+            assert getattr(site.attention, family.head_count) == n_heads
     assert H.head_counts(model) == {k.kind: [k.heads] * k.layers for k in space.kinds}
     assert H.pruned_heads(model) == {} and H.pruned_record(model) == {}
     assert H.remaining_heads(model) == {(k.kind, l): list(range(k.heads)) for k in space.kinds for l in range(k.layers)}
 
 
 def test_unregistered_model_type_is_one_line_error_naming_the_supported_ones():
-    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=50, n_positions=16)
-    model = transformers.GPT2Model(config)
+    config = transformers.OPTConfig(
+        vocab_size=50, hidden_size=8, num_hidden_layers=1, ffn_dim=16, num_attention_heads=2,
+        max_position_embeddings=16, word_embed_proj_dim=8,
+    )  # fmt: skip
+    model = transformers.OPTModel(config)
     for call in (H.head_space, H.attention_sites, H.make_gates, lambda m: H.prune_heads(m, [])):
-        with pytest.raises(HeadsieveError, match="model type 'gpt2' cannot be head-masked or pruned") as err:
+        with pytest.raises(HeadsieveError, match="model type 'opt' cannot be head-masked or pruned") as err:
             call(model)
         message = str(err.value)
         assert "\n" not in message and all(t in message for t in supported_types())
@@ -972,6 +985,10 @@ def test_batch_options_read_the_family_description():
     roberta.config.type_vocab_size = 1  # one segment: nothing worth feeding
     assert not batch_options(roberta)[1]
     assert batch_options(tiny_seq2seq("marian")) == (PAD, False)
-    gpt2 = transformers.GPT2Model(transformers.GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=50))
-    with pytest.raises(HeadsieveError, match="model type 'gpt2' cannot be"):
-        batch_options(gpt2)
+    assert batch_options(tiny_decoder("gpt2")) == (0, False)  # decoder-only families take no token type ids
+    opt = transformers.OPTModel(transformers.OPTConfig(
+        vocab_size=50, hidden_size=8, num_hidden_layers=1, ffn_dim=16, num_attention_heads=2,
+        max_position_embeddings=16, word_embed_proj_dim=8,
+    ))  # fmt: skip
+    with pytest.raises(HeadsieveError, match="model type 'opt' cannot be"):
+        batch_options(opt)

@@ -8,11 +8,11 @@ entry in :data:`FAMILIES`, and tests (tests/unit/models/test_heads.py builds a t
 from __future__ import annotations
 
 from headsieve.errors import HeadsieveError
-from headsieve.models.families import bart, bert, distilbert, t5
+from headsieve.models.families import bart, bert, distilbert, gpt2, llama, t5
 from headsieve.models.families.base import Family
 
 #: every family description, in the order errors list their model types
-FAMILIES: tuple[Family, ...] = (bert.FAMILY, distilbert.FAMILY, bart.FAMILY, t5.FAMILY)
+FAMILIES: tuple[Family, ...] = (bert.FAMILY, distilbert.FAMILY, bart.FAMILY, t5.FAMILY, gpt2.FAMILY, llama.FAMILY)
 
 _BY_TYPE = {model_type: family for family in FAMILIES for model_type in family.model_types}
 

@@ -44,6 +44,13 @@ class KindLayout:
     output: str
     layers: tuple[str, ...]
     heads: tuple[str, ...]
+    #: config attributes holding the key-value heads per layer (grouped-query attention); empty: as many as heads
+    kv_heads: tuple[str, ...] = ()
+
+    def kv_count(self, config) -> int:
+        """Key-value heads per layer of the unpruned model (its query heads without grouped-query attention)."""
+        value = first_set(config, self.kv_heads) if self.kv_heads else None
+        return self.shape(config)[1] if value is None else int(value)
 
     def shape(self, config) -> tuple[int, int]:
         """(layers, heads per layer) of the unpruned model, from its config."""
@@ -105,7 +112,7 @@ class Family:
     model_types: tuple[str, ...]  #: config.model_type values the family covers
     kinds: tuple[KindLayout, ...]  #: in headsieve.models.headspace.KINDS order
     projections: tuple[str, str, str]  #: query, key, value projection names in the attention module
-    head_count: str  #: attention-module attribute holding its number of heads
+    head_count: str | None  #: attention-module attribute holding its number of heads (None: it has none)
     head_size: str  #: attention-module attribute holding the size of one head
     head_width: str | None  #: attention-module attribute holding heads x head size, if it has one
     token_types: bool  #: whether the model takes token type ids (then only if type_vocab_size > 1)
@@ -115,6 +122,10 @@ class Family:
     #: ``finish(sites, remaining, record, space)`` run after every pruning instead of switching the headless blocks
     #: to ``headless`` (T5: the position bias); None for the default
     finish: Callable | None = None
+    #: how the query/key/value projections hold the heads (headsieve.models.surgery.LAYOUTS): "separate" (three
+    #: linear layers, rows = heads; key/value rows = key-value heads under grouped-query attention) or
+    #: "fused_conv1d" (GPT-2: one Conv1D whose output columns are the query, key and value thirds)
+    projection_layout: str = "separate"
 
     @property
     def kind_names(self) -> tuple[str, ...]:
