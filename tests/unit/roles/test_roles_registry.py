@@ -21,6 +21,7 @@ from headsieve.roles.registry import (
     role_family,
     role_names,
 )
+from headsieve.roles.causal_inputs import text_facts
 from headsieve.roles.sieve import SentenceFacts
 from headsieve.roles.targets import SourceFacts, diagonal_targets
 from headsieve.roles.tests import role_taus
@@ -138,6 +139,8 @@ def test_nesting_holds_on_target_sets(make):
     source = np.array([CLS, REGULAR, REGULAR, OTHER_SPECIAL, REGULAR, SEP], dtype=np.int8)
     facts["seq2seq_encoder"] = SourceFacts(source, len(source))
     facts["cross"] = SourceFacts(source, 4)
+    # causal roles (issue 17): a repeated sequence with delimiters and a tree, one position per word
+    facts["causal"] = text_facts(["a", "b", ",", "c", "a", "b", ",", "c"], ["X", "X", "PUNCT", "X"] * 2, [0, 1, 2, 1, 4, 7, 4, 1])
     options = {"local_window": 2, "band": 1}
     checked = 0
     for role in ROLES.values():
