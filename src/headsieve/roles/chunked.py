@@ -23,8 +23,9 @@ A target provider is a function ``targets(q0, q1) -> bool [n_roles, q1 - q0, T]`
 every role's target sets (a NumPy array or a torch tensor).  It is called once per chunk, with
 ``q1 - q0 <= chunk``, so it need never build a ``[T, T]`` mask either.
 
-The softmax is computed in ``dtype`` (float32 by default, float64 for tests) with the row maximum
-subtracted before the exponential.  A row whose every key is masked (all ``-inf``) has no distribution and
+The softmax is computed in ``dtype`` (float32 by default, float64 for tests) by ``torch.softmax``, which
+subtracts the row maximum before the exponential.  Under the causal mask a chunk's rows stop at its last
+query's position (the later keys get no weight), which halves the work on average.  A row whose every key is masked (all ``-inf``) has no distribution and
 gives NaN; padding biases should use a large finite negative value (as transformers does), not ``-inf``,
 for padded queries to stay finite.  Nothing here knows about models: wiring it into a forward pass is a
 separate step.
@@ -133,39 +134,41 @@ def attention_chunk(
     k: torch.Tensor,
     q0: int,
     q1: int,
-    scale: float,
     causal: bool,
     bias: torch.Tensor | None,
 ) -> torch.Tensor:
-    """Attention rows of queries ``q0:q1``: [heads, q1 - q0, T], a max-subtracted softmax in q's dtype.
+    """Attention rows of queries ``q0:q1`` over the keys they can reach: [heads, q1 - q0, K] in q's dtype,
+    ``K = q1`` when ``causal`` (the keys after the chunk's last query get no weight and are not computed),
+    else ``T``.
 
-    ``q`` [heads, T, d], ``k`` [kv_heads, T, d] (grouped: query head ``h`` reads key head
-    ``h // (heads // kv_heads)``), ``bias`` [heads or 1, T or 1, T] or None."""
+    ``q`` [heads, T, d] already scaled, ``k`` [kv_heads, T, d] (grouped: query head ``h`` reads key head
+    ``h // (heads // kv_heads)``), ``bias`` [heads or 1, T or 1, T] or None.  The softmax is torch's, which
+    subtracts each row's maximum before the exponential."""
     heads, T, d = q.shape
     kv_heads = k.shape[0]
     group = heads // kv_heads
     c = q1 - q0
+    K = q1 if causal else T
     qc = q[:, q0:q1].reshape(kv_heads, group * c, d)  # head h = kv * group + g
-    scores = torch.bmm(qc, k.transpose(1, 2)).view(heads, c, T)
-    scores.mul_(scale)
+    scores = torch.bmm(qc, k[:, :K].transpose(1, 2)).view(heads, c, K)
     if bias is not None:
-        scores.add_(bias[:, q0:q1] if bias.shape[1] == T and T > 1 else bias)
-    if causal:
-        future = torch.arange(T)[None, :] > torch.arange(q0, q1)[:, None]  # [c, T]
-        scores.masked_fill_(future, float("-inf"))
-    scores.sub_(scores.amax(dim=-1, keepdim=True))
-    scores.exp_()
-    scores.div_(scores.sum(dim=-1, keepdim=True))
-    return scores
+        rows = slice(q0, q1) if bias.shape[1] == T and T > 1 else slice(None)
+        scores.add_(bias[:, rows, :K])
+    if causal:  # within the chunk's own keys, key j > query i is the future
+        future = torch.ones(c, c, dtype=torch.bool).triu(1)
+        scores[:, :, q0:q1].masked_fill_(future, float("-inf"))
+    return torch.softmax(scores, dim=-1)
 
 
 def _masses_of_rows(P: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
-    """Mass of rows ``P`` [H, c, T] on targets ``S`` [R, c, T]: [R, H, c]."""
-    return torch.einsum("hck,rck->rhc", P, S.to(P.dtype))
+    """Mass of rows ``P`` [H, c, K] on targets ``S`` [R, c, K]: [R, H, c] (one role at a time: the
+    temporary is [H, c, K])."""
+    return torch.stack([(P * S[r]).sum(-1) for r in range(S.shape[0])])
 
 
 def _collect(rows_of, targets: TargetProvider, T: int, chunk: int) -> RoleMasses:
-    """Walk the queries in chunks: ``rows_of(q0, q1)`` gives attention rows [H, c, T]."""
+    """Walk the queries in chunks: ``rows_of(q0, q1)`` gives attention rows [H, c, K] over keys ``0..K-1``
+    (``K <= T``; the keys past ``K`` get no weight)."""
     if T == 0:
         raise HeadsieveError("role masses: an input of length 0 has no queries")
     masses, row_sums, counts = [], [], []
@@ -175,7 +178,7 @@ def _collect(rows_of, targets: TargetProvider, T: int, chunk: int) -> RoleMasses
         S = _targets_chunk(targets, q0, q1, n_roles, T)
         n_roles = S.shape[0]
         P = rows_of(q0, q1)
-        masses.append(_masses_of_rows(P, S))
+        masses.append(_masses_of_rows(P, S[:, :, : P.shape[-1]].to(P.dtype)))
         row_sums.append(P.sum(-1))
         counts.append(S.sum(-1))
         del P, S
@@ -202,8 +205,8 @@ def chunked_role_masses(
     ``q`` [heads, T, d] and ``k`` [kv_heads, T, d] (NumPy or torch; after any rotary embedding), ``scale``
     (default ``1 / sqrt(d)``), ``causal`` (query ``i`` sees keys ``0..i``), ``bias`` additive, broadcast to
     [heads, T, T] ([T] per key, [T|1, T], [heads|1, T|1, T]), ``targets`` the provider.  Peak memory beyond
-    the inputs and outputs: the chunk's rows [heads, chunk, T] (and a copy inside the contraction) and its
-    target rows [n_roles, chunk, T]."""
+    the inputs and outputs: the chunk's logits and softmax rows (2 x [heads, chunk, T]), one temporary of
+    that size in the contraction, and the provider's target rows [n_roles, chunk, T] (bool and as dtype)."""
     q = _as_tensor(q, dtype)
     k = _as_tensor(k, dtype)
     _check_qk(q, k, chunk)
@@ -211,7 +214,8 @@ def chunked_role_masses(
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     b = _bias3(bias, heads, T, dtype)
     with torch.no_grad():
-        return _collect(lambda q0, q1: attention_chunk(q, k, q0, q1, scale, causal, b), targets, T, chunk)
+        q = q * scale
+        return _collect(lambda q0, q1: attention_chunk(q, k, q0, q1, causal, b), targets, T, chunk)
 
 
 def full_role_masses(attention, targets: TargetProvider, *, chunk: int | None = None, dtype: torch.dtype = torch.float32) -> RoleMasses:
