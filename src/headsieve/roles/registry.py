@@ -16,7 +16,9 @@ Adding a role: write its target function (``roles/targets.py``: ``(facts, option
 [queries, keys] matrix; ``facts`` is a ``SentenceFacts`` for ``bidirectional`` roles and a ``SourceFacts``
 for encoder-decoder ones), add one :class:`Role` entry here at its place in the display order, and tests
 with planted attention for it.  Relation roles ``dep:<relation>`` are generated: they take the family,
-attention and thresholds of ``syntactic``, and nest in it.
+attention and thresholds of ``syntactic``, and nest in it.  A causal role (``_causal``) gives a row function
+``rows(facts, options, q0, q1)`` (targets of queries ``q0..q1-1`` over a ``CausalFacts``, keys <= query;
+``roles/causal.py``), and its ``targets`` is the same over every query.
 """
 
 from __future__ import annotations
