@@ -1,11 +1,17 @@
-"""Steps of ``workflow/rules/multilingual.smk``: the e5 conversion, per-language evaluations, role maps across
-languages and the random-pruning study.  The model-running jobs are in :mod:`headsieve.multilingual.jobs`."""
+"""Steps of ``workflow/rules/multilingual.smk`` (one function per rule): the e5 conversion, per-language
+evaluations, role maps across languages and the random-pruning study."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from headsieve.steps.settings import Model, RandomPruningSettings, TaskSettings
+
+log = logging.getLogger(__name__)
+
+#: the keys of an evaluation result that are not metrics
+NOT_METRICS = ("mask", "n", "heads_pruned")
 
 
 def convert_e5(output) -> None:
@@ -19,11 +25,36 @@ def evaluate_languages(
     finetuned, evals: dict, task_options: dict, model: str, task: str, seed: int, output, batch_size: int = 64,
     device: str = "cpu",
 ):  # fmt: skip
-    """Rule ``evaluate_languages``: a fine-tuned model with each layer / band masked, on every language
-    (``evals``: {language: {"spec": corpus entry, "paths": [files]}})."""
-    from headsieve.multilingual.jobs import evaluate_languages as run
+    """Rule ``evaluate_languages``: a fine-tuned model with each layer and each band masked
+    (:func:`headsieve.multilingual.layers.layer_masks`), on every language's evaluation set (``evals``:
+    {language: {"spec": corpus entry, "paths": [files]}})."""
+    import pandas as pd
 
-    return run(finetuned, evals, task_options, batch_size, seed, model, task, output, device)
+    from headsieve.io.atomic import write_frame
+    from headsieve.models.heads import head_space
+    from headsieve.multilingual.layers import layer_masks
+    from headsieve.pruning.evaluate import MaskEvaluator
+    from headsieve.tasks.finetune import load_finetuned
+    from headsieve.tasks.metrics import primary_metric
+
+    fine, tokenizer = load_finetuned(finetuned, device)
+    space = head_space(fine)
+    masks = layer_masks(*space.shape("encoder"))
+    rows = []
+    for language, entry in sorted(evals.items()):
+        data = TaskSettings(task_options, eval_spec=entry["spec"], eval=entry["paths"]).read_eval(tokenizer)
+        log.info("%s: %d examples, %d masks", language, len(data.examples), len(masks))
+        with MaskEvaluator(fine, data, batch_size, device=device) as evaluator:
+            results = evaluator.evaluate_many(masks)
+        for name, result in zip(masks, results):
+            for metric in [k for k in result if k not in NOT_METRICS]:
+                rows.append({"model": model, "language": language, "task": task, "seed": int(seed), "strategy": name,
+                             "heads_pruned": int(result["heads_pruned"]), "n": int(result["n"]), "metric": metric,
+                             "value": float(result[metric]), "primary": metric == primary_metric(data.metric)})  # fmt: skip
+    frame = pd.DataFrame(rows)
+    frame["fraction"] = frame["heads_pruned"] / space.n_total
+    cols = ["model", "task", "language", "seed", "strategy", "fraction", "heads_pruned", "metric", "value", "primary", "n"]
+    write_frame(frame[cols], output)
 
 
 def roles(tests: dict, output, figures, title: str) -> None:
@@ -71,21 +102,75 @@ def effects(
     finetuned, model: Model, task: str, data: TaskSettings, settings: RandomPruningSettings, seed: int, *, curve, cka,
     device: str = "cpu",
 ):  # fmt: skip
-    """Rule ``multilingual_effects``: one fine-tuned model's metric on the evaluation split of ``data`` under
-    random head masks of every share (``curve``), and the linear CKA of each layer against the pre-trained
-    ``model`` (``cka``)."""
-    from headsieve.multilingual.jobs import finetune_effects
+    """Rule ``multilingual_effects``: the fine-tuned model of (model, task, seed) on the evaluation split of
+    ``data``: every metric under random head masks of every share (``curve``), and the linear CKA of each
+    layer's outputs of the pre-trained ``model`` against the fine-tuned one on ``cka_examples`` evaluation
+    inputs (``cka``)."""
+    import numpy as np
+    import pandas as pd
+
+    from headsieve.io.atomic import write_frame
+    from headsieve.models.heads import head_space
+    from headsieve.models.load import load_encoder
+    from headsieve.multilingual.analysis import random_masks
+    from headsieve.multilingual.layers import layer_cka
+    from headsieve.pruning.evaluate import MaskEvaluator
+    from headsieve.tasks.data import read_task
+    from headsieve.tasks.finetune import load_finetuned
 
     s = settings
-    return finetune_effects(
-        finetuned, model.key, model.spec, data.eval_spec, data.eval, data.options, s.fractions, s.draws,
-        s.cka_examples, s.batch_size, seed, task, curve, cka, device,
-    )  # fmt: skip
+    fine, tokenizer = load_finetuned(finetuned, device)
+    space = head_space(fine)
+    test = data.read_eval(tokenizer)
+    gold = np.asarray([e["label"] for e in test.examples])
+    majority = float(np.bincount(gold).max() / len(gold))
+    masks = random_masks(*space.shape("encoder"), s.fractions, seed, s.draws)
+    log.info("%s/%s seed %d: %d examples, %d random masks", model.key, task, seed, len(test.examples), len(masks))
+    with MaskEvaluator(fine, test, s.batch_size, device=device) as evaluator:
+        results = evaluator.evaluate_many(masks)
+    rows = []
+    for name, result in zip(masks, results):
+        fraction, draw = name.split("/")
+        for metric in [k for k in result if k not in NOT_METRICS]:
+            rows.append({"model": model.key, "task": task, "seed": seed, "fraction": float(fraction), "draw": int(draw),
+                         "heads_pruned": result["heads_pruned"], "metric": metric, "value": float(result[metric]),
+                         "n": result["n"], "majority": majority})  # fmt: skip
+    curves = pd.DataFrame(rows)
+    write_frame(curves, curve)
+
+    subset = read_task(data.eval_spec, data.eval, tokenizer, data.max_length, min(s.cka_examples, len(test.examples)), seed)
+    before = load_encoder(model.key, model.spec, device=device)
+    values = layer_cka(before, fine, subset, s.batch_size, device)
+    layers = pd.DataFrame({"model": model.key, "task": task, "seed": seed, "layer": np.arange(len(values)),
+                           "n_layers": space.shape("encoder")[0], "cka": values, "examples": len(subset.examples)})  # fmt: skip
+    write_frame(layers, cka)
+    return curves, layers
 
 
 def study(curves: list, cka: list, compare: list, output, figures, title: str, metric: str = "accuracy") -> str:
-    """Rule ``multilingual_study``: random-pruning curves and layer CKA of all seeds -> tables, tests, figures
-    and summary.md (``compare``: the BERT and the multilingual model keys)."""
-    from headsieve.multilingual.jobs import study_report
+    """Rule ``multilingual_study``: random-pruning curves and layer CKA of all seeds -> fraction_curves /
+    fraction_summary / fraction_tests / layer_cka / layer_influence tables, two figures and summary.md (numbers
+    from the tables; ``compare``: the BERT and the multilingual model keys)."""
+    import pandas as pd
 
-    return study_report(curves, cka, metric, compare, output, figures, title)
+    from headsieve.io.atomic import write_frame, write_text
+    from headsieve.multilingual import analysis as A
+    from headsieve.plots import multilingual as plots
+
+    evaluations = pd.concat([pd.read_parquet(p) for p in curves], ignore_index=True)
+    layers = pd.concat([pd.read_parquet(p) for p in cka], ignore_index=True)
+    fractions = A.fraction_curves(evaluations, metric)
+    summary = A.summarise_curves(fractions)
+    comparisons = A.compare_models(fractions, compare[0], compare[1])
+    influence = A.influence_tests(layers)
+    out = Path(output)
+    write_frame(fractions, out / "fraction_curves.parquet")
+    write_frame(summary, out / "fraction_summary.parquet")
+    write_frame(comparisons, out / "fraction_tests.parquet")
+    write_frame(layers, out / "layer_cka.parquet")
+    write_frame(influence, out / "layer_influence.parquet")
+    text = A.summary_markdown(fractions, summary, comparisons, influence)
+    write_text(text, out / "summary.md")
+    plots.fraction_curves(summary, fractions, Path(figures) / "fraction_curves", title)
+    plots.layer_influence(layers, Path(figures) / "layer_influence", title)
+    return text

@@ -1,70 +1,291 @@
-"""Steps of ``workflow/rules/pruning.smk``: fine-tuning, importance, masks, their evaluation with and without
-retraining, compensation and the report.  The fine-tuning jobs themselves are in :mod:`headsieve.pruning.jobs`."""
+"""Steps of ``workflow/rules/pruning.smk`` (one function per rule): fine-tuning, importance, masks, their
+evaluation with and without retraining, compensation and the report.
+
+Each step loads what it needs, calls the science (fine-tuning, importance, strategies, the mask evaluator,
+compensation) and writes its outputs atomically.  The evaluation split is only ever scored: importance, early
+stopping and the compensation inputs come from the training split.
+
+Two protocols (:data:`headsieve.pruning.evaluations.PROTOCOLS`), both scored on the evaluation split with the
+same masks:
+
+* ``finetune_then_prune`` (Michel et al. 2019): the heads a strategy picks are masked in the fine-tuned
+  model, which is scored without further training (:func:`evaluate_masks`);
+* ``prune_then_finetune`` (the seed study): the same heads are physically removed from the *pre-trained*
+  model, which is then fine-tuned on the task with exactly the recipe, seed, classifier initialisation and
+  data order of the unpruned fine-tuning (:func:`finetune`), and scored (:func:`prune_finetune`).
+  The removed heads cannot come back during training.  With no head removed it reproduces the unpruned
+  fine-tuning bit for bit, so the unpruned model is the fraction-0 point of both protocols.
+
+Masks are selected once per seed and fraction (:func:`select_masks`) from the fine-tuned model of that seed:
+``importance`` under ``prune_then_finetune`` therefore ranks heads by the importance they have in the
+unpruned model fine-tuned with the same seed (the pre-trained model has no task loss to differentiate).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import shutil
 from pathlib import Path
 
 from headsieve.steps.settings import ComparisonSettings, Model, TaskSettings
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------ fine-tuning
+
+
+def pretrained_classifier(model: Model, n_labels: int, seed: int, heads, device):
+    """The pre-trained ``model`` as a classifier whose head is initialised from ``seed``, with ``heads``
+    (encoder (layer, head) pairs) removed.
+
+    The start of every fine-tuning: the unpruned one (no heads) and each of prune_then_finetune.
+    """
+    from headsieve.models import heads as H
+    from headsieve.models.load import load_encoder
+    from headsieve.tasks.finetune import set_seed
+
+    set_seed(seed)
+    classifier = load_encoder(model.key, model.spec, task_labels=n_labels, device=device)
+    if heads:
+        H.prune_heads(classifier, heads)
+    return classifier
 
 
 def finetune(model: Model, task: TaskSettings, options: dict, seed: int, output, work, device: str = "cpu") -> dict:
     """Rule ``finetune``: the pre-trained ``model`` fine-tuned on the task's training split with the fine-tuning
     ``options``, evaluated on its evaluation split -> ``output/`` (model/ and metrics.json); checkpoints in
-    ``work`` (a killed run resumes)."""
-    from headsieve.pruning import jobs
+    ``work`` (a killed run started again resumes there)."""
+    from headsieve.io.atomic import atomic_dir, write_json
+    from headsieve.models.load import load_tokenizer
+    from headsieve.tasks.finetune import FinetuneConfig, evaluate, finetune as train_model
 
-    return jobs.finetune_base(
-        model.key, model.spec, task.train_spec, task.train, task.eval_spec, task.eval, task.options, options, seed,
-        output, work, device,
-    )  # fmt: skip
+    tokenizer = load_tokenizer(model.key, model.spec)
+    train, test = task.read_train(tokenizer), task.read_eval(tokenizer)
+    classifier = pretrained_classifier(model, train.n_labels, seed, [], device)
+    config = FinetuneConfig.from_dict(dict(options, seed=seed))
+    train_metrics = train_model(classifier, train, config, work, tokenizer=tokenizer, device=device)
+    metrics = {"train": train_metrics, "eval": evaluate(classifier, test, config.eval_batch_size, device)}
+    log.info("eval split: %s", metrics["eval"])
+    with atomic_dir(output) as tmp:
+        shutil.copytree(Path(work) / "model", tmp / "model")
+        write_json(metrics, tmp / "metrics.json")
+    shutil.rmtree(work, ignore_errors=True)
+    return metrics
+
+
+# ------------------------------------------------------------------------------------------ importance
 
 
 def importance(finetuned, task: TaskSettings, examples: int, seed: int, output, batch_size: int = 16, device: str = "cpu"):
-    """Rule ``importance``: head importance of a fine-tuned model on ``examples`` training examples."""
-    from headsieve.pruning import jobs
+    """Rule ``importance``: head importance (Michel et al.) of a fine-tuned model on a seeded sample of
+    ``examples`` training examples -> (layer, head, importance, seed)."""
+    import numpy as np
+    import pandas as pd
 
-    return jobs.importance(finetuned, task.train_spec, task.train, task.options, examples, batch_size, seed, output, device)
+    from headsieve import batching as B
+    from headsieve.io.atomic import write_frame
+    from headsieve.models.runtime import batch_options
+    from headsieve.pruning.importance import head_importance
+    from headsieve.tasks.finetune import load_finetuned
+
+    model, tokenizer = load_finetuned(finetuned, device)
+    train = task.read_train(tokenizer)
+    pick = np.random.default_rng([seed, 31337]).permutation(len(train.examples))[:examples]
+    pad, types = batch_options(model)
+    batches = list(B.iter_batches(train.examples, batch_size, pad, types, order=np.sort(pick)))
+    scores = head_importance(model, batches, device=device)
+    L, Hh = scores.shape
+    layer, head = np.meshgrid(np.arange(L), np.arange(Hh), indexing="ij")
+    frame = pd.DataFrame({"layer": layer.ravel(), "head": head.ravel(), "importance": scores.ravel(), "seed": seed})
+    write_frame(frame.astype({"layer": "int16", "head": "int16", "seed": "int32"}), output)
+
+
+# ------------------------------------------------------------------------------------------ masks
 
 
 def select_masks(finetuned, strategies: list, fraction, seed: int, output, labels="", importance=""):
     """Rule ``select_masks``: the heads each strategy prunes at ``fraction`` (a share of the heads; ``"fixed"``
-    or None for the fixed-size strategies) for one seed; ``labels`` (role tests) and ``importance`` tables for
-    the strategies that need them."""
-    from headsieve.models.heads import head_space, load_pruned
-    from headsieve.pruning import jobs
+    or None for the fixed-size strategies) for one seed (:func:`headsieve.pruning.masks.mask_table`: strategy,
+    fraction, seed, kind, layer, head); ``labels`` (role tests) and ``importance`` tables for the strategies
+    that need them."""
+    import pandas as pd
 
-    shape = head_space(load_pruned(str(Path(finetuned) / "model"))).shape("encoder")
+    from headsieve.io.atomic import write_frame
+    from headsieve.models.headspace import HeadSpace
+    from headsieve.models.heads import head_space, load_pruned
+    from headsieve.pruning.masks import mask_table, read_importance
+
+    space = HeadSpace.encoder(*head_space(load_pruned(str(Path(finetuned) / "model"))).shape("encoder"))
     fractions = [] if fraction in ("fixed", None) else [float(fraction)]
-    return jobs.select_masks(shape, strategies, fractions, seed, labels, importance, output)
+    table = pd.read_parquet(labels) if labels else None
+    scores = read_importance(importance, space) if importance else None
+    frame = mask_table(space, strategies, fractions, seed, labels=table, importance=scores)
+    write_frame(frame, output)
+    return frame
 
 
 def evaluate_masks(finetuned, masks, task: TaskSettings, output, batch_size: int = 64, device: str = "cpu"):
-    """Rule ``evaluate_masks``: every mask of one seed on the evaluation split, without retraining."""
-    from headsieve.pruning import jobs
+    """Rule ``evaluate_masks``: every mask of one seed on the evaluation split, without retraining, in one
+    process (each distinct mask scored once)."""
+    import pandas as pd
 
-    return jobs.evaluate_masks(finetuned, masks, task.eval_spec, task.eval, task.options, batch_size, output, device)
+    from headsieve.io.atomic import write_frame
+    from headsieve.models import heads as H
+    from headsieve.models.masking import mask_from_heads, mask_key
+    from headsieve.pruning.evaluate import MaskEvaluator
+    from headsieve.pruning.evaluations import FINETUNE_THEN_PRUNE, metric_rows
+    from headsieve.pruning.masks import heads_of
+    from headsieve.tasks.finetune import load_finetuned
+
+    model, tokenizer = load_finetuned(finetuned, device)
+    test = task.read_eval(tokenizer)
+    table = pd.read_parquet(masks)
+    space = H.head_space(model)
+    named = {}
+    for (strategy, fraction), _ in table.groupby(["strategy", "fraction"], sort=True):
+        named[(strategy, float(fraction))] = mask_from_heads(space, heads_of(table, strategy, fraction))
+    seed = int(table["seed"].iloc[0])
+    unique = {mask_key(mask): mask for mask in named.values()}  # e.g. every strategy at fraction 0
+    log.info("evaluating %d masks (%d distinct) on %d examples", len(named), len(unique), len(test.examples))
+    with MaskEvaluator(model, test, batch_size, device=device) as evaluator:
+        found = dict(zip(unique, evaluator.evaluate_many(unique)))
+    rows = []
+    for (strategy, fraction), mask in named.items():
+        result = {k: v for k, v in found[mask_key(mask)].items() if k != "mask"}
+        rows += metric_rows(result, test, strategy, fraction, seed, FINETUNE_THEN_PRUNE)
+    write_frame(pd.DataFrame(rows), output)
+
+
+# ------------------------------------------------------------------------------------------ prune, then fine-tune
+
+
+def heads_key(heads) -> str:
+    """A short name of a head set (the folder of its fine-tuning in a job's work folder)."""
+    text = json.dumps(sorted([int(l), int(h)] for l, h in heads), separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def strategy_folder(strategy: str) -> str:
+    """A strategy name as a folder name (``prune_role:syntactic`` -> ``prune_role+syntactic``)."""
+    return strategy.replace(":", "+")
+
+
+def reset_stale_work(work: Path, params: dict) -> None:
+    """Keep ``work`` for a resume only if it was started with the same parameters; else start it afresh."""
+    record = work / "job.json"
+    text = json.dumps(params, sort_keys=True)
+    if work.exists() and (not record.is_file() or record.read_text(encoding="utf-8") != text):
+        log.info("%s was started with other settings: starting over", work)
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    if not record.is_file():
+        record.write_text(text, encoding="utf-8")
+
+
+def head_groups(masks) -> dict:
+    """The masks of a masks table by head set: {:func:`heads_key`: (heads, [(strategy, fraction)])}; strategies
+    that pick the same heads share one entry."""
+    from headsieve.pruning.masks import heads_of
+
+    groups = {}
+    for (strategy, fraction), _ in masks.groupby(["strategy", "fraction"], sort=True):
+        heads = [(l, h) for _, l, h in heads_of(masks, strategy, fraction)]  # an encoder's (layer, head)
+        groups.setdefault(heads_key(heads), (heads, []))[1].append((strategy, float(fraction)))
+    return groups
 
 
 def prune_finetune(
     model: Model, finetuned, masks, task: TaskSettings, options: dict, seed: int, output, work, *,
-    keep_models: list = (), skip: list = (), device: str = "cpu",
+    keep_models: list = (), skip: list = (), device: str = "cpu", progress: bool = True,
 ):  # fmt: skip
-    """Rule ``prune_finetune``: the pre-trained model pruned by every mask of one seed and fraction, fine-tuned
-    and evaluated -> ``output/`` (evaluation.parquet, metrics.json, models/ of the ``keep_models`` strategies)."""
-    from headsieve.pruning import jobs
+    """Rule ``prune_finetune``: the seed study's protocol for every mask of one seed and fraction (one job, one
+    mask group).
 
-    return jobs.prune_then_finetune(
-        model.key, model.spec, finetuned, masks, task.train_spec, task.train, task.eval_spec, task.eval, task.options,
-        options, seed, keep_models, output, work, device, skip=skip,
-    )  # fmt: skip
+    For each distinct head set of the masks table: load the pre-trained model as a classifier with the seed
+    (the classifier initialisation of the unpruned fine-tuning), physically remove the heads, fine-tune with
+    the unpruned fine-tuning's ``options`` and seed (the removed heads cannot come back), score on the
+    evaluation split.  A head set that is empty is the unpruned fine-tuning itself: its metrics are read from
+    ``finetuned/metrics.json``.  Strategies that pick the same heads share one fine-tuning.
+
+    ``work`` holds one folder per head set (its checkpoints, then ``result.json``): a killed job started again
+    skips the finished head sets and resumes the unfinished one from its last checkpoint.  Writes ``output/``:
+    ``evaluation.parquet`` (the evaluations table's columns), ``metrics.json`` (training metrics per head set)
+    and ``models/<strategy>/`` for the strategies in ``keep_models`` (the compensation analysis reads them).
+    Strategies in ``skip`` are left out (scored under finetune_then_prune only).
+    """
+    import pandas as pd
+
+    from headsieve.errors import HeadsieveError
+    from headsieve.io.atomic import atomic_dir, write_frame, write_json
+    from headsieve.models.load import load_tokenizer
+    from headsieve.pruning.evaluations import PRUNE_THEN_FINETUNE, metric_rows
+    from headsieve.tasks.finetune import FinetuneConfig, evaluate, finetune as train_model
+
+    table = pd.read_parquet(masks)
+    table = table[~table.strategy.isin(list(skip))]
+    if table.empty:
+        raise HeadsieveError(f"{masks}: no masks (after leaving out {list(skip)})")
+    work = Path(work)
+    reset_stale_work(work, {"model": model.spec, "train": [task.train_spec, [str(p) for p in task.train]],
+                            "eval": [task.eval_spec, [str(p) for p in task.eval]], "task": task.options,
+                            "finetune": options, "seed": int(seed), "device": str(device)})  # fmt: skip
+    groups = head_groups(table)
+    base = json.loads((Path(finetuned) / "metrics.json").read_text(encoding="utf-8"))
+    tokenizer = load_tokenizer(model.key, model.spec)
+    train, test = task.read_train(tokenizer), task.read_eval(tokenizer)
+    config = FinetuneConfig.from_dict(dict(options, seed=seed))
+    keep = set(keep_models)
+    rows, records = [], {}
+    log.info("%d masks, %d distinct head sets", sum(len(n) for _, n in groups.values()), len(groups))
+    for key, (heads, named) in sorted(groups.items()):
+        folder, kept = work / key, [s for s, _ in named if s in keep and heads]
+        if not heads:  # nothing pruned: the unpruned fine-tuning of this seed
+            result = {"eval": dict(base["eval"]), "train": base["train"], "heads": []}
+        elif (folder / "result.json").is_file():  # finished before a kill
+            result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+        else:
+            classifier = pretrained_classifier(model, train.n_labels, seed, heads, device)
+            log.info("%s: %d heads removed from the pre-trained model; fine-tuning", ", ".join(s for s, _ in named), len(heads))
+            train_metrics = train_model(classifier, train, config, folder, progress=progress, device=device)
+            result = {"eval": evaluate(classifier, test, config.eval_batch_size, device), "train": train_metrics,
+                      "heads": [[int(l), int(h)] for l, h in heads]}  # fmt: skip
+            log.info("%s: %s", ", ".join(s for s, _ in named), result["eval"])
+            for strategy in kept:
+                shutil.copytree(folder / "model", folder / "keep" / strategy_folder(strategy), dirs_exist_ok=True)
+            shutil.rmtree(folder / "model", ignore_errors=True)
+            write_json(result, folder / "result.json")  # last: marks the head set done
+        for strategy, fraction in named:
+            rows += metric_rows(dict(result["eval"], heads_pruned=len(heads)), test, strategy, fraction, seed, PRUNE_THEN_FINETUNE)
+            records[f"{strategy}@{fraction:g}"] = {"heads_pruned": len(heads), "train": result["train"], "eval": result["eval"]}
+    with atomic_dir(output) as tmp:
+        write_frame(pd.DataFrame(rows), tmp / "evaluation.parquet")
+        write_json(records, tmp / "metrics.json")
+        for key, (heads, named) in groups.items():
+            for strategy, _ in named:
+                if strategy in keep and heads:
+                    shutil.copytree(work / key / "keep" / strategy_folder(strategy), tmp / "models" / strategy_folder(strategy))
+                    tokenizer.save_pretrained(str(tmp / "models" / strategy_folder(strategy)))
+    shutil.rmtree(work, ignore_errors=True)
+    return pd.DataFrame(rows)
 
 
 def collect(inputs: list, output):
-    """Rule ``collect_pruning``: one evaluations table from every evaluation of both protocols."""
-    from headsieve.pruning import jobs
+    """Rule ``collect_pruning``: one evaluations table from every evaluation of both protocols (masked tables,
+    or prune_finetune folders with their ``evaluation.parquet``)."""
+    import pandas as pd
 
-    return jobs.collect(inputs, output)
+    from headsieve.io.atomic import write_frame
+    from headsieve.pruning.evaluations import evaluations_table
+
+    frame = evaluations_table([pd.read_parquet(Path(p) / "evaluation.parquet" if Path(p).is_dir() else p) for p in inputs])
+    write_frame(frame, output)
+    return frame
+
+
+# ------------------------------------------------------------------------------------------ compensation
 
 
 def parse_pruned(items: list) -> dict:
@@ -80,14 +301,53 @@ def compensation(
     reference, model: Model, pruned: dict, task: TaskSettings, examples: int, seed: int, output, summary,
     device: str = "cpu",
 ):  # fmt: skip
-    """Rule ``compensation``: how the remaining heads changed in models pruned, then fine-tuned (``pruned``:
-    {(strategy, fraction): model folder}) against the unpruned fine-tuning ``reference`` of the seed."""
-    from headsieve.pruning import jobs
+    """Rule ``compensation``: how the remaining heads changed in each model pruned, then fine-tuned, on a sample
+    of ``examples`` training inputs.
 
-    return jobs.compensation(
-        reference, model.key, model.spec, pruned, task.train_spec, task.train, task.options, examples, seed, output,
-        summary, device,
-    )  # fmt: skip
+    ``reference``: the unpruned fine-tuning of the seed (``finetuned/``); ``pruned``: {(strategy, fraction):
+    folder of a model pruned, then fine-tuned with the same recipe and seed}.  Two comparisons per remaining
+    head: against the unpruned model fine-tuned alike (``jsd``, ``norm_change``, ``importance_change``:
+    everything pruning changed, including what its removal passes on to later layers), and against the same
+    pruned model before fine-tuning, i.e. the pruned pre-trained ``model`` it started from
+    (``jsd_retraining``, ``norm_change_retraining``: what the fine-tuning changed).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from headsieve import batching as B
+    from headsieve.io.atomic import write_frame
+    from headsieve.models import heads as H
+    from headsieve.models.runtime import batch_options
+    from headsieve.pruning.compensation import compare_heads, head_activity, spread_summary
+    from headsieve.pruning.importance import head_importance
+    from headsieve.tasks.finetune import load_finetuned
+
+    reference_model, tokenizer = load_finetuned(reference, device)
+    train = task.read_train(tokenizer)
+    pick = np.sort(np.random.default_rng([seed, 4242]).permutation(len(train.examples))[:examples])
+    pad, types = batch_options(reference_model)
+    batches = list(B.iter_batches(train.examples, 16, pad, types, order=pick))
+    ref_activity = head_activity(reference_model, batches, device)
+    ref_importance = head_importance(reference_model, batches, device=device)
+    frames, summaries = [], []
+    for (strategy, fraction), folder in sorted(pruned.items()):
+        pruned_model = H.load_pruned(str(folder), device=device)
+        activity = head_activity(pruned_model, batches, device)
+        heads = compare_heads(ref_activity, activity, ref_importance, head_importance(pruned_model, batches, device=device))
+        before = pretrained_classifier(model, train.n_labels, seed, H.pruned_heads(pruned_model), device)
+        retraining = compare_heads(head_activity(before, batches, device), activity)
+        heads["jsd_retraining"] = retraining["jsd"].to_numpy()
+        heads["norm_change_retraining"] = retraining["norm_change"].to_numpy()
+        heads.insert(0, "fraction", float(fraction))
+        heads.insert(0, "strategy", strategy)
+        heads["seed"] = seed
+        frames.append(heads)
+        for measure in ("jsd", "norm_change", "importance_change", "jsd_retraining", "norm_change_retraining"):
+            summaries.append(
+                dict(strategy=strategy, fraction=float(fraction), seed=seed, **spread_summary(heads, measure, seed=seed))
+            )
+    write_frame(pd.concat(frames, ignore_index=True), output)
+    write_frame(pd.DataFrame(summaries), summary)
 
 
 def report(

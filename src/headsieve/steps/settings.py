@@ -55,6 +55,20 @@ class TaskSettings:
         """A seeded subset of the evaluation split of this size (None: all of it)."""
         return self.options.get("max_eval")
 
+    def read_train(self, tokenizer):
+        """The training split as :class:`headsieve.tasks.data.TaskData`: inputs longer than ``max_length``
+        dropped, a seeded (seed 0) subset of ``max_train``."""
+        from headsieve.tasks.data import read_task
+
+        return read_task(self.train_spec, self.train, tokenizer, self.max_length, self.max_train, 0)
+
+    def read_eval(self, tokenizer):
+        """The evaluation split as :class:`headsieve.tasks.data.TaskData` (``max_length``, a seeded subset of
+        ``max_eval``)."""
+        from headsieve.tasks.data import read_task
+
+        return read_task(self.eval_spec, self.eval, tokenizer, self.max_length, self.max_eval, 0)
+
 
 @dataclass(frozen=True)
 class DumpSettings:

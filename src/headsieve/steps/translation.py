@@ -1,51 +1,168 @@
-"""Steps of ``workflow/rules/translation.smk``: head importance, masks, BLEU/chrF under masks, roles and the
-report of an encoder-decoder translation model.  The jobs themselves are in :mod:`headsieve.translation.jobs`."""
+"""Steps of ``workflow/rules/translation.smk`` (one function per rule): head importance, masks, BLEU/chrF
+under masks, roles and the report of an encoder-decoder translation model.
+
+Each step loads what it needs, calls the science (gate importance, strategies, the translation evaluator,
+head roles) and writes Parquet atomically.  Sentence pairs come from two parallel CoNLL-U files (PUD); a
+seeded split (the pair options, the same for every pruning seed) keeps an *importance pool* apart:
+importance and roles use the pool, BLEU/chrF only ever score the rest.
+
+Option dicts (the config entries, as JSON on the command line):
+
+* model spec: ``source`` (hub id or folder), optional ``revision``, ``trust_remote_code``,
+  ``source_prefix`` (T5: ``"translate English to German: "``), ``bleu_tokenize`` (default by target
+  language, :func:`headsieve.translation.bleu.bleu_tokenizer`), ``target_language``.
+* pairs (:class:`headsieve.steps.settings.SentencePairs` options): ``importance_pool`` (number of pairs,
+  default 200), ``split_seed`` (default 0), ``max_test`` (null = all the rest), ``max_pool`` (null = whole
+  pool).
+* generation: ``batch_size``, ``num_beams``, ``max_new_tokens``, ``max_source_length``, ``options``
+  (more ``generate`` arguments).
+"""
 
 from __future__ import annotations
 
+import logging
+
 from headsieve.steps.settings import SentencePairs
+
+log = logging.getLogger(__name__)
 
 
 def importance(spec: dict, pairs: SentencePairs, options: dict, output, device: str = "cpu"):
-    """Rule ``translation_importance``: gate importance of every head on the importance pool of ``pairs``."""
-    from headsieve.translation import jobs
+    """Rule ``translation_importance``: gate importance of every head (all kinds) on the importance pool of
+    ``pairs`` -> (kind, layer, head, importance)."""
+    from headsieve.io.atomic import write_frame
+    from headsieve.translation.data import read_pairs
+    from headsieve.translation.importance import head_importance, importance_frame, pair_batches
+    from headsieve.translation.load import load_model
 
-    return jobs.importance(spec, pairs.source, pairs.target, pairs.options, options, output, device)
+    model, tokenizer = load_model(spec, device)
+    pool, _ = read_pairs(pairs.source, pairs.target, pairs.options)
+    batches = pair_batches(tokenizer, pool, int(options.get("batch_size", 8)), int(options.get("max_length", 256)),
+                           spec.get("source_prefix", ""))  # fmt: skip
+    log.info("importance on %d pairs in %d batches", len(pool), len(batches))
+    frame = importance_frame(head_importance(model, batches, device=device))
+    write_frame(frame, output)
+    return frame
 
 
 def select_masks(spec: dict, strategies: list, fractions: list, seed: int, output, importance=""):
-    """Rule ``translation_select_masks``: the heads each strategy prunes at each fraction, one seed."""
-    from headsieve.translation import jobs
+    """Rule ``translation_select_masks``: the heads each strategy prunes at each fraction, one seed
+    (:func:`headsieve.pruning.masks.mask_table`: strategy, fraction, seed, kind, layer, head), of the model's
+    head space read from its config (no weights loaded)."""
+    from headsieve.io.atomic import write_frame
+    from headsieve.models.headspace import HeadSpace
+    from headsieve.pruning.masks import mask_table, read_importance
+    from headsieve.translation.load import model_shapes
 
-    return jobs.select_masks(jobs.model_shapes(spec), strategies, fractions, seed, importance, output)
+    space = HeadSpace.from_shapes(model_shapes(spec))
+    scores = read_importance(importance, space) if importance else None
+    frame = mask_table(space, strategies, fractions, seed, importance=scores)
+    write_frame(frame, output)
+    return frame
 
 
 def evaluate_masks(spec: dict, masks, pairs: SentencePairs, options: dict, output, translations=None, device: str = "cpu"):
-    """Rule ``translation_evaluate_masks``: BLEU/chrF of every mask of one seed on the test pairs (and every
-    translation in ``translations`` when given)."""
-    from headsieve.translation import jobs
+    """Rule ``translation_evaluate_masks``: BLEU/chrF of every mask of one seed on the test pairs, each distinct
+    mask generated once (and every translation in ``translations`` when given)."""
+    import pandas as pd
 
-    return jobs.evaluate_masks(
-        spec, masks, pairs.source, pairs.target, pairs.options, options, output, translations or None, device
-    )
+    from headsieve.io.atomic import write_frame
+    from headsieve.models.masking import mask_from_heads, mask_key
+    from headsieve.pruning.masks import heads_of
+    from headsieve.translation.bleu import bleu_tokenizer
+    from headsieve.translation.data import read_pairs
+    from headsieve.translation.evaluate import TranslationEvaluator
+    from headsieve.translation.load import load_model
+
+    model, tokenizer = load_model(spec, device)
+    _, test = read_pairs(pairs.source, pairs.target, pairs.options)
+    table = pd.read_parquet(masks)
+    evaluator = TranslationEvaluator(
+        model, tokenizer, test, batch_size=int(options.get("batch_size", 16)), num_beams=int(options.get("num_beams", 1)),
+        max_new_tokens=int(options.get("max_new_tokens", 256)), max_source_length=int(options.get("max_source_length", 256)),
+        source_prefix=spec.get("source_prefix", ""), tokenize=spec.get("bleu_tokenize") or bleu_tokenizer(spec.get("target_language")),
+        generate_options=options.get("options"), device=device, progress=bool(options.get("progress", True)),
+    )  # fmt: skip
+    with evaluator:
+        named = {}
+        for (strategy, fraction), _ in table.groupby(["strategy", "fraction"], sort=True):
+            named[(strategy, float(fraction))] = mask_from_heads(evaluator.space, heads_of(table, strategy, fraction))
+        unique = {mask_key(m): m for m in named.values()}  # e.g. every strategy at fraction 0: generated once
+        log.info("translating %d test pairs under %d masks (%d distinct)", len(test), len(named), len(unique))
+        found = {
+            row.pop("mask"): row for row in evaluator.evaluate_many(unique, keep_translations=True)
+        }  # with a progress bar over the masks
+    seed = int(table["seed"].iloc[0])
+    rows, texts = [], []
+    for (strategy, fraction), mask in named.items():
+        result = dict(found[mask_key(mask)])
+        hypotheses = result.pop("translations")
+        rows.append({"strategy": strategy, "fraction": fraction, "seed": seed, **result})
+        texts += [(strategy, fraction, seed, p.sent_id, h) for p, h in zip(test, hypotheses)]
+    frame = pd.DataFrame(rows)
+    write_frame(frame, output)
+    if translations:
+        write_frame(
+            pd.DataFrame(texts, columns=["strategy", "fraction", "seed", "sent_id", "translation"]), translations
+        )
+    return frame
 
 
 def roles(spec: dict, pairs: SentencePairs, options: dict, output, device: str = "cpu"):
-    """Rule ``translation_roles``: roles of encoder self-attention and cross-attention heads."""
-    from headsieve.translation import jobs
+    """Rule ``translation_roles``: role scores of the encoder self-attention and cross-attention heads on the
+    importance pool."""
+    from headsieve.io.atomic import write_frame
+    from headsieve.translation.data import read_pairs
+    from headsieve.translation.load import load_model
+    from headsieve.translation.roles import head_roles
 
-    return jobs.roles(spec, pairs.source, pairs.target, pairs.options, options, output, device)
+    model, tokenizer = load_model(spec, device)
+    pool, _ = read_pairs(pairs.source, pairs.target, pairs.options)
+    frame = head_roles(
+        model, tokenizer, pool, batch_size=int(options.get("batch_size", 8)), max_length=int(options.get("max_length", 128)),
+        source_prefix=spec.get("source_prefix", ""), window=int(options.get("window", 2)), band=int(options.get("band", 1)),
+        device=device,
+    )  # fmt: skip
+    write_frame(frame, output)
+    return frame
 
 
 def collect(inputs: list, output):
-    """Rule ``translation_collect``: one BLEU/chrF table from the score tables of every seed."""
-    from headsieve.translation import jobs
+    """Rule ``translation_collect``: one BLEU/chrF table from the score tables of every seed, sorted by
+    strategy, fraction and seed."""
+    import pandas as pd
 
-    return jobs.collect(inputs, output)
+    from headsieve.errors import HeadsieveError
+    from headsieve.io.atomic import write_frame
+
+    if not inputs:
+        raise HeadsieveError("no score tables to collect")
+    frame = pd.concat([pd.read_parquet(p) for p in inputs], ignore_index=True)
+    frame = frame.sort_values(["strategy", "fraction", "seed"], kind="stable").reset_index(drop=True)
+    write_frame(frame, output)
+    return frame
 
 
 def report(scores, importance, roles, model: str, comparisons, figures, title: str):
-    """Rule ``translation_report``: paired strategy comparisons and figures of one translation model."""
-    from headsieve.translation import jobs
+    """Rule ``translation_report``: paired strategy comparisons (BLEU and chrF) of one translation model and
+    the figures: score curves, comparison maps, importance and role maps.  Returns the comparisons table."""
+    from pathlib import Path
 
-    return jobs.report(scores, importance, roles, model, comparisons, figures, title)
+    import pandas as pd
+
+    from headsieve.io.atomic import write_frame
+    from headsieve.plots import translation as plots
+    from headsieve.translation.report import METRICS, comparisons as paired_comparisons, long_scores
+
+    frame = pd.read_parquet(scores)
+    table = paired_comparisons(frame, model)
+    write_frame(table, comparisons)
+    figures = Path(figures)
+    scores_long = long_scores(frame, model)
+    for metric in METRICS:
+        plots.score_curves(scores_long, metric, figures / f"{metric}_by_fraction", title)
+        plots.strategy_comparisons(table, metric, figures / f"{metric}_comparisons", title)
+    plots.importance_maps(pd.read_parquet(importance), figures / "importance", title)
+    plots.role_maps(pd.read_parquet(roles), figures / "roles", title)
+    log.info("comparisons: %d rows; figures in %s", len(table), figures)
+    return table

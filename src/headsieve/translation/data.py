@@ -90,3 +90,16 @@ def split_pairs(pairs: list[SentencePair], n_pool: int, seed: int) -> tuple[list
     pool = [p for i, p in enumerate(pairs) if i in pick]
     test = [p for i, p in enumerate(pairs) if i not in pick]
     return pool, test
+
+
+def read_pairs(source_path, target_path, pairs_spec: dict) -> tuple[list[SentencePair], list[SentencePair]]:
+    """(importance pool, test pairs) of two parallel CoNLL-U files, split as ``pairs_spec`` says:
+    ``importance_pool`` (pairs, default 200), ``split_seed`` (default 0), ``max_pool`` and ``max_test`` (the
+    first pairs of each part; null = all)."""
+    pairs = read_parallel(source_path, target_path)
+    pool, test = split_pairs(pairs, int(pairs_spec.get("importance_pool", 200)), int(pairs_spec.get("split_seed", 0)))
+    if pairs_spec.get("max_pool") is not None:
+        pool = pool[: int(pairs_spec["max_pool"])]
+    if pairs_spec.get("max_test") is not None:
+        test = test[: int(pairs_spec["max_test"])]
+    return pool, test

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Iterable
 
 import numpy as np
+import pandas as pd
 
 from headsieve.errors import HeadsieveError
 from headsieve.pruning.importance import gate_importance
@@ -50,3 +51,12 @@ def head_importance(model, batches: Iterable[dict], device=None, normalise: bool
     gradient lands in its parameters.  Heads removed by physical pruning get importance 0.
     """
     return gate_importance(model, batches, device, normalise, "sentence pairs")
+
+
+def importance_frame(scores: dict) -> pd.DataFrame:
+    """Long table (kind, layer, head, importance) of ``{kind: [layers, heads]}`` (:func:`head_importance`)."""
+    rows = [
+        (kind, l, h, float(v[l, h])) for kind, v in scores.items() for l in range(v.shape[0]) for h in range(v.shape[1])
+    ]
+    frame = pd.DataFrame(rows, columns=["kind", "layer", "head", "importance"])
+    return frame.astype({"layer": "int16", "head": "int16"})

@@ -17,7 +17,7 @@ from headsieve.multilingual.analysis import (
     roles_by_language,
     similarity_by_fact,
 )
-from headsieve.multilingual.jobs import layer_masks
+from headsieve.multilingual.layers import layer_masks
 
 
 def test_language_facts_cover_the_pud_languages(data):
@@ -79,7 +79,7 @@ def test_layer_distribution_counts_labels():
 
 
 def test_layer_masks():
-    masks = layer_masks(6, 4)
+    masks = {name: mask["encoder"] for name, mask in layer_masks(6, 4).items()}  # {kind: array} per mask
     assert list(masks)[:3] == ["none", "layer:0", "layer:1"] and "band:top" in masks
     assert masks["none"].sum() == 24 and (masks["layer:2"][2] == 0).all() and masks["layer:2"].sum() == 20
     assert (masks["band:top"][4:] == 0).all() and masks["band:top"][:4].sum() == 16

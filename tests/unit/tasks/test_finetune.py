@@ -27,6 +27,8 @@ from headsieve.tasks import data as D
 from headsieve.tasks.data import read_task
 from headsieve.tasks import finetune as F
 from headsieve.tasks.metrics import compute_metrics
+from headsieve.steps import pruning as pruning_steps
+from headsieve.steps.settings import Model, TaskSettings
 from support.paths import REPO
 
 
@@ -448,27 +450,24 @@ def ptf_masks(path: Path) -> Path:
     return path
 
 
-def run_ptf(tiny_bert, data, finetuned: Path, masks: Path, out: Path, keep=("a",)):
-    from headsieve.pruning import jobs
+def ptf_task(data) -> TaskSettings:
+    return TaskSettings(PTF_TASK, SST2, [data / "glue/SST-2/train.tsv"], SST2, [data / "glue/SST-2/dev.tsv"])
 
-    return jobs.prune_then_finetune(
-        "tiny", {"source": str(tiny_bert)}, finetuned, masks, SST2, [data / "glue/SST-2/train.tsv"], SST2,
-        [data / "glue/SST-2/dev.tsv"], PTF_TASK, PTF_OPTIONS, 3, list(keep), out, Path(f"{out}.work"), "cpu",
-        progress=False,
+
+def run_ptf(tiny_bert, data, finetuned: Path, masks: Path, out: Path, keep=("a",)):
+    return pruning_steps.prune_finetune(
+        Model("tiny", {"source": str(tiny_bert)}), finetuned, masks, ptf_task(data), PTF_OPTIONS, 3, out,
+        Path(f"{out}.work"), keep_models=list(keep), progress=False,
     )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def ptf_run(tmp_path_factory, tiny_bert, data, one_thread):
     """The unpruned fine-tuning of seed 3, then one uninterrupted prune_then_finetune job over ptf_masks."""
-    from headsieve.pruning import jobs
-
     root = tmp_path_factory.mktemp("ptf")
     finetuned = root / "finetuned"
-    jobs.finetune_base(
-        "tiny", {"source": str(tiny_bert)}, SST2, [data / "glue/SST-2/train.tsv"], SST2, [data / "glue/SST-2/dev.tsv"],
-        PTF_TASK, PTF_OPTIONS, 3, finetuned, root / "finetuned.work", "cpu",
-    )  # fmt: skip
+    model = Model("tiny", {"source": str(tiny_bert)})
+    pruning_steps.finetune(model, ptf_task(data), PTF_OPTIONS, 3, finetuned, root / "finetuned.work")
     masks = ptf_masks(root / "masks.parquet")
     frame = run_ptf(tiny_bert, data, finetuned, masks, root / "out")
     return root, frame
@@ -476,8 +475,6 @@ def ptf_run(tmp_path_factory, tiny_bert, data, one_thread):
 
 def test_prune_then_finetune_starts_from_the_pretrained_model(ptf_run, tiny_bert, data, bert_tokenizer):
     import pandas as pd
-
-    from headsieve.pruning import jobs
 
     root, frame = ptf_run
     table = pd.read_parquet(root / "out/evaluation.parquet")
@@ -492,7 +489,7 @@ def test_prune_then_finetune_starts_from_the_pretrained_model(ptf_run, tiny_bert
     kept = H.load_pruned(str(root / "out/models/a"))
     assert H.head_counts(kept) == {"encoder": [3, 4, 0]}
     assert H.pruned_heads(kept) == {("encoder", 0): [1], ("encoder", 2): [0, 1, 2, 3]}
-    direct = jobs.pretrained_classifier("tiny", {"source": str(tiny_bert)}, 2, 3, [(0, 1), (2, 0), (2, 1), (2, 2), (2, 3)], "cpu")
+    direct = pruning_steps.pretrained_classifier(Model("tiny", {"source": str(tiny_bert)}), 2, 3, [(0, 1), (2, 0), (2, 1), (2, 2), (2, 3)], "cpu")
     train = read_task(SST2, [data / "glue/SST-2/train.tsv"], bert_tokenizer, 32, 64, 0)
     F.finetune(direct, train, F.FinetuneConfig.from_dict(dict(PTF_OPTIONS, seed=3)), root / "direct", progress=False)
     assert weights(root / "direct") == (root / "out/models/a/model.safetensors").read_bytes()
@@ -503,13 +500,10 @@ def test_prune_then_finetune_starts_from_the_pretrained_model(ptf_run, tiny_bert
 
 
 def test_prune_then_finetune_leaves_out_skipped_strategies(ptf_run, tiny_bert, data, tmp_path):
-    from headsieve.pruning import jobs
-
     root, _ = ptf_run
-    frame = jobs.prune_then_finetune(
-        "tiny", {"source": str(tiny_bert)}, root / "finetuned", root / "masks.parquet", SST2,
-        [data / "glue/SST-2/train.tsv"], SST2, [data / "glue/SST-2/dev.tsv"], PTF_TASK, PTF_OPTIONS, 3, ["a"],
-        tmp_path / "out", tmp_path / "out.work", "cpu", progress=False, skip=["a", "b", "c"],
+    frame = pruning_steps.prune_finetune(
+        Model("tiny", {"source": str(tiny_bert)}), root / "finetuned", root / "masks.parquet", ptf_task(data),
+        PTF_OPTIONS, 3, tmp_path / "out", tmp_path / "out.work", keep_models=["a"], skip=["a", "b", "c"], progress=False,
     )  # fmt: skip
     assert set(frame.strategy) == {"empty"} and not (tmp_path / "out/models").exists()
 
@@ -517,12 +511,10 @@ def test_prune_then_finetune_leaves_out_skipped_strategies(ptf_run, tiny_bert, d
 def test_masked_training_equals_pruned_training(tiny_bert, sst2, one_thread, tmp_path):
     """With dropout off, fine-tuning with the heads' gates held at 0 gives the model that fine-tuning the
     physically pruned one gives: the fixed mask is the pruning, and the gated heads stay off throughout."""
-    from headsieve.pruning import jobs
-
     heads = [(0, 1), (1, 0), (1, 3), (2, 0), (2, 1), (2, 2), (2, 3)]
 
     def start(prune: bool):
-        model = jobs.pretrained_classifier("tiny", {"source": str(tiny_bert)}, 2, 5, heads if prune else [], "cpu")
+        model = pruning_steps.pretrained_classifier(Model("tiny", {"source": str(tiny_bert)}), 2, 5, heads if prune else [], "cpu")
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
