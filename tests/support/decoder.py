@@ -64,12 +64,13 @@ def logits(model, batch=None, gates=None) -> torch.Tensor:
             return model(**batch).logits
 
 
-def greedy(model, batch=None, gates=None, new_tokens: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Greedy generation with the KV cache: (token ids, stacked per-step logits), under gates if given."""
+def greedy(model, batch=None, gates=None, new_tokens: int = 5, use_cache: bool = True):
+    """Greedy generation (with the KV cache unless ``use_cache`` is false): (token ids, stacked per-step
+    logits), under gates if given."""
     from headsieve.models.heads import apply_head_gates
 
     batch = tiny_batch(batch=1, length=6) if batch is None else batch
-    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, use_cache=True,
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, use_cache=use_cache,
                   output_logits=True, return_dict_in_generate=True)  # fmt: skip
     with torch.no_grad():
         if gates is None:

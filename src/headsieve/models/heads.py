@@ -356,6 +356,56 @@ def save_pruned(model, folder: str) -> None:
     save_safetensors(model, folder)
 
 
+def stock_shape(model) -> tuple[int, int]:
+    """(query heads, key-value heads) per layer of a pruned one-kind model that a stock config can state: the
+    same in every layer, each key-value head left read by the same number of query heads; else one line."""
+    family, space = model_family(model), head_space(model)
+    if space.single is None or family.stock_head_size is None:
+        raise HeadsieveError(
+            f"model type '{model.config.model_type}': no stock config can state a pruned model of this family "
+            f"(save it with save_pruned, load it with load_pruned)"
+        )
+    shapes = set()
+    for site, groups in kv_head_map(model).items():
+        sizes = {len(heads) for heads in groups.values()}
+        if len(sizes) != 1:
+            raise HeadsieveError(
+                f"{site[0]} layer {site[1]}: no heads left or key-value groups of uneven sizes {sorted(sizes)}; "
+                f"a stock config needs even groups (save it with save_pruned)"
+            )
+        shapes.add((sum(len(heads) for heads in groups.values()), len(groups)))
+    if len(shapes) != 1:
+        raise HeadsieveError(
+            f"layers keep different numbers of (query, key-value) heads {sorted(shapes)}; a stock config needs the "
+            f"same in every layer (save it with save_pruned)"
+        )
+    return shapes.pop()
+
+
+def save_stock(model, folder: str) -> None:
+    """Save a pruned model so that stock transformers ``from_pretrained`` loads it: the config states the
+    heads left per layer (:func:`stock_shape`) with the head size pinned, and holds no pruned-heads record
+    (the saved model is an unpruned model of the smaller shape; its heads are numbered from 0)."""
+    import copy as copy_module
+
+    family, (n_heads, n_kv) = model_family(model), stock_shape(model)
+    _check_record(model, attention_sites(model))
+    layout = family.kinds[0]
+    config = copy_module.deepcopy(model.config)
+    setattr(config, layout.heads[0], n_heads)
+    if layout.kv_heads:
+        setattr(config, layout.kv_heads[0], n_kv)
+    setattr(config, family.stock_head_size, attention_sites(model)[0].head_dim)
+    if hasattr(config, family.record.key):
+        delattr(config, family.record.key)
+    original = model.config
+    model.config = config
+    try:
+        save_safetensors(model, folder)
+    finally:
+        model.config = original
+
+
 def _not_saved(model, key: str) -> bool:
     """Whether ``save_pretrained`` leaves ``key`` out on purpose (e.g. Marian's sinusoidal position tables,
     which are rebuilt when the model is built from its config)."""
@@ -380,3 +430,25 @@ def load_pruned(folder: str, model_class=None, *, attn_implementation: str = "ea
     prune_heads(model, family.record.read(record, family.kind_names))
     load_weights(model, weight_files(folder), lambda key: _not_saved(model, key))
     return model.to(device).eval()
+
+
+# ------------------------------------------------------------------------------- attention probabilities
+
+
+def self_attention_probabilities(model, batch: dict) -> tuple[torch.Tensor, ...]:
+    """The self-attention probabilities of a one-kind model (an encoder, a decoder-only LM) on ``batch``: one
+    ``[batch, heads present, queries, keys]`` tensor per layer, without gradient.  They need eager attention
+    (``attn_implementation="eager"``); a model that returns none gets a one-line error."""
+    space = head_space(model)
+    if space.single is None:
+        kinds = ", ".join(space.names)
+        raise HeadsieveError(f"self_attention_probabilities needs a one-kind model (this one has {kinds})")
+    with torch.no_grad():
+        attentions = model(**batch, output_attentions=True).attentions
+    if not attentions or len(attentions) != space.single.layers or any(a is None for a in attentions):
+        implementation = getattr(model.config, "_attn_implementation", None)
+        raise HeadsieveError(
+            f"model type '{model.config.model_type}' with attn_implementation '{implementation}' returns no attention "
+            f"probabilities (load it with attn_implementation='eager')"
+        )
+    return tuple(attentions)

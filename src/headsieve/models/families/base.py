@@ -126,6 +126,9 @@ class Family:
     #: linear layers, rows = heads; key/value rows = key-value heads under grouped-query attention) or
     #: "fused_conv1d" (GPT-2: one Conv1D whose output columns are the query, key and value thirds)
     projection_layout: str = "separate"
+    #: config attribute that pins the head size, so that a config with fewer heads per layer describes a pruned
+    #: model stock transformers can load (headsieve.models.heads.save_stock); None: no such export
+    stock_head_size: str | None = None
 
     @property
     def kind_names(self) -> tuple[str, ...]:

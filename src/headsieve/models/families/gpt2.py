@@ -30,7 +30,9 @@ FAMILY = Family(
     name="gpt2",
     model_types=("gpt2",),
     kinds=(
-        KindLayout("decoder", stack="h", attention="attn", output="attn.c_proj", layers=("n_layer",), heads=("n_head",)),
+        KindLayout(
+            "decoder", stack="h", attention="attn", output="attn.c_proj", layers=("n_layer",), heads=("n_head",)
+        ),
     ),
     projections=("c_attn", "c_attn", "c_attn"),
     head_count="num_heads",

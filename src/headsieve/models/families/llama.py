@@ -16,6 +16,13 @@ which repeats each key-value head's output once per query head reading it (``hea
 query head left, the position of its key-value head among those left).  The rotary embedding acts on each
 head alone, so expanding before it is exact; the KV cache then holds one key/value head per query head of
 that layer.  A layer with no heads left writes one placeholder head into the KV cache.
+
+**Stock transformers.**  :func:`headsieve.models.heads.save_pruned` keeps the unpruned shape in the config
+(the record names the pruned heads), so only :func:`~headsieve.models.heads.load_pruned` loads it (stock
+``from_pretrained`` refuses the mismatched projection shapes).  When every layer keeps
+the same numbers of query and key-value heads in even groups (e.g. the same whole groups removed in every
+layer), :func:`~headsieve.models.heads.save_stock` writes a config with those numbers and ``head_dim``
+pinned, which stock ``from_pretrained`` loads as an unpruned model of the smaller shape.
 """
 
 from __future__ import annotations
@@ -96,4 +103,5 @@ FAMILY = Family(
     record=ENCODER_RECORD,
     headless=HeadlessAttention,
     finish=finish,
+    stock_head_size="head_dim",
 )
