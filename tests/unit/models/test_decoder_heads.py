@@ -306,3 +306,30 @@ def test_gate_importance_of_the_language_model_loss(model_type):
     H.prune_heads(model, [(0, 0), (0, 1)])
     pruned = gate_importance(model, lm_batches(), normalise=False)["decoder"]
     assert (pruned[0, :2] == 0).all() and (pruned[0, 2:] > 0).all()
+
+
+def test_padded_batch_mask_equals_prune():
+    """Left padding (as batched generation uses): masked and pruned agree on every position."""
+    model = tiny_model("llama")
+    batch = tiny_batch(seed=3)
+    batch["attention_mask"][1, :4] = 0
+    heads = HEAD_SETS["ragged_everywhere"]
+    pruned = copy.deepcopy(model)
+    H.prune_heads(pruned, heads)
+    masked = logits(model, batch, H.make_gates(model, heads))
+    assert (logits(pruned, batch) - masked).abs().max() <= TOL
+    assert not torch.allclose(logits(pruned, batch), logits(model, batch), atol=1e-3)
+
+
+@pytest.mark.parametrize("strategy", ["random", "top", "band:top", "keep_one:1", "importance"])
+def test_strategies_of_the_one_registry_prune_decoder_heads(strategy):
+    from headsieve.pruning.strategies import select_heads
+
+    model = tiny_model("qwen2")
+    importance = gate_importance(model, lm_batches(1))
+    heads = select_heads(strategy, H.head_space(model), 0.5, seed=0, importance=importance)
+    assert heads and all(kind == "decoder" for kind, _, _ in heads)
+    pruned = copy.deepcopy(model)
+    H.prune_heads(pruned, heads)
+    assert sum(H.head_counts(pruned)["decoder"]) == LAYERS * HEADS - len(heads)
+    assert (logits(pruned) - logits(model, gates=H.make_gates(model, heads))).abs().max() <= TOL
