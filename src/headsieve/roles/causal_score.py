@@ -101,3 +101,16 @@ def score_causal(batch: Batch, options: dict | None = None, detail: bool = False
     ]
     out.sort(key=lambda o: (o[0], o[1]))
     return out if detail else [o[:4] for o in out]
+
+
+def causal_target_provider(facts: CausalFacts, options: dict | None = None, roles=None):
+    """A target provider for :mod:`headsieve.roles.chunked`: ``targets(q0, q1) -> bool [n_roles, q1 - q0, T]``,
+    the rows of the causal roles (``roles``, default ``options["roles"]``) in that order."""
+    opts = dict(CAUSAL_OPTIONS, **(options or {}))
+    names = list(roles or opts["roles"])
+
+    def targets(q0: int, q1: int) -> np.ndarray:
+        rows = causal_target_rows(facts, opts, q0, q1, names)
+        return np.stack([rows[name] for name in names])
+
+    return targets

@@ -306,3 +306,41 @@ def test_gold_trees_confuse_only_position_with_syntax(data):
         assert not extra or (
             ROLES[head.kind].family == "local" and all(ROLES[r].family == "syntactic" for r in extra)
         ), (head.name, extra)
+
+
+def test_target_provider_gives_the_rows_of_each_role_in_order():
+    from headsieve.roles.causal_score import causal_target_provider
+
+    facts = multi_piece_facts(np.random.default_rng(5), 10)
+    roles = ["causal:induction", "causal:prev", "causal:head"]
+    provider = causal_target_provider(facts, roles=roles)
+    full = causal_target_rows(facts)
+    S = provider(4, 9)
+    assert S.shape == (3, 5, facts.n_pieces)
+    for r, role in enumerate(roles):
+        assert (S[r] == full[role][4:9]).all(), role
+
+
+def test_chunked_masses_with_the_provider_give_the_causal_scores():
+    """roles.chunked (one query chunk at a time) with the causal provider gives score_causal's mass scores;
+    score_causal also counts the queries with no visible target as undefined, chunked does not."""
+    from headsieve.roles.causal_score import causal_target_provider
+    import torch
+
+    from headsieve.roles.chunked import full_role_masses, mass_scores, visible_keys
+
+    facts = repeated_facts(9, 20, 200)
+    T = facts.n_pieces
+    heads = causal_heads(CAUSAL_ROLES[:6])
+    A = planted_causal_attention(np.random.default_rng(1), heads, facts)
+    masses = full_role_masses(A[0], causal_target_provider(facts), chunk=7, dtype=torch.float64)
+    chunked = mass_scores(masses, visible_keys(T, True))
+    ours = {role: rest for _, role, *rest in score_causal(Batch([A], [facts]), detail=True)}
+    rows = causal_target_rows(facts)
+    for r, role in enumerate(CAUSAL_ROLES):
+        if not chunked.present[r]:
+            assert role not in ours
+            continue
+        scores, nq, nu, _ = ours[role]
+        assert nq == chunked.n_queries[r] and nu == chunked.n_undefined[r] + (~rows[role].any(1)).sum(), role
+        np.testing.assert_allclose(scores, chunked.scores[r], rtol=1e-5, atol=1e-6, err_msg=role)
