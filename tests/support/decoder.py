@@ -14,7 +14,7 @@ VOCAB, LAYERS, HEADS, KV_HEADS, HIDDEN = 64, 3, 4, 2, 32
 INIT_RANGE = 0.2
 
 
-def tiny_config(model_type: str, **overrides):
+def tiny_config(model_type: str):
     """A tiny config: 3 layers, 4 query heads (2 key-value heads for the Llama-style types), hidden 32."""
     import transformers as T
 
@@ -26,17 +26,15 @@ def tiny_config(model_type: str, **overrides):
         config = cls(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=48, num_hidden_layers=LAYERS,
                      num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, max_position_embeddings=64,
                      initializer_range=INIT_RANGE, bos_token_id=1, eos_token_id=2, pad_token_id=0)  # fmt: skip
-    for key, value in overrides.items():
-        setattr(config, key, value)
     return config
 
 
-def tiny_model(model_type: str, seed: int = 0, attn: str = "eager", **overrides):
+def tiny_model(model_type: str, seed: int = 0, attn: str = "eager"):
     """A seeded random ``*ForCausalLM`` (GPT-2: ``GPT2LMHeadModel``) in eval mode, biases random."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(model_type, **overrides), attn_implementation=attn)
+    model = AutoModelForCausalLM.from_config(tiny_config(model_type), attn_implementation=attn)
     with torch.no_grad():  # random biases make bias slicing testable (Qwen2 has q/k/v biases, GPT-2 all)
         for name, param in model.named_parameters():
             if name.endswith("bias"):

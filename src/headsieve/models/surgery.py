@@ -32,21 +32,25 @@ def width_index(positions: list[int], head_dim: int, device) -> torch.Tensor:
     return torch.tensor(index, dtype=torch.long, device=device)
 
 
+def keep_features(module: nn.Module, index: torch.Tensor, weight_dim: int, with_bias: bool) -> None:
+    """Keep only the features ``index`` along dimension ``weight_dim`` of ``module.weight`` (and of its bias if
+    ``with_bias`` and it has one), in place; the caller updates the module's size attributes."""
+    requires_grad = module.weight.requires_grad
+    with torch.no_grad():
+        module.weight = nn.Parameter(module.weight.index_select(weight_dim, index).clone(), requires_grad=requires_grad)
+        if with_bias and module.bias is not None:
+            module.bias = nn.Parameter(module.bias.index_select(0, index).clone(), requires_grad=requires_grad)
+
+
 def keep_rows(linear: nn.Linear, index: torch.Tensor) -> None:
     """Keep only the output features ``index`` of ``linear`` (weight rows and bias), in place."""
-    requires_grad = linear.weight.requires_grad
-    with torch.no_grad():
-        linear.weight = nn.Parameter(linear.weight.index_select(0, index).clone(), requires_grad=requires_grad)
-        if linear.bias is not None:
-            linear.bias = nn.Parameter(linear.bias.index_select(0, index).clone(), requires_grad=requires_grad)
+    keep_features(linear, index, 0, with_bias=True)
     linear.out_features = int(index.numel())
 
 
 def keep_columns(linear: nn.Linear, index: torch.Tensor) -> None:
     """Keep only the input features ``index`` of ``linear`` (weight columns), in place."""
-    requires_grad = linear.weight.requires_grad
-    with torch.no_grad():
-        linear.weight = nn.Parameter(linear.weight.index_select(1, index).clone(), requires_grad=requires_grad)
+    keep_features(linear, index, 1, with_bias=False)
     linear.in_features = int(index.numel())
 
 
@@ -58,18 +62,13 @@ def kv_groups(heads: list[int], group_size: int) -> list[int]:
 
 def keep_conv1d_outputs(conv: nn.Module, index: torch.Tensor) -> None:
     """Keep only the output features ``index`` of a transformers ``Conv1D`` (weight ``[in, out]``), in place."""
-    requires_grad = conv.weight.requires_grad
-    with torch.no_grad():
-        conv.weight = nn.Parameter(conv.weight.index_select(1, index).clone(), requires_grad=requires_grad)
-        conv.bias = nn.Parameter(conv.bias.index_select(0, index).clone(), requires_grad=requires_grad)
+    keep_features(conv, index, 1, with_bias=True)
     conv.nf = int(index.numel())
 
 
 def keep_conv1d_inputs(conv: nn.Module, index: torch.Tensor) -> None:
     """Keep only the input features ``index`` of a transformers ``Conv1D`` (weight rows), in place."""
-    requires_grad = conv.weight.requires_grad
-    with torch.no_grad():
-        conv.weight = nn.Parameter(conv.weight.index_select(0, index).clone(), requires_grad=requires_grad)
+    keep_features(conv, index, 0, with_bias=False)
     conv.nx = int(index.numel())
 
 
