@@ -12,11 +12,14 @@ backward local window of 3, first token, self) come from a provider built per ch
 * chunked path: ``roles.chunked.chunked_role_masses`` (softmax per chunk of ``--chunk`` queries, keys not
   repeated).
 
-Peak memory: each (path, T) runs in a fresh Python process; the figure is that process's peak resident set
-size (``getrusage(RUSAGE_SELF).ru_maxrss``) after one call, minus the same measure just before it (after
-torch is imported, the inputs are made and a warm-up call on ``2 x chunk`` tokens ran), so it is the extra memory the call needs
-at its peak.  Time: the median of ``--repeats`` further calls in that process.  Ratios are against the full path
-of the same T in the same run; the last column is the largest difference between the two paths' masses.
+Peak memory: each (path, T) runs in a fresh Python process (Linux); after torch is imported, the inputs are
+made and a warm-up call on ``2 x chunk`` tokens ran, the process's resident peak (VmHWM) is reset to its
+current resident size (``/proc/self/clear_refs``), one call runs, and the figure is the new peak minus the
+resident size before it: the extra memory the call holds at its peak.  The workers run with glibc's
+``MALLOC_MMAP_THRESHOLD_=65536``: every block of 64 KiB or more is mapped on allocation and unmapped on free,
+so freed tensors leave the resident set and are not reused unseen.  Time: the median of ``--repeats``
+further calls in that process.  Ratios are against the full path of the same T in the same run; the last
+column is the largest difference between the two paths' masses.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
+import os
+import re
 import statistics
 import subprocess
 import sys
@@ -72,9 +76,27 @@ def chunked_path(q, k, targets, causal: bool, chunk: int):
 
 PATHS = {"full": full_path, "chunked": chunked_path}
 
+#: glibc serves blocks from this size (bytes) with mmap and unmaps them on free (a fixed threshold also
+#: stops glibc from raising it), so freed tensors leave the resident set and its peak is the live peak
+MMAP_THRESHOLD = 65536
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1))
+
+
+def reset_peak() -> int:
+    """Reset this process's resident peak (VmHWM) to its current resident size (Linux: clear_refs 5);
+    returns the current resident size in KiB."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_kib("VmRSS")
+
 
 def peak_kib() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    """This process's resident peak (VmHWM) since the last reset, KiB."""
+    return _status_kib("VmHWM")
 
 
 def worker(args) -> None:
@@ -87,7 +109,7 @@ def worker(args) -> None:
         fn(*inputs(warm, args.heads, args.kv_heads, args.dim), positional_targets(warm), causal, args.chunk)
         q, k = inputs(args.T, args.heads, args.kv_heads, args.dim)
         targets = positional_targets(args.T)
-        before = peak_kib()
+        before = reset_peak()
         fn(q, k, targets, causal, args.chunk)
         extra = (peak_kib() - before) * 1024
         times = []
@@ -103,7 +125,8 @@ def measure(args, path: str, T: int) -> dict:
         f"--heads={args.heads}", f"--kv-heads={args.kv_heads}", f"--dim={args.dim}", f"--chunk={args.chunk}",
         f"--threads={args.threads}", f"--repeats={args.repeats}",
     ] + (["--bidirectional"] if args.bidirectional else [])  # fmt: skip
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
