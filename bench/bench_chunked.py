@@ -159,13 +159,14 @@ def main():
     mask = "bidirectional" if args.bidirectional else "causal"
     print(f"{args.heads} query heads / {args.kv_heads} kv heads, head dim {args.dim}, {mask}, chunk {args.chunk}, "
           f"{args.threads} threads, synthetic q/k\n")  # fmt: skip
-    print("| T | one [heads, T, T] float32 | full: extra peak | full: time | chunked: extra peak | chunked: time | memory full / chunked "
-          "| time chunked / full | max mass difference |")  # fmt: skip
+    print("| T | one [heads, T, T] float32 | full: extra peak | full: time | chunked: extra peak | chunked: time "
+          "| memory full / chunked | time chunked / full | max mass difference |")  # fmt: skip
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for T in args.lengths:
         full, chunked = measure(args, "full", T), measure(args, "chunked", T)
         print(
-            f"| {T} | {args.heads * T * T * 4 / 2**20:.1f} MiB | {full['bytes'] / 2**20:.1f} MiB | {full['seconds'] * 1000:.0f} ms "
+            f"| {T} | {args.heads * T * T * 4 / 2**20:.1f} MiB "
+            f"| {full['bytes'] / 2**20:.1f} MiB | {full['seconds'] * 1000:.0f} ms "
             f"| {chunked['bytes'] / 2**20:.1f} MiB | {chunked['seconds'] * 1000:.0f} ms "
             f"| {full['bytes'] / max(chunked['bytes'], 1):.1f} | {chunked['seconds'] / full['seconds']:.2f} "
             f"| {max_difference(args, T):.1e} |",

@@ -25,10 +25,10 @@ every role's target sets (a NumPy array or a torch tensor).  It is called once p
 
 The softmax is computed in ``dtype`` (float32 by default, float64 for tests) by ``torch.softmax``, which
 subtracts the row maximum before the exponential.  Under the causal mask a chunk's rows stop at its last
-query's position (the later keys get no weight), which halves the work on average.  A row whose every key is masked (all ``-inf``) has no distribution and
-gives NaN; padding biases should use a large finite negative value (as transformers does), not ``-inf``,
-for padded queries to stay finite.  Nothing here knows about models: wiring it into a forward pass is a
-separate step.
+query's position (the later keys get no weight), which halves the work on average.  A row whose every key
+is masked (all ``-inf``) has no distribution and gives NaN; padding biases should use a large finite
+negative value (as transformers does), not ``-inf``, for padded queries to stay finite.  Nothing here knows
+about models: wiring it into a forward pass is a separate step.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ class RoleMasses:
     """Per role, head and query: the attention mass on the role's targets, and what the scores need.
 
     ``mass`` [R, H, T]: ``sum_{j in S_i} A[h, i, j]``; ``row`` [H, T]: ``sum_j A[h, i, j]`` (1 up to
-    rounding for a softmax row); ``n_targets`` [R, T]: ``|S_i|``.  Arrays of the computing dtype."""
+    rounding for a softmax row); ``n_targets`` [R, T]: ``|S_i|`` as the provider gives it (a causal role's
+    provider gives only keys ``j <= i``).  ``mass`` and ``row`` in the computing dtype."""
 
     mass: np.ndarray
     row: np.ndarray
@@ -218,7 +219,9 @@ def chunked_role_masses(
         return _collect(lambda q0, q1: attention_chunk(q, k, q0, q1, causal, b), targets, T, chunk)
 
 
-def full_role_masses(attention, targets: TargetProvider, *, chunk: int | None = None, dtype: torch.dtype = torch.float32) -> RoleMasses:
+def full_role_masses(
+    attention, targets: TargetProvider, *, chunk: int | None = None, dtype: torch.dtype = torch.float32
+) -> RoleMasses:
     """Role masses from a full attention matrix [heads, T, T] (the dump path), through the same provider
     (called for all queries at once, or ``chunk`` at a time to keep the target rows small)."""
     A = _as_tensor(attention, dtype)

@@ -198,7 +198,8 @@ def test_provider_of_wrong_shape_is_an_error():
     with pytest.raises(HeadsieveError, match="target provider"):
         chunked_role_masses(np.zeros((2, 10, 4)), np.zeros((2, 10, 4)), lambda a, b: np.zeros((2, b - a, 9), bool))
     with pytest.raises(HeadsieveError, match="bias"):
-        chunked_role_masses(np.zeros((2, 10, 4)), np.zeros((2, 10, 4)), position_targets(10), bias=np.zeros((3, 10, 10)))
+        bias = np.zeros((3, 10, 10))
+        chunked_role_masses(np.zeros((2, 10, 4)), np.zeros((2, 10, 4)), position_targets(10), bias=bias)
 
 
 SIEVE_ROLES = ["local", "prev", "next", "self", "cls", "sep", "delimiter"]
