@@ -98,21 +98,21 @@ def validate_config(config: dict, schema_path: str | os.PathLike) -> dict:
 TREEBANK_FORMATS = ("conllu", "parsed")
 
 
+def _check_listed(key: str, names, defined, what: str, show_defined: bool = False) -> None:
+    """Every name of the list at config ``key`` is one of ``defined`` (the models, corpora or tasks), else one
+    line naming ``key[i]`` (and, when ``show_defined``, the defined names)."""
+    for i, name in enumerate(names):
+        if name not in defined:
+            listing = f" (defined: {', '.join(defined) or 'none'})" if show_defined else ""
+            raise HeadsieveError(f"config key '{key}[{i}]': unknown {what} '{name}'{listing}")
+
+
 def _check_references(config: dict) -> None:
     models, corpora = config.get("models", {}), config.get("corpora", {})
     for section in ("attention", "roles"):
         block = config.get(section) or {}
-        for i, key in enumerate(block.get("models", [])):
-            if key not in models:
-                raise HeadsieveError(
-                    f"config key '{section}.models[{i}]': unknown model '{key}' (defined: {', '.join(models) or 'none'})"
-                )
-        for i, key in enumerate(block.get("corpora", [])):
-            if key not in corpora:
-                raise HeadsieveError(
-                    f"config key '{section}.corpora[{i}]': unknown corpus '{key}' "
-                    f"(defined: {', '.join(corpora) or 'none'})"
-                )
+        _check_listed(f"{section}.models", block.get("models", []), models, "model", show_defined=True)
+        _check_listed(f"{section}.corpora", block.get("corpora", []), corpora, "corpus", show_defined=True)
     tasks = config.get("tasks", {})
     for key, task in tasks.items():
         for split in ("train", "eval"):
@@ -123,16 +123,10 @@ def _check_references(config: dict) -> None:
                 raise HeadsieveError(
                     f"config key 'tasks.{key}.{split}': corpus '{corpus}' has no labels ({corpora[corpus]['format']})"
                 )
-    for i, key in enumerate((config.get("roles") or {}).get("finetuned", [])):
-        if key not in tasks:
-            raise HeadsieveError(f"config key 'roles.finetuned[{i}]': unknown task '{key}'")
+    _check_listed("roles.finetuned", (config.get("roles") or {}).get("finetuned", []), tasks, "task")
     pruning = config.get("pruning") or {}
-    for i, key in enumerate(pruning.get("models", [])):
-        if key not in models:
-            raise HeadsieveError(f"config key 'pruning.models[{i}]': unknown model '{key}'")
-    for i, key in enumerate(pruning.get("tasks", [])):
-        if key not in tasks:
-            raise HeadsieveError(f"config key 'pruning.tasks[{i}]': unknown task '{key}' (defined: {', '.join(tasks) or 'none'})")
+    _check_listed("pruning.models", pruning.get("models", []), models, "model")
+    _check_listed("pruning.tasks", pruning.get("tasks", []), tasks, "task", show_defined=True)
     for i, value in enumerate(pruning.get("fractions", [])):
         if abs(round(value, 2) - value) > 1e-9:
             raise HeadsieveError(f"config key 'pruning.fractions[{i}]': {value} has more than 2 decimals (fractions are 0.00 to 0.99)")
@@ -155,19 +149,13 @@ def _check_references(config: dict) -> None:
         if corpus not in corpora:
             raise HeadsieveError(f"config key 'pruning.role_labels': unknown corpus '{corpus}'")
     block = config.get("multilingual") or {}
-    for i, key in enumerate(block.get("models", [])):
-        if key not in models:
-            raise HeadsieveError(f"config key 'multilingual.models[{i}]': unknown model '{key}'")
+    _check_listed("multilingual.models", block.get("models", []), models, "model")
     for language, corpus in (block.get("languages") or {}).items():
         if corpus not in corpora or corpora[corpus]["format"] != "conllu":
             raise HeadsieveError(f"config key 'multilingual.languages.{language}': '{corpus}' is not a conllu corpus")
     prunability = block.get("prunability") or {}
-    for i, key in enumerate(prunability.get("models", [])):
-        if key not in models:
-            raise HeadsieveError(f"config key 'multilingual.prunability.models[{i}]': unknown model '{key}'")
-    for i, key in enumerate(prunability.get("tasks", [])):
-        if key not in tasks:
-            raise HeadsieveError(f"config key 'multilingual.prunability.tasks[{i}]': unknown task '{key}'")
+    _check_listed("multilingual.prunability.models", prunability.get("models", []), models, "model")
+    _check_listed("multilingual.prunability.tasks", prunability.get("tasks", []), tasks, "task")
     for task, evals in (prunability.get("evaluations") or {}).items():
         for language, corpus in evals.items():
             if corpus not in corpora or corpora[corpus]["format"] in TREEBANK_FORMATS:

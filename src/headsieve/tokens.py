@@ -30,7 +30,7 @@ import pyarrow as pa
 from headsieve.errors import HeadsieveError
 from headsieve.io.conllu import Sentence
 from headsieve.io.glue import Example
-from headsieve.io.provenance import parse_provenance, provenance_metadata
+from headsieve.io.provenance import provenance_metadata, read_file_provenance
 
 log = logging.getLogger(__name__)
 
@@ -39,33 +39,17 @@ REGULAR, CLS, SEP, OTHER_SPECIAL = 0, 1, 2, 3
 
 TOKENS_SCHEMA = pa.schema(
     [
-        ("model", pa.string()),
-        ("corpus", pa.string()),
-        ("sentence_index", pa.int32()),
-        ("sentence_id", pa.string()),
-        ("text", pa.string()),
-        ("text_b", pa.string()),
-        ("label", pa.string()),
-        ("tokens", pa.list_(pa.string())),
-        ("words", pa.list_(pa.string())),
-        ("word_token", pa.list_(pa.int32())),
-        ("word_head", pa.list_(pa.int32())),
-        ("word_deprel", pa.list_(pa.string())),
-        ("word_upos", pa.list_(pa.string())),
-        ("word_segment", pa.list_(pa.int8())),
-        ("word_kept", pa.list_(pa.bool_())),
-        ("pieces", pa.list_(pa.string())),
-        ("input_ids", pa.list_(pa.int32())),
-        ("token_type_ids", pa.list_(pa.int8())),
-        ("piece_token", pa.list_(pa.int32())),
-        ("piece_segment", pa.list_(pa.int8())),
-        ("piece_special", pa.list_(pa.int8())),
-        ("n_pieces", pa.int32()),
-        ("truncated", pa.bool_()),
-        ("n_words_lost", pa.int32()),
-        ("n_relations_lost", pa.int32()),
+        ("model", pa.string()), ("corpus", pa.string()), ("sentence_index", pa.int32()), ("sentence_id", pa.string()),
+        ("text", pa.string()), ("text_b", pa.string()), ("label", pa.string()),
+        ("tokens", pa.list_(pa.string())), ("words", pa.list_(pa.string())), ("word_token", pa.list_(pa.int32())),
+        ("word_head", pa.list_(pa.int32())), ("word_deprel", pa.list_(pa.string())),
+        ("word_upos", pa.list_(pa.string())), ("word_segment", pa.list_(pa.int8())), ("word_kept", pa.list_(pa.bool_())),
+        ("pieces", pa.list_(pa.string())), ("input_ids", pa.list_(pa.int32())), ("token_type_ids", pa.list_(pa.int8())),
+        ("piece_token", pa.list_(pa.int32())), ("piece_segment", pa.list_(pa.int8())),
+        ("piece_special", pa.list_(pa.int8())), ("n_pieces", pa.int32()), ("truncated", pa.bool_()),
+        ("n_words_lost", pa.int32()), ("n_relations_lost", pa.int32()),
     ]
-)
+)  # fmt: skip
 
 
 @dataclass
@@ -311,13 +295,7 @@ def records_table(records: list[dict], model: str, corpus: str, provenance: dict
 
 def read_provenance(path) -> dict:
     """The provenance record of a tokens.parquet (empty when it has none)."""
-    import pyarrow.parquet as pq
-
-    try:
-        meta = pq.read_schema(path).metadata or {}
-    except Exception as err:
-        raise HeadsieveError(f"{path}: cannot read tokens ({str(err).splitlines()[0]})") from None
-    return parse_provenance(meta, path, "rerun the tokenize step")
+    return read_file_provenance(path, "tokens", "rerun the tokenize step")
 
 
 def is_punctuation(text: str) -> bool:

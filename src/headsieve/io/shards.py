@@ -48,18 +48,11 @@ RERUN = "delete the folder and rerun the dump (rule dump_attention, or `headsiev
 
 INDEX_SCHEMA = pa.schema(
     [
-        ("model", pa.string()),
-        ("corpus", pa.string()),
-        ("sentence_index", pa.int32()),
-        ("sentence_id", pa.string()),
-        ("shard", pa.string()),
-        ("offset", pa.int64()),
-        ("n_pieces", pa.int32()),
-        ("n_layers", pa.int16()),
-        ("n_heads", pa.int16()),
-        ("input_crc", pa.uint32()),
+        ("model", pa.string()), ("corpus", pa.string()), ("sentence_index", pa.int32()), ("sentence_id", pa.string()),
+        ("shard", pa.string()), ("offset", pa.int64()), ("n_pieces", pa.int32()),
+        ("n_layers", pa.int16()), ("n_heads", pa.int16()), ("input_crc", pa.uint32()),
     ]
-)
+)  # fmt: skip
 
 
 def input_crc(input_ids) -> int:

@@ -36,6 +36,7 @@ import pandas as pd
 from scipy import stats
 
 from headsieve.errors import HeadsieveError
+from headsieve.io.markdown import table_lines
 
 #: strategy pairs the seed study compares, besides every strategy against random
 PAIRS = (("consecutive", "spread"), ("top", "bottom"), ("top_bottom", "middle"))
@@ -299,18 +300,13 @@ def results_markdown(evaluations: pd.DataFrame, comparisons: pd.DataFrame, title
             f"{first['correction']} across all {int(table['p'].notna().sum())} tests; mdd = smallest difference "
             f"detectable with power {float(first['power']):g})",
             "",
-            "| task | protocol | fraction | strategy | against | seeds | difference | p | p_adj | mdd |",
-            "|---|---|---:|---|---|---:|---:|---:|---:|---:|",
         ]
-        for r in table.itertuples():
-            p = "" if np.isnan(r.p) else f"{r.p:.3g}"
-            p_adj = "" if np.isnan(r.p_adj) else f"{r.p_adj:.3g}"
-            mdd = "" if np.isnan(r.mdd) else _fmt(r.mdd)
-            lines.append(
-                f"| {r.task} | {r.protocol} | {r.fraction:.0%} | {r.strategy} | {r.against} | {r.seeds} | "
-                f"{_fmt(r.mean_diff)}{_interval(r.ci_low, r.ci_high)} | {p} | {p_adj} | {mdd} |"
-            )
-        lines.append("")
+        header = ["task", "protocol", "fraction", "strategy", "against", "seeds", "difference", "p", "p_adj", "mdd"]
+        rows = [[r.task, r.protocol, f"{r.fraction:.0%}", r.strategy, r.against, r.seeds,
+                 f"{_fmt(r.mean_diff)}{_interval(r.ci_low, r.ci_high)}", "" if np.isnan(r.p) else f"{r.p:.3g}",
+                 "" if np.isnan(r.p_adj) else f"{r.p_adj:.3g}", "" if np.isnan(r.mdd) else _fmt(r.mdd)]
+                for r in table.itertuples()]  # fmt: skip
+        lines += table_lines(header, "llrllrrrrr", rows) + [""]
     return lines
 
 

@@ -271,28 +271,10 @@ def ordered_layers(order: str, ask: Ask, kind: str | None = None) -> Heads:
     return heads
 
 
-@register("top")
-def top(ask: Ask) -> Heads:
-    """Whole layers from the top down; the partial layer's heads at random."""
-    return ordered_layers("top", ask)
-
-
-@register("bottom")
-def bottom(ask: Ask) -> Heads:
-    """Whole layers from layer 0 up; the partial layer's heads at random."""
-    return ordered_layers("bottom", ask)
-
-
-@register("middle")
-def middle(ask: Ask) -> Heads:
-    """Whole layers from the middle outwards; the partial layer's heads at random."""
-    return ordered_layers("middle", ask)
-
-
-@register("top_bottom")
-def top_bottom(ask: Ask) -> Heads:
-    """Whole layers alternately from the top and the bottom, sparing the middle."""
-    return ordered_layers("top_bottom", ask)
+#: the whole-layer strategies, one per layer order of :data:`ORDERED`, registered under the order's name: whole
+#: layers from the top down (``top``), from layer 0 up (``bottom``), from the middle outwards (``middle``), or
+#: alternately from the top and the bottom, sparing the middle (``top_bottom``); the partial layer's heads at random
+top, bottom, middle, top_bottom = (register(order)(functools.partial(ordered_layers, order)) for order in ORDERED)
 
 
 # ------------------------------------------------------------------------- consecutive against spread

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from headsieve.io.markdown import table_lines
 from headsieve.models.headspace import BANDS
 from headsieve.roles.controls import control_lines
 from headsieve.roles.registry import FAMILY_ORDER, ROLE_ORDER, nested, role_family
@@ -106,14 +107,11 @@ def summary_markdown(tests: pd.DataFrame, title: str, colocation: pd.DataFrame |
         f"{n_layers} layers x {n_per_layer} heads; one-sided t tests (H0: mean score <= tau), "
         f"alpha {first['alpha']:g}, correction {first['correction']}; bands: bottom / middle / top third of layers.",
         "",
-        "| role | tau | heads | share | bottom | middle | top | mean score (labelled) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in bands.itertuples():
-        mean = "" if np.isnan(r.mean_score_labelled) else f"{r.mean_score_labelled:.2f}"
-        lines.append(
-            f"| {r.role} | {r.tau:g} | {r.heads} | {r.share:.0%} | {r.bottom} | {r.middle} | {r.top} | {mean} |"
-        )
+    header = ["role", "tau", "heads", "share", "bottom", "middle", "top", "mean score (labelled)"]
+    rows = [[r.role, f"{r.tau:g}", r.heads, f"{r.share:.0%}", r.bottom, r.middle, r.top,
+             "" if np.isnan(r.mean_score_labelled) else f"{r.mean_score_labelled:.2f}"] for r in bands.itertuples()]  # fmt: skip
+    lines += table_lines(header, "lrrrrrrr", rows)
     with_role = int((heads["n_roles"] > 0).sum())
     families = heads["roles"].apply(lambda rs: {role_family(x) for x in rs})
     local_and_syn = int(families.apply(lambda f: "local" in f and "syntactic" in f).sum())

@@ -15,7 +15,7 @@ from headsieve.progress import progress_bar
 
 from headsieve.batching import length_batched
 from headsieve.errors import HeadsieveError
-from headsieve.io.provenance import parse_provenance, provenance_metadata
+from headsieve.io.provenance import provenance_metadata, read_file_provenance
 from headsieve.io.shards import check_coverage, check_provenance, index_provenance, input_crc, iter_dump, read_index
 from headsieve.roles.clark import HeadStats
 from headsieve.roles.controls import score_controls
@@ -133,11 +133,7 @@ def scores_provenance(model: str, corpus: str, options: dict, tokens_path, index
 
 def read_scores_provenance(path) -> dict:
     """The provenance record of a scores table ({} for one made without it)."""
-    try:
-        meta = pq.read_schema(path).metadata or {}
-    except Exception as err:
-        raise HeadsieveError(f"{path}: cannot read scores ({str(err).splitlines()[0]})") from None
-    return parse_provenance(meta, path, "rerun the score_roles step")
+    return read_file_provenance(path, "scores", "rerun the score_roles step")
 
 
 def _dictionary(values: np.ndarray) -> pa.DictionaryArray:

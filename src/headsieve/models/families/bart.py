@@ -40,11 +40,7 @@ FAMILY = Family(
         _layout("decoder", "decoder", "self_attn"),
         _layout("cross", "decoder", "encoder_attn"),
     ),
-    projections=("q_proj", "k_proj", "v_proj"),
-    head_count="num_heads",
-    head_size="head_dim",
-    head_width=None,
-    token_types=False,
-    record=SEQ2SEQ_RECORD,
-    headless=HeadlessAttention,
-)
+    # the attention module's projections and its attributes: heads, size of one head (no heads x head size)
+    projections=("q_proj", "k_proj", "v_proj"), head_count="num_heads", head_size="head_dim", head_width=None,
+    token_types=False, record=SEQ2SEQ_RECORD, headless=HeadlessAttention,
+)  # fmt: skip

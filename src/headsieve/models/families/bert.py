@@ -28,11 +28,8 @@ FAMILY = Family(
             layers=("num_hidden_layers",), heads=("num_attention_heads",),
         ),
     ),  # fmt: skip
-    projections=("query", "key", "value"),
-    head_count="num_attention_heads",
-    head_size="attention_head_size",
+    # the attention module's projections and its attributes: heads, size of one head, heads x head size
+    projections=("query", "key", "value"), head_count="num_attention_heads", head_size="attention_head_size",
     head_width="all_head_size",
-    token_types=True,
-    record=ENCODER_RECORD,
-    headless=HeadlessSelfAttention,
-)
+    token_types=True, record=ENCODER_RECORD, headless=HeadlessSelfAttention,
+)  # fmt: skip

@@ -24,11 +24,7 @@ FAMILY = Family(
             layers=("n_layers",), heads=("n_heads",),
         ),
     ),  # fmt: skip
-    projections=("q_lin", "k_lin", "v_lin"),
-    head_count="n_heads",
-    head_size="attention_head_size",
-    head_width=None,
-    token_types=False,
-    record=ENCODER_RECORD,
-    headless=HeadlessSelfAttention,
-)
+    # the attention module's projections and its attributes: heads, size of one head (no heads x head size)
+    projections=("q_lin", "k_lin", "v_lin"), head_count="n_heads", head_size="attention_head_size", head_width=None,
+    token_types=False, record=ENCODER_RECORD, headless=HeadlessSelfAttention,
+)  # fmt: skip

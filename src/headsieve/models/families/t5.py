@@ -123,12 +123,7 @@ FAMILY = Family(
         _layout("decoder", "decoder", "layer.0.SelfAttention", ("num_decoder_layers", "num_layers")),
         _layout("cross", "decoder", "layer.1.EncDecAttention", ("num_decoder_layers", "num_layers")),
     ),
-    projections=("q", "k", "v"),
-    head_count="n_heads",
-    head_size="key_value_proj_dim",
-    head_width="inner_dim",
-    token_types=False,
-    record=SEQ2SEQ_RECORD,
-    headless=PrunedAttention,
-    finish=finish,
-)
+    # the attention module's projections and its attributes: heads, size of one head, heads x head size
+    projections=("q", "k", "v"), head_count="n_heads", head_size="key_value_proj_dim", head_width="inner_dim",
+    token_types=False, record=SEQ2SEQ_RECORD, headless=PrunedAttention, finish=finish,
+)  # fmt: skip
