@@ -12,7 +12,10 @@ try:
         validate_config,
     )
     from headsieve.errors import HeadsieveError
-    from headsieve.pruning.strategies import is_fixed_size as strategy_is_fixed_size, needs_role_labels
+    from headsieve.pruning.strategies import (
+        is_fixed_size as strategy_is_fixed_size,
+        needs_role_labels,
+    )
 except ImportError as err:
     raise WorkflowError(
         f"the headsieve package is not importable ({err}); run the setup in README.md "

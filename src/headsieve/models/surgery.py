@@ -42,16 +42,22 @@ def keep_features(module: nn.Module, index: torch.Tensor, weight_dim: int, with_
             module.bias = nn.Parameter(module.bias.index_select(0, index).clone(), requires_grad=requires_grad)
 
 
-def keep_rows(linear: nn.Linear, index: torch.Tensor) -> None:
-    """Keep only the output features ``index`` of ``linear`` (weight rows and bias), in place."""
-    keep_features(linear, index, 0, with_bias=True)
-    linear.out_features = int(index.numel())
+#: how keeping output or input features edits a module: (weight dimension, bias cut too, size attribute), for
+#: torch's Linear (weight [out, in]) and transformers' Conv1D (weight [in, out])
+FEATURE_LAYOUT = {
+    ("linear", "out"): (0, True, "out_features"),
+    ("linear", "in"): (1, False, "in_features"),
+    ("conv1d", "out"): (1, True, "nf"),
+    ("conv1d", "in"): (0, False, "nx"),
+}
 
 
-def keep_columns(linear: nn.Linear, index: torch.Tensor) -> None:
-    """Keep only the input features ``index`` of ``linear`` (weight columns), in place."""
-    keep_features(linear, index, 1, with_bias=False)
-    linear.in_features = int(index.numel())
+def keep(module: nn.Module, index: torch.Tensor, side: str) -> None:
+    """Keep only the output (``side="out"``) or input (``"in"``) features ``index`` of an ``nn.Linear`` or a
+    transformers ``Conv1D``, in place: the weight, the bias with the outputs, the size attribute."""
+    dim, with_bias, size = FEATURE_LAYOUT["linear" if isinstance(module, nn.Linear) else "conv1d", side]
+    keep_features(module, index, dim, with_bias)
+    setattr(module, size, int(index.numel()))
 
 
 def kv_groups(heads: list[int], group_size: int) -> list[int]:
@@ -60,24 +66,12 @@ def kv_groups(heads: list[int], group_size: int) -> list[int]:
     return sorted({h // group_size for h in heads})
 
 
-def keep_conv1d_outputs(conv: nn.Module, index: torch.Tensor) -> None:
-    """Keep only the output features ``index`` of a transformers ``Conv1D`` (weight ``[in, out]``), in place."""
-    keep_features(conv, index, 1, with_bias=True)
-    conv.nf = int(index.numel())
-
-
-def keep_conv1d_inputs(conv: nn.Module, index: torch.Tensor) -> None:
-    """Keep only the input features ``index`` of a transformers ``Conv1D`` (weight rows), in place."""
-    keep_features(conv, index, 0, with_bias=False)
-    conv.nx = int(index.numel())
-
-
 def _cut_separate(site, q_index: torch.Tensor, kv_index: torch.Tensor) -> None:
     """Three linear projections (rows = heads) and a linear output projection (columns = heads)."""
-    keep_rows(site.query, q_index)
-    keep_rows(site.key, kv_index)
-    keep_rows(site.value, kv_index)
-    keep_columns(site.output, q_index)
+    keep(site.query, q_index, "out")
+    keep(site.key, kv_index, "out")
+    keep(site.value, kv_index, "out")
+    keep(site.output, q_index, "in")
 
 
 def _cut_fused_conv1d(site, q_index: torch.Tensor, kv_index: torch.Tensor) -> None:
@@ -85,8 +79,8 @@ def _cut_fused_conv1d(site, q_index: torch.Tensor, kv_index: torch.Tensor) -> No
     and a Conv1D output projection whose input rows are the heads (``c_proj``)."""
     q_width, kv_width = site.output.weight.shape[0], (site.query.weight.shape[1] - site.output.weight.shape[0]) // 2
     index = torch.cat([q_index, q_width + kv_index, q_width + kv_width + kv_index])
-    keep_conv1d_outputs(site.query, index)
-    keep_conv1d_inputs(site.output, q_index)
+    keep(site.query, index, "out")
+    keep(site.output, q_index, "in")
 
 
 def _widths_separate(site) -> tuple[int, int, int, int]:

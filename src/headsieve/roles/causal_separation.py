@@ -24,7 +24,7 @@ from headsieve.roles.causal import CausalFacts
 from headsieve.roles.causal_inputs import repeated_facts, text_facts
 from headsieve.roles.causal_score import CAUSAL_OPTIONS, CAUSAL_ROLES, causal_target_rows, check_causal, score_causal
 from headsieve.roles.registry import ROLES
-from headsieve.roles.separation import Head, default_heads
+from headsieve.roles.separation import Head, default_heads, mix_planted, random_tree
 from headsieve.roles.sieve import Batch
 from headsieve.roles.tests import role_tests
 
@@ -57,20 +57,7 @@ def planted_causal_attention(rng, heads: list[Head], facts: CausalFacts, options
         P[kind] = (np.divide(S, size, out=np.zeros(S.shape), where=size > 0), size[:, 0] > 0)
     noise = rng.standard_exponential((len(heads), n, n)) * visible
     noise /= noise.sum(-1, keepdims=True)  # Dirichlet(1) over the visible keys
-    A = np.empty((len(heads), n, n))
-    for x, head in enumerate(heads):
-        if head.components[0][0] == "uniform":
-            A[x] = visible / visible.sum(1, keepdims=True)
-            continue
-        planted, rest = np.zeros((n, n)), np.ones(n)
-        for kind, strength in head.components:
-            if kind in NULL_KINDS:
-                continue
-            target, has = P[kind]
-            planted += strength * target
-            rest -= strength * has
-        A[x] = planted + np.clip(rest, 0, None)[:, None] * noise[x]
-    return A[None].astype(np.float32)
+    return mix_planted(heads, P, noise, visible / visible.sum(1, keepdims=True), NULL_KINDS)
 
 
 def planted_causal_scores(facts: list[CausalFacts], heads: list[Head], options: dict | None = None, seed: int = 0, batch: int = 16):
@@ -104,14 +91,7 @@ def planted_causal_scores(facts: list[CausalFacts], heads: list[Head], options: 
 
 def random_tree_facts(rng, facts: CausalFacts, min_distance: int = 3) -> CausalFacts:
     """A copy of word-level facts with a random tree (arcs >= ``min_distance`` words where possible)."""
-    n = len(facts.word_head)
-    order = rng.permutation(n)
-    heads = np.zeros(n, dtype=np.int64)
-    placed = [order[0]]
-    for w in order[1:]:
-        far = [p for p in placed if abs(p - w) >= min_distance]
-        heads[w] = rng.choice(far if far else placed) + 1
-        placed.append(w)
+    heads = random_tree(rng, len(facts.word_head), min_distance)
     return CausalFacts(facts.token, facts.delimiter, facts.piece_word, heads)
 
 

@@ -144,27 +144,32 @@ def planted_attention(rng, heads: list[Head], row: dict, window: int = 2) -> np.
         P[kind] = (np.divide(S, size, out=np.zeros_like(S), where=size > 0), size[:, 0] > 0)
     noise = rng.standard_exponential((len(heads), n, n))
     noise /= noise.sum(-1, keepdims=True)  # Dirichlet(1) rows
-    A = np.empty((len(heads), n, n))
+    return mix_planted(heads, P, noise, np.full((n, n), 1.0 / n))
+
+
+def mix_planted(heads, targets: dict, noise: np.ndarray, uniform: np.ndarray, null_kinds=("noise",)) -> np.ndarray:
+    """Attention ``[1, heads, n, n]`` (float32) of planted heads: each component of a head puts its strength on
+    its kind's normalised target rows (``targets[kind] = (rows, has_targets)``), the rest of each row follows the
+    head's ``noise`` rows; a ``uniform`` head is the ``uniform`` matrix; ``null_kinds`` plant nothing."""
+    A = np.empty(noise.shape)
     for x, head in enumerate(heads):
         if head.components[0][0] == "uniform":
-            A[x] = 1.0 / n
+            A[x] = uniform
             continue
-        planted = np.zeros((n, n))
-        rest = np.ones(n)
+        planted, rest = np.zeros(uniform.shape), np.ones(uniform.shape[0])
         for kind, strength in head.components:
-            if kind == "noise":
+            if kind in null_kinds:
                 continue
-            target, has = P[kind]
+            target, has = targets[kind]
             planted += strength * target
             rest -= strength * has
         A[x] = planted + np.clip(rest, 0, None)[:, None] * noise[x]
     return A[None].astype(np.float32)
 
 
-def with_tree(rng, row: dict, min_distance: int = 3) -> dict:
-    """A copy of a tokens row with a random tree over its words (arcs >= ``min_distance`` words where
-    possible) and random relations from :data:`RELATIONS`."""
-    n = len(row["word_token"])
+def random_tree(rng, n: int, min_distance: int = 3) -> np.ndarray:
+    """The 1-based heads of a random tree over ``n`` words (0: the root), arcs >= ``min_distance`` words where
+    possible: words join in random order, each under a random word already placed."""
     order = rng.permutation(n)
     heads = np.zeros(n, dtype=np.int64)
     placed = [order[0]]
@@ -172,6 +177,13 @@ def with_tree(rng, row: dict, min_distance: int = 3) -> dict:
         far = [p for p in placed if abs(p - w) >= min_distance]
         heads[w] = rng.choice(far if far else placed) + 1
         placed.append(w)
+    return heads
+
+
+def with_tree(rng, row: dict, min_distance: int = 3) -> dict:
+    """A copy of a tokens row with a random tree over its words (arcs >= ``min_distance`` words where
+    possible) and random relations from :data:`RELATIONS`."""
+    heads = random_tree(rng, len(row["word_token"]), min_distance)
     out = dict(row)
     out["word_head"] = heads.tolist()
     out["word_deprel"] = [RELATIONS[int(rng.integers(len(RELATIONS)))] if h else "root" for h in heads]

@@ -98,7 +98,6 @@ def test_cli_missing_parser_is_one_line_and_no_output(data, tmp_path):
     ],
 )
 def test_config_of_a_parsed_corpus_is_checked(entry, message, tmp_path):
-    from pathlib import Path
 
     schema = REPO / "workflow/schemas/config.schema.yaml"
     config = {"data_dir": str(tmp_path), "corpora": {"s": {"format": "glue", "task": "sst2", "path": "x.tsv"}, "p": entry}}

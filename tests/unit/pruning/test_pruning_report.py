@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from support.cli import one_error_line, run_cli
+from support.cli import run_cli
 from headsieve.errors import HeadsieveError
 from headsieve.pruning.compensation import spread_summary
 from headsieve.pruning.report import (

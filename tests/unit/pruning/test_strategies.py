@@ -277,7 +277,6 @@ def test_partial_layer_is_any_of_the_touched_layers():
 def test_readme_states_the_layers_of_each_strategy():
     """README.md holds the generated tables verbatim: which layers top/bottom/middle/top_bottom and the bands
     mean for 6- and 12-layer models, and the matched consecutive/spread design for both."""
-    from pathlib import Path
 
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert S.layer_markdown((6, 12)) in readme

@@ -4,7 +4,6 @@ fine-tuning change over seeds; the report and compare commands (pairs without tr
 from __future__ import annotations
 
 from math import comb
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -220,7 +220,6 @@ def test_controlled_label_null_rate_on_gold_trees(gold):
 
 def test_readme_holds_the_generated_summary():
     """README.md quotes docs/separation/separation.md (written by python -m headsieve.steps.separation) verbatim."""
-    from pathlib import Path
 
     repo = REPO
     readme = (repo / "README.md").read_text()
