@@ -8,22 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from headsieve.roles import separation
 from headsieve.tokens import CLS, REGULAR, SEP
 
 RELATIONS = ("nsubj", "obj", "amod", "det", "case", "advmod")
 
 
 def random_tree(rng, n: int, min_distance: int = 1) -> np.ndarray:
-    """UD heads (0 = root, 1-based) of a random tree over n words; arcs at least ``min_distance`` long
-    where possible."""
-    order = rng.permutation(n)
-    heads = np.zeros(n, dtype=np.int32)
-    placed = [order[0]]
-    for w in order[1:]:
-        far = [p for p in placed if abs(p - w) >= min_distance]
-        heads[w] = rng.choice(far if far else placed) + 1
-        placed.append(w)
-    return heads
+    """UD heads (0 = root, 1-based, int32) of a random tree over n words; arcs at least ``min_distance`` long
+    where possible (the planted separation matrix's tree, the same draws)."""
+    return separation.random_tree(rng, n, min_distance).astype(np.int32)
 
 
 def sentence_row(
