@@ -141,13 +141,6 @@ class HeadSpace:
             offset += k.size
         raise HeadsieveError(f"this model has no {kind!r} attention (kinds: {', '.join(self.names)})")
 
-    def check(self, heads) -> list[Head]:
-        """``heads`` as sorted, distinct ``(kind, layer, head)`` tuples inside the space; one-line error else."""
-        out = sorted({(str(k), int(l), int(h)) for k, l, h in heads}, key=self.index)
-        for head in out:
-            self.index(head)
-        return out
-
 
 # ------------------------------------------------------------------ layer bands (pure layer helpers)
 
