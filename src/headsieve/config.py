@@ -199,9 +199,10 @@ def _check_parsed(key: str, spec: dict, corpora: dict) -> None:
 
 # ---------------------------------------------------------------- settings shared with the command line (H6)
 
-#: the config schema: the one place that defines the type and range of every setting; the command line
-#: checks its arguments against it too (:func:`check_setting`)
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+#: the config schema: the one place that defines the type and range of every setting; Snakemake validates the
+#: config against it and the command line checks its arguments against it (:func:`check_setting`).  Package
+#: data (pyproject.toml), so an installed headsieve has it; workflow/schemas/config.schema.yaml links to it.
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 
 def _check_role_names(config: dict) -> None:
@@ -224,7 +225,7 @@ def setting_schema(key: str, schema_path: str | os.PathLike | None = None) -> di
     """The schema of one dotted config key (``roles.alpha``)."""
     schema_path = Path(schema_path or SCHEMA_PATH)
     if not schema_path.is_file():
-        raise HeadsieveError(f"{schema_path}: config schema not found (run headsieve from a checkout of the repository)")
+        raise HeadsieveError(f"{schema_path}: config schema not found (reinstall headsieve: it ships the schema as package data)")
     node = load_yaml(schema_path)
     for part in key.split("."):
         items = part.endswith("[]")  # one item of a list setting (pruning.fractions[])

@@ -6,6 +6,7 @@ from snakemake.exceptions import WorkflowError
 
 try:
     from headsieve.config import (
+        SCHEMA_PATH,
         corpus_local_path,
         corpus_missing_message,
         ensure_cli_on_path,
@@ -26,9 +27,8 @@ except ImportError as err:
 ensure_cli_on_path()
 
 try:
-    validate_config(
-        config, Path(workflow.current_basedir) / "../schemas/config.schema.yaml"
-    )
+    # the package's schema: the one the command line checks its ranges against
+    validate_config(config, SCHEMA_PATH)
 except HeadsieveError as err:
     raise WorkflowError(str(err))
 
