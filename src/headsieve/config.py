@@ -215,9 +215,9 @@ def check_role_names(mapping: dict, where) -> None:
     """One line naming the first key of ``mapping`` that is not a role (``where(key)`` names the setting)."""
     from headsieve.roles.registry import is_role, role_names
 
-    for name in mapping:
-        if not is_role(str(name), "bidirectional"):
-            known = ", ".join(role_names("bidirectional") + ("dep:<relation>",))
+    for name in mapping:  # roles of encoders and of decoder-only models (causal:*)
+        if not (is_role(str(name), "bidirectional") or is_role(str(name), "causal")):
+            known = ", ".join(role_names("bidirectional") + role_names("causal") + ("dep:<relation>",))
             raise HeadsieveError(f"{where(name)}: unknown role '{name}' (known: {known})")
 
 

@@ -59,9 +59,15 @@ def needle_input(
     bos: int | None = 0,
     marker: int = 1,
     first_id: int = 2,
+    lead_marker: bool = False,
 ) -> NeedleInput:
     """``[bos] haystack[:d] needle haystack[d:] marker needle``: needle tokens distinct and absent from the
-    haystack, so each copied token has exactly one source; depth ``d`` uniform in ``0..context_length``."""
+    haystack, so each copied token has exactly one source; depth ``d`` uniform in ``0..context_length``.
+
+    ``lead_marker``: the marker also stands right before the needle (``... marker needle haystack[d:] marker
+    needle``), so the context says where the needle begins and every needle token, the first included, can
+    be copied from the context (the token after the earlier occurrence of the current one); without it the
+    first needle token cannot be known from the context.  Same draws either way."""
     pool = vocab_size - first_id
     if needle_length < 1 or context_length < 0 or pool <= needle_length:
         raise ValueError(f"needle_input: needle {needle_length}, context {context_length}, vocab {vocab_size}")
@@ -71,9 +77,10 @@ def needle_input(
     haystack = rng.choice(rest, size=context_length, replace=True)
     depth = int(rng.integers(0, context_length + 1))
     head = [] if bos is None else [bos]
-    tokens = np.concatenate([head, haystack[:depth], needle, haystack[depth:], [marker], needle]).astype(np.int64)
-    needle_start = len(head) + depth
-    answer_start = len(head) + context_length + needle_length + 1
+    lead = [marker] if lead_marker else []
+    tokens = np.concatenate([head, haystack[:depth], lead, needle, haystack[depth:], [marker], needle]).astype(np.int64)
+    needle_start = len(head) + depth + len(lead)
+    answer_start = len(head) + context_length + len(lead) + needle_length + 1
     k = np.arange(needle_length)
     return NeedleInput(tokens, needle_start, needle_length, answer_start, answer_start + k - 1, needle_start + k)
 
@@ -90,3 +97,38 @@ def text_facts(words, upos, heads) -> CausalFacts:
         piece_word=np.arange(n),
         word_head=np.asarray(heads, dtype=np.int64),
     )
+
+
+@dataclass(frozen=True)
+class NeedleFacts(CausalFacts):
+    """The causal facts of a needle input (:func:`needle_facts`) with the copy map of ``causal:retrieval``:
+    ``copy_query`` [K] (the queries whose next token is a needle token) and ``copy_source`` [K] (that
+    token's position in the needle)."""
+
+    copy_query: np.ndarray | None = None
+    copy_source: np.ndarray | None = None
+
+
+def needle_facts(needle: NeedleInput) -> NeedleFacts:
+    """Causal facts of a needle input (no delimiter, no tree) with its copy map."""
+    token = np.asarray(needle.tokens, dtype=np.int64)
+    return NeedleFacts(token=token, delimiter=np.zeros(len(token), dtype=bool),
+                       copy_query=np.asarray(needle.copy_query, dtype=np.int64),
+                       copy_source=np.asarray(needle.copy_source, dtype=np.int64))  # fmt: skip
+
+
+def retrieval_rows(facts: CausalFacts, q0: int = 0, q1: int | None = None) -> np.ndarray:
+    """``causal:retrieval``: query ``copy_query[k]`` targets key ``copy_source[k]`` (the needle token the model
+    copies next, Wu et al. 2024); every other query, and every query of facts without a copy map, none."""
+    n = facts.n_pieces
+    q1 = n if q1 is None else q1
+    if not 0 <= q0 <= q1 <= n:
+        raise ValueError(f"query range [{q0}, {q1}) outside a sequence of {n}")
+    S = np.zeros((q1 - q0, n), dtype=bool)
+    query, source = getattr(facts, "copy_query", None), getattr(facts, "copy_source", None)
+    if query is None or source is None:
+        return S
+    query, source = np.asarray(query, dtype=np.int64), np.asarray(source, dtype=np.int64)
+    keep = (query >= q0) & (query < q1) & (source <= query)
+    S[query[keep] - q0, source[keep]] = True
+    return S

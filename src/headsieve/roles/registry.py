@@ -30,6 +30,7 @@ from typing import Callable, Mapping
 from headsieve.errors import HeadsieveError
 from headsieve.roles import causal as C
 from headsieve.roles import targets as T
+from headsieve.roles.causal_inputs import retrieval_rows
 
 #: the attention a role can apply to (see the module docstring)
 ATTENTION = ("bidirectional", "seq2seq_encoder", "cross", "causal")
@@ -81,11 +82,17 @@ def _offset(offset: int):
     return lambda f, o: T.offset_targets(f.n_pieces, offset)
 
 
-def _causal(name: str, family: str, rows: Callable, nests_in=(), overview: bool = True) -> Role:
+def _causal(name: str, family: str, rows: Callable, nests_in=(), overview: bool = True, tau=SIEVE_TAU) -> Role:
     """A role of decoder-only self-attention: ``rows(facts, options, q0, q1)`` gives the target rows of
     queries ``q0..q1-1`` (keys <= query); ``targets`` is the same over every query."""
     full = lambda f, o: rows(f, o, 0, f.n_queries)  # noqa: E731
-    return Role(name, family, full, ("causal",), nests_in=frozenset(nests_in), overview=overview, rows=rows)
+    return Role(name, family, full, ("causal",), tau, nests_in=frozenset(nests_in), overview=overview, rows=rows)
+
+
+#: ``causal:retrieval``'s thresholds: the attention forms as every role, and ``top1``, Wu et al.'s (2024)
+#: retrieval score (share of copied needle tokens whose source is the head's most attended key,
+#: :mod:`headsieve.roles.retrieval`), 0.1 the threshold they call a head a retrieval head at
+RETRIEVAL_TAU = MappingProxyType({**SIEVE_TAU, "top1": 0.1})
 
 
 def _registry(*roles: Role) -> Mapping[str, Role]:
@@ -121,6 +128,8 @@ ROLES: Mapping[str, Role] = _registry(
     _causal("causal:delimiter", "delimiter", lambda f, o, q0, q1: C.delimiter_rows(f, q0, q1)),
     _causal("causal:duplicate", "copy", lambda f, o, q0, q1: C.duplicate_rows(f, q0, q1)),
     _causal("causal:induction", "copy", lambda f, o, q0, q1: C.induction_rows(f, q0, q1)),
+    # needle inputs only (roles.causal_inputs.NeedleFacts): the needle token being copied next (Wu et al. 2024)
+    _causal("causal:retrieval", "copy", lambda f, o, q0, q1: retrieval_rows(f, q0, q1), tau=RETRIEVAL_TAU),
     _causal("causal:head", "syntactic", lambda f, o, q0, q1: C.head_rows(f, q0, q1)),
     _causal("causal:dependent", "syntactic", lambda f, o, q0, q1: C.dependent_rows(f, q0, q1)),
 )

@@ -113,9 +113,9 @@ def role_taus(scores: pd.DataFrame, tau: float | None, tau_by_role: dict | None)
     given, else ``tau`` if given, else the registry's default of the row's role and score form (tables
     without a ``form`` column are the reference ratio)."""
     overrides = dict(tau_by_role or {})
-    unknown = sorted(r for r in overrides if not is_role(r, "bidirectional"))
-    if unknown:
-        known = ", ".join(role_names("bidirectional"))
+    unknown = sorted(r for r in overrides if not (is_role(r, "bidirectional") or is_role(r, "causal")))
+    if unknown:  # roles of encoders and of decoder-only models (causal:*) may be given a tau
+        known = ", ".join(role_names("bidirectional") + role_names("causal"))
         raise HeadsieveError(
             f"config key roles.tau_by_role: unknown role(s) {', '.join(unknown)} (roles: {known}, dep:<relation>)"
         )

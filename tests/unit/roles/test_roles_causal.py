@@ -32,6 +32,8 @@ from headsieve.roles.sieve import Batch
 
 ALPHA = 0.05
 WINDOW = 2
+#: the causal roles with targets on repeated sequences (causal:retrieval has targets on needle inputs only)
+REPEATED_ROLES = tuple(r for r in CAUSAL_ROLES if r != "causal:retrieval")
 
 
 # ------------------------------------------------------------------ definitions, by brute force
@@ -56,6 +58,8 @@ def brute_targets(role: str, facts: CausalFacts) -> np.ndarray:
                 S[q, k] = k < q and tok[k] == tok[q]
             elif role == "causal:induction":
                 S[q, k] = 1 <= k < q and tok[k - 1] == tok[q]  # k - 1: an earlier occurrence
+            elif role == "causal:retrieval":
+                S[q, k] = False  # needle inputs only (a copy map); tests/unit/roles/test_roles_retrieval.py
             elif role in ("causal:head", "causal:dependent"):
                 a, b = word[q], word[k]
                 if a < 0 or b < 0:
@@ -222,7 +226,7 @@ def test_text_facts():
 
 def test_planted_attention_is_causal_and_sums_to_one():
     facts = repeated_facts(1, 15, 100)
-    heads = causal_heads(CAUSAL_ROLES, mixtures=MIXTURES["repeated"])
+    heads = causal_heads(REPEATED_ROLES, mixtures=MIXTURES["repeated"])
     A = planted_causal_attention(np.random.default_rng(0), heads, facts)
     batch = Batch([A], [facts])
     batch.check(["planted"], atol=1e-5)
@@ -236,7 +240,7 @@ def test_planted_attention_is_causal_and_sums_to_one():
 @pytest.fixture(scope="module", params=["text", "repeated"])
 def planted(request, data):
     kind = request.param
-    kinds = TEXT_ROLES if kind == "text" else CAUSAL_ROLES
+    kinds = TEXT_ROLES if kind == "text" else REPEATED_ROLES
     heads = causal_heads(kinds, mixtures=MIXTURES[kind])
     facts = causal_inputs(kind, seed=1, n=100, data_dir=data)
     return kind, heads, causal_planted_tests(kind, facts, heads, seed=1)
@@ -245,7 +249,7 @@ def planted(request, data):
 def test_planted_roles_are_found_with_exactly_their_containers(planted):
     kind, heads, tests = planted
     tested_roles = set(tests.loc[tests["n"] >= 20, "role"].astype(str))
-    assert tested_roles == set(TEXT_ROLES if kind == "text" else CAUSAL_ROLES) - (
+    assert tested_roles == set(TEXT_ROLES if kind == "text" else REPEATED_ROLES) - (
         set() if kind == "text" else {"causal:delimiter", "causal:head", "causal:dependent"}
     )
     checked = 0

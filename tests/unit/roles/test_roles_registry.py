@@ -92,8 +92,22 @@ def test_schema_names_no_role():
     text = SCHEMA_PATH.read_text(encoding="utf-8")
     assert "local|prev" not in text and "|delimiter|" not in text
     check_role_names({"block": 1.0, "dep:nsubj": 2.0}, lambda name: name)
-    with pytest.raises(HeadsieveError, match="unknown role 'eos' .known: local, prev, next, self, cls, sep, delimiter, block, syntactic, dep:<relation>"):
+    with pytest.raises(HeadsieveError, match="unknown role 'eos' .known: local, prev, next, self, cls, sep, delimiter, block, syntactic, causal:local, .*, dep:<relation>"):
         check_role_names({"eos": 1.0}, lambda name: f"config key 'roles.tau_by_role.{name}'")
+
+
+def test_causal_roles_take_a_tau():
+    """tau_by_role accepts the decoder roles (causal:*): in the config check, the schema and role_taus."""
+    from headsieve.config import check_setting
+
+    check_role_names({"causal:induction": 0.3, "causal:retrieval": 0.2}, lambda name: name)
+    check_setting({"causal:sink": 0.5, "block": 0.6}, "roles.tau_by_role", "--tau-by-role")
+    with pytest.raises(HeadsieveError, match="unknown role 'causal:inductio' "):
+        check_role_names({"causal:inductio": 1.0}, lambda name: f"config key 'roles.tau_by_role.{name}'")
+    table = pd.DataFrame({"role": ["causal:induction", "causal:sink", "causal:retrieval"], "form": ["mass", "ratio", "top1"]})
+    assert list(role_taus(table, None, {"causal:sink": 0.7})) == [default_tau("causal:induction", "mass"), 0.7, 0.1]
+    with pytest.raises(HeadsieveError, match="unknown role.s. causal:inductio"):
+        role_taus(table, None, {"causal:inductio": 1.0})
 
 
 def test_registry_entries_are_complete():
