@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from headsieve.errors import HeadsieveError
-from headsieve.models.load import check_attention_output, load_encoder, load_tokenizer
+from headsieve.models.load import check_attention_output, load_encoder, load_model_config, load_tokenizer
 
 from support.cli import one_error_line, refused, run_cli, tokenize_args
 from support.corpora import GOOD
@@ -66,7 +66,7 @@ def test_not_an_encoder(tmp_path):
 
     GPT2Config(n_layer=1, n_head=2, n_embd=8).save_pretrained(tmp_path / "gpt2")
     with pytest.raises(HeadsieveError, match="model_type 'gpt2' is not a supported encoder"):
-        load_tokenizer("g", {"source": str(tmp_path / "gpt2")})
+        load_model_config("g", {"source": str(tmp_path / "gpt2")})  # load_tokenizer takes decoders too
 
 
 def test_model_without_attention_probabilities(minilm_dir):

