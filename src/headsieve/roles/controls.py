@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from headsieve.roles.sieve import DEFAULT_OPTIONS, Batch, _pairs, sentence_roles, syntactic_form
-from headsieve.roles.targets import syntactic_targets
+from headsieve.roles.sieve import DEFAULT_OPTIONS, Batch, sentence_roles, syntactic_form
+from headsieve.roles.word_pairs import decoy_pairs
 from headsieve.roles.tests import adjust, t_test_greater
 
 #: columns the control adds to tests.parquet (NaN / False for the roles without a control)
@@ -94,10 +94,10 @@ def _group_mean(values: np.ndarray, groups: np.ndarray, n_groups: int):
         return sums / counts[:, None], counts
 
 
-def control_values(batch: Batch, b, q, t, decoys, aggregation: str, reference: np.ndarray):
-    """Control value of each true pair (input ``b``, query ``q``, target ``t``), in the values' own units, and
-    whether it has decoys of its shape.  ``decoys``: (input, query, target) arrays of the decoy pairs."""
-    own = batch.word_values(b, q, t, aggregation)
+def control_values(batch: Batch, b, q, t, own, decoys, aggregation: str, reference: np.ndarray):
+    """Control value of each true pair (input ``b``, query ``q``, target ``t``; ``own`` [P, X] their word
+    attention), in the values' own units, and whether it has decoys of its shape.  ``decoys``: (input,
+    query, target) arrays of the decoy pairs."""
     db, dq, dt = decoys
     if len(db) == 0:
         return own, np.zeros(len(b), dtype=bool)
@@ -114,28 +114,22 @@ def control_values(batch: Batch, b, q, t, decoys, aggregation: str, reference: n
 
 
 def _control_pairs(batch: Batch, roles: list[str], opts: dict):
-    """True pairs (b, r, q, t) of the syntactic roles and the decoy pairs (b, q, t) of their sentences."""
-    union = set(opts["union"])
-    masks, decoys = [], []
-    for b, f in enumerate(batch.facts):
-        if f.heads is None:
-            continue
-        usable = f.usable_pairs()
-        S = syntactic_targets(f.heads, f.labels(opts["subtypes"]), usable, roles, union, opts["direction"])
-        masks.append((b, S))
-        decoys.append((b, decoy_targets(f.heads, usable, S)[None]))
-    db, _, dq, dt = _pairs(decoys)
-    return _pairs(masks), (db, dq, dt)
+    """True pairs of the syntactic roles (shared with their scores: ``Batch.syntactic_pairs``) and the decoy
+    pairs (b, q, t) of their sentences."""
+    pairs = batch.syntactic_pairs(roles, opts)
+    return pairs, decoy_pairs(batch.words, len(batch.facts), batch.piece_counts.shape[1], pairs)
 
 
 def control_scores(batch: Batch, roles: list[str], opts: dict):
     """Decoy (control) scores of the syntactic ``roles``: (b_s, role index, control [S, X]) in the order and
     form of the role scores; NaN where none of a sentence's pairs of the role has a decoy of its shape."""
-    (b, r, q, t), decoys = _control_pairs(batch, roles, opts)
-    if len(b) == 0:
+    pairs, decoys = _control_pairs(batch, roles, opts)
+    if len(pairs) == 0:
         return [], [], []
+    b, r, q, t = pairs.b, pairs.r, pairs.q, pairs.t
     aggregation, reference, scorer = syntactic_form(batch, opts)
-    values, matched = control_values(batch, b, q, t, decoys, aggregation, reference)
+    own = batch.pair_values(pairs, aggregation)
+    values, matched = control_values(batch, b, q, t, own, decoys, aggregation, reference)
     b_s, r_s, scores = scorer(values, b, r, q, t)[:3]
     r_span = len(roles)
     any_matched = np.zeros(int(b.max() + 1) * r_span, dtype=bool)

@@ -43,7 +43,8 @@ import torch
 
 from headsieve.errors import HeadsieveError
 from headsieve.roles.registry import DEFAULT_PIECE_ROLES, ROLES
-from headsieve.roles.targets import local_targets, syntactic_targets
+from headsieve.roles.targets import local_targets
+from headsieve.roles.word_pairs import BatchWords, WordPairs, syntactic_pairs
 from headsieve.tokens import REGULAR, SEP
 
 #: relations scored by default; the union of these is the role ``syntactic``
@@ -106,16 +107,34 @@ class SentenceFacts:
         """Relation labels, universal part only (nmod:poss -> nmod) unless ``subtypes``."""
         if subtypes:
             return self.relations
-        return np.array([r.split(":")[0] for r in self.relations], dtype=object)
+        return self._universal_labels
 
     def word_piece_matrix(self) -> np.ndarray:
-        """[W, N] membership: word ``a`` owns piece ``i`` (the pieces of its surface token)."""
-        return self.word_token[:, None] == self.piece_token[None, :]
+        """[W, N] membership: word ``a`` owns piece ``i`` (the pieces of its surface token); read-only."""
+        return self._word_piece_matrix
 
     def usable_pairs(self) -> np.ndarray:
-        """[W, W]: both words kept with pieces, and not inside one surface token."""
+        """[W, W]: both words kept with pieces, and not inside one surface token; read-only."""
+        return self._usable_pairs
+
+    # computed once per input (the scores, the control and the head statistics all ask)
+    @cached_property
+    def _universal_labels(self) -> np.ndarray:
+        return _read_only(np.array([r.split(":")[0] for r in self.relations], dtype=object))
+
+    @cached_property
+    def _word_piece_matrix(self) -> np.ndarray:
+        return _read_only(self.word_token[:, None] == self.piece_token[None, :])
+
+    @cached_property
+    def _usable_pairs(self) -> np.ndarray:
         ok = self.word_kept & (self.word_piece_matrix().sum(1) > 0)
-        return ok[:, None] & ok[None, :] & (self.word_token[:, None] != self.word_token[None, :])
+        return _read_only(ok[:, None] & ok[None, :] & (self.word_token[:, None] != self.word_token[None, :]))
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
 
 
 class Batch:
@@ -136,6 +155,7 @@ class Batch:
             self.T[b, :n, :n] = torch.from_numpy(np.ascontiguousarray(a)).reshape(self.X, n, n).permute(1, 2, 0)
         self.A = self.T.numpy()
         self.facts = facts
+        self._pairs: dict[tuple, WordPairs] = {}  # syntactic pairs per (roles, options), see syntactic_pairs
 
     def check(self, names: list[str], atol: float = 2e-2) -> None:
         """Fail with one line naming the first input whose attention has NaN/inf, negative weights or rows
@@ -211,10 +231,32 @@ class Batch:
 
     def word_values(self, b, q, t, aggregation: str = "mean") -> np.ndarray:
         """Word attention of word pairs (input ``b``, query word ``q``, target word ``t``): [P, X]."""
-        values = self.word_sum[b, q, t]
+        B, W, _, X = self.word_sum.shape
+        values = np.take(self.word_sum.reshape(B * W * W, X), (b * W + q) * W + t, axis=0)
         if aggregation == "mean":
             values = values / self.piece_counts[b, t][:, None]
         return values
+
+    @cached_property
+    def words(self) -> BatchWords:
+        """The words of the inputs with a tree, concatenated (universal relation labels)."""
+        return BatchWords.of(self.facts, self.piece_counts)
+
+    def syntactic_pairs(self, roles: list[str], opts: dict) -> WordPairs:
+        """The (input, role, query, target) word pairs of the syntactic ``roles``, built once per batch and
+        options and shared by the scores and the positional control."""
+        key = (tuple(roles), bool(opts["subtypes"]), tuple(opts["union"]), opts["direction"])
+        if key not in self._pairs:
+            words = BatchWords.of(self.facts, self.piece_counts, True) if opts["subtypes"] else self.words
+            W = self.piece_counts.shape[1]
+            self._pairs[key] = syntactic_pairs(words, W, roles, set(opts["union"]), opts["direction"])
+        return self._pairs[key]
+
+    def pair_values(self, pairs: WordPairs, aggregation: str) -> np.ndarray:
+        """:meth:`word_values` of ``pairs``, computed once per aggregation (read-only)."""
+        if aggregation not in pairs.values:
+            pairs.values[aggregation] = _read_only(self.word_values(pairs.b, pairs.q, pairs.t, aggregation))
+        return pairs.values[aggregation]
 
     @cached_property
     def word_abar(self) -> np.ndarray:
@@ -439,17 +481,11 @@ def _block_scores(batch: Batch, opts: dict):
 
 def _syntactic_scores(batch: Batch, roles: list[str], opts: dict):
     """Word-level sieve scores of the syntactic roles."""
-    union = set(opts["union"])
-    masks = [
-        (b, syntactic_targets(f.heads, f.labels(opts["subtypes"]), f.usable_pairs(), roles, union, opts["direction"]))
-        for b, f in enumerate(batch.facts)
-        if f.heads is not None
-    ]
-    b, r, q, t = _pairs(masks)
-    if len(b) == 0:
+    pairs = batch.syntactic_pairs(roles, opts)
+    if len(pairs) == 0:
         return [], [], [], [], []
     aggregation, _, scorer = syntactic_form(batch, opts)
-    return scorer(batch.word_values(b, q, t, aggregation), b, r, q, t)
+    return scorer(batch.pair_values(pairs, aggregation), pairs.b, pairs.r, pairs.q, pairs.t)
 
 
 def syntactic_form(batch: Batch, opts: dict):
