@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from headsieve.errors import HeadsieveError
 from headsieve.io.atomic import write_table
-from headsieve.io.provenance import parse_provenance, provenance_metadata
+from headsieve.io.provenance import check_provenance, parse_provenance, provenance_metadata  # noqa: F401 (check_provenance: its readers import it here)
 
 FORMAT_VERSION = "1"
 INDEX_NAME = "index.parquet"
@@ -269,17 +269,6 @@ def check_coverage(index: pa.Table, expected: dict[int, int], dump_dir, tokens_p
         raise HeadsieveError(
             f"{dump_dir}: made from other token ids than those in {tokens_path} (another tokenizer or corpus): {RERUN}"
         )
-
-
-def check_provenance(recorded: dict, expected: dict, where: str, fix: str) -> None:
-    """Each setting in ``expected`` (a reader's own config) equals what the artifact recorded."""
-    for key, value in expected.items():
-        if value is None:
-            continue
-        if key not in recorded:
-            raise HeadsieveError(f"{where}: records no {key} (made by another tool or an older headsieve): {fix}")
-        if recorded[key] != value:
-            raise HeadsieveError(f"{where}: made for {key} {recorded[key]!r}, not {value!r}: {fix}")
 
 
 def _load_shard(path: Path) -> np.ndarray:

@@ -34,6 +34,57 @@ from headsieve.steps.settings import ComparisonSettings, Model, TaskSettings
 log = logging.getLogger(__name__)
 
 
+# ------------------------------------------------------------------------------------------ provenance
+# Every artifact of these rules records what it was made from (a ``provenance`` key in a JSON file, the
+# ``headsieve_provenance`` schema metadata of a Parquet table, io.provenance), and every reader checks it
+# against its own inputs and settings: the fine-tuned folder (model, task, corpora and their sha256, seed,
+# fine-tuning options), and each later artifact the record hash (``finetuned``) of the fine-tuning it comes
+# from, its seed and the sha256 of the tables it read.
+
+
+def finetuned_record(model: Model, task: TaskSettings, options: dict, seed: int) -> dict:
+    """What a fine-tuned model folder was made from (its ``metrics.json`` ``provenance``)."""
+    from headsieve.io.provenance import canonical
+    from headsieve.tokens import file_sha256
+
+    return canonical({
+        "rule": "finetune", "model": model.key, "model_source": str(model.spec.get("source", model.key)),
+        "model_spec": model.spec, "task": task.options, "max_length": task.max_length, "seed": int(seed),
+        "train_corpus": task.train_spec, "train_sha256": file_sha256(task.train) if task.train else None,
+        "eval_corpus": task.eval_spec, "eval_sha256": file_sha256(task.eval) if task.eval else None,
+        "finetune": options,
+    })  # fmt: skip
+
+
+def check_finetuned(folder, *, model: Model | None = None, task: TaskSettings | None = None, train: bool = False,
+                    evaluation: bool = False, seed=None, options: dict | None = None) -> tuple[dict, str]:  # fmt: skip
+    """The provenance record of a fine-tuned folder and its hash, after checking it against what the reader
+    was given: ``model``, the ``task``'s max_length and (``train`` / ``evaluation``) the sha256 of that
+    split's files, ``seed`` and the fine-tuning ``options``."""
+    from headsieve.io.provenance import expect_provenance, record_sha256
+    from headsieve.tokens import file_sha256
+
+    expected = {"seed": None if seed is None else int(seed), "finetune": options}
+    if model is not None:
+        expected.update(model=model.key, model_spec=model.spec)
+    if task is not None:
+        expected["max_length"] = task.max_length
+        if train:
+            expected["train_sha256"] = file_sha256(task.train)
+        if evaluation:
+            expected["eval_sha256"] = file_sha256(task.eval)
+    record = expect_provenance(folder, expected, "finetune")
+    return record, record_sha256(record)
+
+
+def write_made_from(frame, output, record: dict) -> None:
+    """``frame`` as Parquet with ``record`` as its provenance."""
+    from headsieve.io.atomic import write_frame
+    from headsieve.io.provenance import canonical, provenance_metadata
+
+    write_frame(frame, output, metadata=provenance_metadata(canonical(record)))
+
+
 # ------------------------------------------------------------------------------------------ fine-tuning
 
 
@@ -68,6 +119,7 @@ def finetune(model: Model, task: TaskSettings, options: dict, seed: int, output,
     config = FinetuneConfig.from_dict(dict(options, seed=seed))
     train_metrics = train_model(classifier, train, config, work, tokenizer=tokenizer, device=device)
     metrics = {"train": train_metrics, "eval": evaluate(classifier, test, config.eval_batch_size, device)}
+    metrics["provenance"] = finetuned_record(model, task, options, seed)
     log.info("eval split: %s", metrics["eval"])
     with atomic_dir(output) as tmp:
         shutil.copytree(Path(work) / "model", tmp / "model")
@@ -86,11 +138,11 @@ def importance(finetuned, task: TaskSettings, examples: int, seed: int, output, 
     import pandas as pd
 
     from headsieve import batching as B
-    from headsieve.io.atomic import write_frame
     from headsieve.models.runtime import batch_options
     from headsieve.pruning.importance import head_importance
     from headsieve.tasks.finetune import load_finetuned
 
+    made, made_hash = check_finetuned(finetuned, task=task, train=True, seed=seed)
     model, tokenizer = load_finetuned(finetuned, device)
     train = task.read_train(tokenizer)
     pick = np.random.default_rng([seed, 31337]).permutation(len(train.examples))[:examples]
@@ -100,7 +152,9 @@ def importance(finetuned, task: TaskSettings, examples: int, seed: int, output, 
     L, Hh = scores.shape
     layer, head = np.meshgrid(np.arange(L), np.arange(Hh), indexing="ij")
     frame = pd.DataFrame({"layer": layer.ravel(), "head": head.ravel(), "importance": scores.ravel(), "seed": seed})
-    write_frame(frame.astype({"layer": "int16", "head": "int16", "seed": "int32"}), output)
+    record = {"rule": "importance", "model": made["model"], "seed": int(seed), "finetuned": made_hash,
+              "max_length": task.max_length, "train_sha256": made["train_sha256"], "examples": int(examples)}  # fmt: skip
+    write_made_from(frame.astype({"layer": "int16", "head": "int16", "seed": "int32"}), output, record)
 
 
 # ------------------------------------------------------------------------------------------ masks
@@ -113,17 +167,27 @@ def select_masks(finetuned, strategies: list, fraction, seed: int, output, label
     that need them."""
     import pandas as pd
 
-    from headsieve.io.atomic import write_frame
     from headsieve.models.headspace import HeadSpace
     from headsieve.models.heads import head_space, load_pruned
     from headsieve.pruning.masks import mask_table, read_importance
+    from headsieve.io.provenance import expect_provenance
+    from headsieve.tokens import file_sha256
 
+    made, made_hash = check_finetuned(finetuned, seed=seed)
     space = HeadSpace.encoder(*head_space(load_pruned(str(Path(finetuned) / "model"))).shape("encoder"))
     fractions = [] if fraction in ("fixed", None) else [float(fraction)]
+    if labels:  # the role tests of the pre-trained model that was fine-tuned
+        expect_provenance(labels, {"model": made["model"]}, "test_roles")
     table = pd.read_parquet(labels) if labels else None
+    if importance:
+        expect_provenance(importance, {"finetuned": made_hash, "seed": int(seed)}, "importance")
     scores = read_importance(importance, space) if importance else None
     frame = mask_table(space, strategies, fractions, seed, labels=table, importance=scores)
-    write_frame(frame, output)
+    record = {"rule": "select_masks", "model": made["model"], "seed": int(seed), "finetuned": made_hash,
+              "fraction": None if fraction in ("fixed", None) else float(fraction), "strategies": list(strategies),
+              "labels_sha256": file_sha256(labels) if labels else None,
+              "importance_sha256": file_sha256(importance) if importance else None}  # fmt: skip
+    write_made_from(frame, output, record)
     return frame
 
 
@@ -132,14 +196,17 @@ def evaluate_masks(finetuned, masks, task: TaskSettings, output, batch_size: int
     process (each distinct mask scored once)."""
     import pandas as pd
 
-    from headsieve.io.atomic import write_frame
     from headsieve.models import heads as H
     from headsieve.models.masking import mask_from_heads, mask_key
     from headsieve.pruning.evaluate import MaskEvaluator
     from headsieve.pruning.evaluations import FINETUNE_THEN_PRUNE, metric_rows
     from headsieve.pruning.masks import heads_of
     from headsieve.tasks.finetune import load_finetuned
+    from headsieve.io.provenance import expect_provenance
+    from headsieve.tokens import file_sha256
 
+    made, made_hash = check_finetuned(finetuned, task=task, evaluation=True)
+    mask_record = expect_provenance(masks, {"finetuned": made_hash, "seed": made["seed"]}, "select_masks")
     model, tokenizer = load_finetuned(finetuned, device)
     test = task.read_eval(tokenizer)
     table = pd.read_parquet(masks)
@@ -156,7 +223,19 @@ def evaluate_masks(finetuned, masks, task: TaskSettings, output, batch_size: int
     for (strategy, fraction), mask in named.items():
         result = {k: v for k, v in found[mask_key(mask)].items() if k != "mask"}
         rows += metric_rows(result, test, strategy, fraction, seed, FINETUNE_THEN_PRUNE)
-    write_frame(pd.DataFrame(rows), output)
+    record = evaluation_record(made, made_hash, mask_record, masks, FINETUNE_THEN_PRUNE, sorted({s for s, _ in named}))
+    record.update(rule="evaluate_masks", eval_sha256=file_sha256(task.eval), max_length=task.max_length)
+    write_made_from(pd.DataFrame(rows), output, record)
+
+
+def evaluation_record(made: dict, made_hash: str, mask_record: dict, masks, protocol: str, strategies: list) -> dict:
+    """What an evaluation table of one seed and mask group was made from: the fine-tuning, the masks (their
+    sha256, seed, fraction) and the strategies it scores (the collected table checks its cells)."""
+    from headsieve.tokens import file_sha256
+
+    return {"model": made["model"], "task": made["task"], "seed": mask_record["seed"], "finetuned": made_hash,
+            "protocol": protocol, "fraction": mask_record.get("fraction"), "masks_sha256": file_sha256(masks),
+            "strategies": list(strategies)}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ prune, then fine-tune
@@ -219,11 +298,14 @@ def prune_finetune(
     import pandas as pd
 
     from headsieve.errors import HeadsieveError
-    from headsieve.io.atomic import atomic_dir, write_frame, write_json
+    from headsieve.io.atomic import atomic_dir, write_json
     from headsieve.models.load import load_tokenizer
     from headsieve.pruning.evaluations import PRUNE_THEN_FINETUNE, metric_rows
     from headsieve.tasks.finetune import FinetuneConfig, evaluate, finetune as train_model
+    from headsieve.io.provenance import expect_provenance
 
+    made, made_hash = check_finetuned(finetuned, model=model, task=task, train=True, evaluation=True, seed=seed, options=options)
+    mask_record = expect_provenance(masks, {"finetuned": made_hash, "seed": int(seed)}, "select_masks")
     table = pd.read_parquet(masks)
     table = table[~table.strategy.isin(list(skip))]
     if table.empty:
@@ -260,9 +342,11 @@ def prune_finetune(
         for strategy, fraction in named:
             rows += metric_rows(dict(result["eval"], heads_pruned=len(heads)), test, strategy, fraction, seed, PRUNE_THEN_FINETUNE)
             records[f"{strategy}@{fraction:g}"] = {"heads_pruned": len(heads), "train": result["train"], "eval": result["eval"]}
+    record = evaluation_record(made, made_hash, mask_record, masks, PRUNE_THEN_FINETUNE, sorted(set(table.strategy)))
+    record.update(rule="prune_finetune", finetune=options, kept=sorted(keep))
     with atomic_dir(output) as tmp:
-        write_frame(pd.DataFrame(rows), tmp / "evaluation.parquet")
-        write_json(records, tmp / "metrics.json")
+        write_made_from(pd.DataFrame(rows), tmp / "evaluation.parquet", record)
+        write_json(dict(records, provenance=record), tmp / "metrics.json")
         for key, (heads, named) in groups.items():
             for strategy, _ in named:
                 if strategy in keep and heads:
@@ -277,11 +361,37 @@ def collect(inputs: list, output):
     or prune_finetune folders with their ``evaluation.parquet``)."""
     import pandas as pd
 
-    from headsieve.io.atomic import write_frame
+    from headsieve.errors import HeadsieveError
+    from headsieve.io.provenance import check_cells, check_same_cells, expect_provenance, record_sha256
     from headsieve.pruning.evaluations import evaluations_table
 
-    frame = evaluations_table([pd.read_parquet(Path(p) / "evaluation.parquet" if Path(p).is_dir() else p) for p in inputs])
-    write_frame(frame, output)
+    frames, records, cells, by_seed = [], {}, [], {}
+    for path in inputs:
+        table = Path(path) / "evaluation.parquet" if Path(path).is_dir() else Path(path)
+        first = next(iter(records.values()), {})
+        rule = "prune_finetune" if Path(path).is_dir() else "evaluate_masks"
+        record = expect_provenance(table, {"model": first.get("model"), "task": first.get("task")}, rule)
+        frame = pd.read_parquet(table)
+        held = set(zip(frame["protocol"], frame["seed"].astype(int), frame["strategy"], frame["fraction"].astype(float)))
+        if {(p, s) for p, s, _, _ in held} - {(record["protocol"], record["seed"])} or set(frame["strategy"]) != set(record["strategies"]):
+            raise HeadsieveError(f"{table}: its rows are not those its provenance records: rerun rule {rule}")
+        records[str(table)] = record
+        cells.append((table, held))
+        for protocol, seed, strategy, fraction in held:
+            by_seed.setdefault(f"{protocol} seed {seed}", set()).add((strategy, fraction))
+        frames.append(frame)
+    if not frames:
+        raise HeadsieveError("collect_pruning: no evaluation tables to collect")
+    check_cells(cells, "evaluation (protocol, seed, strategy, fraction)")
+    for protocol in {r["protocol"] for r in records.values()}:  # every seed of a protocol: the same cells
+        check_same_cells({k: v for k, v in by_seed.items() if k.startswith(protocol + " ")}, "(strategy, fraction)")
+    frame = evaluations_table(frames)
+    first = next(iter(records.values()))
+    record = {"rule": "collect_pruning", "model": first["model"], "task": first["task"],
+              "seeds": sorted({r["seed"] for r in records.values()}),
+              "protocols": sorted({r["protocol"] for r in records.values()}),
+              "inputs": sorted(record_sha256(r) for r in records.values())}  # fmt: skip
+    write_made_from(frame, output, record)
     return frame
 
 
@@ -315,13 +425,23 @@ def compensation(
     import pandas as pd
 
     from headsieve import batching as B
-    from headsieve.io.atomic import write_frame
+    from headsieve.errors import HeadsieveError
     from headsieve.models import heads as H
     from headsieve.models.runtime import batch_options
     from headsieve.pruning.compensation import compare_heads, head_activity, spread_summary
     from headsieve.pruning.importance import head_importance
     from headsieve.tasks.finetune import load_finetuned
+    from headsieve.io.provenance import expect_provenance, record_sha256
 
+    made, made_hash = check_finetuned(reference, model=model, task=task, train=True, seed=seed)
+    made_of = {}  # each pruned model: from a prune_finetune job of this fine-tuning, with its strategy kept
+    for key, folder in sorted(pruned.items()):
+        job = Path(folder).parent.parent  # .../pruned_finetuned/<fraction>/models/<strategy>
+        record = expect_provenance(job, {"finetuned": made_hash, "seed": int(seed)}, "prune_finetune")
+        fraction = record.get("fraction")
+        if key[0] not in record.get("kept", []) or fraction is None or abs(fraction - key[1]) > 1e-9:
+            raise HeadsieveError(f"{folder}: not the model of {key[0]} at {key[1]:g} that {job} kept: rerun rule prune_finetune")
+        made_of[f"{key[0]}@{key[1]:g}"] = record_sha256(record)
     reference_model, tokenizer = load_finetuned(reference, device)
     train = task.read_train(tokenizer)
     pick = np.sort(np.random.default_rng([seed, 4242]).permutation(len(train.examples))[:examples])
@@ -346,8 +466,11 @@ def compensation(
             summaries.append(
                 dict(strategy=strategy, fraction=float(fraction), seed=seed, **spread_summary(heads, measure, seed=seed))
             )
-    write_frame(pd.concat(frames, ignore_index=True), output)
-    write_frame(pd.DataFrame(summaries), summary)
+    record = {"rule": "compensation", "model": made["model"], "task": made["task"], "seed": int(seed),
+              "finetuned": made_hash, "pruned": made_of, "examples": int(examples),
+              "train_sha256": made["train_sha256"]}  # fmt: skip
+    write_made_from(pd.concat(frames, ignore_index=True), output, record)
+    write_made_from(pd.DataFrame(summaries), summary, record)
 
 
 def report(
@@ -358,14 +481,29 @@ def report(
     ``comparisons`` (Parquet), figures, and when ``summary`` is given a markdown summary."""
     import pandas as pd
 
-    from headsieve.io.atomic import write_frame, write_text
+    from headsieve.errors import HeadsieveError
+    from headsieve.io.atomic import write_text
     from headsieve.plots import pruning as plots
     from headsieve.pruning.report import compensation_lines, paired_comparisons, results_markdown, summary_lines
+    from headsieve.io.provenance import check_same_cells, expect_provenance, record_sha256
+    from headsieve.tokens import file_sha256
 
     s = settings
+    made = expect_provenance(evaluations, {}, "collect_pruning")
+    paired = {}  # the compensation tables of every seed: of this model and task, each seed once, heads with totals
+    for kind, paths in (("heads", compensation), ("summary", compensation_summary)):
+        for path in paths:
+            record = expect_provenance(path, {"model": made["model"], "task": made["task"]}, "compensation")
+            if record["seed"] in paired.setdefault(kind, {}):
+                raise HeadsieveError(f"{path}: seed {record['seed']} is also in {paired[kind][record['seed']][0]} (every seed once)")
+            paired[kind][record["seed"]] = (path, record_sha256(record))
+    check_same_cells({f"compensation {kind}": {(seed, h) for seed, (_, h) in by_seed.items()} for kind, by_seed in paired.items()},
+                     "table of (seed, compensation run)")  # fmt: skip
     frame = pd.read_parquet(evaluations)
     compared = paired_comparisons(frame, correction=s.correction, alpha=s.alpha, power=s.power)
-    write_frame(compared, comparisons)
+    write_made_from(compared, comparisons, {"rule": "report_pruning", "model": made["model"], "task": made["task"],
+                                            "evaluations_sha256": file_sha256(evaluations), "correction": s.correction,
+                                            "alpha": s.alpha, "power": s.power})  # fmt: skip
     lines = summary_lines(compared)
     figures = Path(figures)
     plots.metric_curves(frame, figures / "metric_by_fraction", title)

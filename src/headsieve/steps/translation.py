@@ -22,15 +22,25 @@ from __future__ import annotations
 
 import logging
 
+from headsieve.io.provenance import check_cells, check_same_cells, expect_provenance, record_sha256
+from headsieve.steps.pruning import write_made_from
 from headsieve.steps.settings import SentencePairs
 
 log = logging.getLogger(__name__)
 
 
+def pairs_record(spec: dict, pairs: SentencePairs) -> dict:
+    """What a table made from the sentence pairs records of them and of the model: the model spec, the pair
+    options (split and sizes) and the sha256 of both files."""
+    from headsieve.tokens import file_sha256
+
+    return {"model_spec": spec, "pairs": pairs.options, "source_sha256": file_sha256(pairs.source),
+            "target_sha256": file_sha256(pairs.target)}  # fmt: skip
+
+
 def importance(spec: dict, pairs: SentencePairs, options: dict, output, device: str = "cpu"):
     """Rule ``translation_importance``: gate importance of every head (all kinds) on the importance pool of
     ``pairs`` -> (kind, layer, head, importance)."""
-    from headsieve.io.atomic import write_frame
     from headsieve.translation.data import read_pairs
     from headsieve.translation.importance import head_importance, importance_frame, pair_batches
     from headsieve.translation.load import load_model
@@ -41,7 +51,7 @@ def importance(spec: dict, pairs: SentencePairs, options: dict, output, device: 
                            spec.get("source_prefix", ""))  # fmt: skip
     log.info("importance on %d pairs in %d batches", len(pool), len(batches))
     frame = importance_frame(head_importance(model, batches, device=device))
-    write_frame(frame, output)
+    write_made_from(frame, output, dict(pairs_record(spec, pairs), rule="translation_importance", options=options))
     return frame
 
 
@@ -49,15 +59,19 @@ def select_masks(spec: dict, strategies: list, fractions: list, seed: int, outpu
     """Rule ``translation_select_masks``: the heads each strategy prunes at each fraction, one seed
     (:func:`headsieve.pruning.masks.mask_table`: strategy, fraction, seed, kind, layer, head), of the model's
     head space read from its config (no weights loaded)."""
-    from headsieve.io.atomic import write_frame
     from headsieve.models.headspace import HeadSpace
     from headsieve.pruning.masks import mask_table, read_importance
     from headsieve.translation.load import model_shapes
+    from headsieve.tokens import file_sha256
 
+    if importance:
+        expect_provenance(importance, {"model_spec": spec}, "translation_importance")
     space = HeadSpace.from_shapes(model_shapes(spec))
     scores = read_importance(importance, space) if importance else None
     frame = mask_table(space, strategies, fractions, seed, importance=scores)
-    write_frame(frame, output)
+    record = {"rule": "translation_masks", "model_spec": spec, "seed": int(seed), "strategies": list(strategies),
+              "fractions": list(fractions), "importance_sha256": file_sha256(importance) if importance else None}  # fmt: skip
+    write_made_from(frame, output, record)
     return frame
 
 
@@ -66,14 +80,15 @@ def evaluate_masks(spec: dict, masks, pairs: SentencePairs, options: dict, outpu
     mask generated once (and every translation in ``translations`` when given)."""
     import pandas as pd
 
-    from headsieve.io.atomic import write_frame
     from headsieve.models.masking import mask_from_heads, mask_key
     from headsieve.pruning.masks import heads_of
     from headsieve.translation.bleu import bleu_tokenizer
     from headsieve.translation.data import read_pairs
     from headsieve.translation.evaluate import TranslationEvaluator
     from headsieve.translation.load import load_model
+    from headsieve.tokens import file_sha256
 
+    made = expect_provenance(masks, {"model_spec": spec}, "translation_masks")
     model, tokenizer = load_model(spec, device)
     _, test = read_pairs(pairs.source, pairs.target, pairs.options)
     table = pd.read_parquet(masks)
@@ -100,18 +115,18 @@ def evaluate_masks(spec: dict, masks, pairs: SentencePairs, options: dict, outpu
         rows.append({"strategy": strategy, "fraction": fraction, "seed": seed, **result})
         texts += [(strategy, fraction, seed, p.sent_id, h) for p, h in zip(test, hypotheses)]
     frame = pd.DataFrame(rows)
-    write_frame(frame, output)
+    record = dict(pairs_record(spec, pairs), rule="translation_evaluate", seed=made["seed"], generation=options,
+                  masks_sha256=file_sha256(masks), strategies=made["strategies"])  # fmt: skip
+    write_made_from(frame, output, record)
     if translations:
-        write_frame(
-            pd.DataFrame(texts, columns=["strategy", "fraction", "seed", "sent_id", "translation"]), translations
-        )
+        texts = pd.DataFrame(texts, columns=["strategy", "fraction", "seed", "sent_id", "translation"])
+        write_made_from(texts, translations, record)
     return frame
 
 
 def roles(spec: dict, pairs: SentencePairs, options: dict, output, device: str = "cpu"):
     """Rule ``translation_roles``: role scores of the encoder self-attention and cross-attention heads on the
     importance pool."""
-    from headsieve.io.atomic import write_frame
     from headsieve.translation.data import read_pairs
     from headsieve.translation.load import load_model
     from headsieve.translation.roles import head_roles
@@ -123,7 +138,7 @@ def roles(spec: dict, pairs: SentencePairs, options: dict, output, device: str =
         source_prefix=spec.get("source_prefix", ""), window=int(options.get("window", 2)), band=int(options.get("band", 1)),
         device=device,
     )  # fmt: skip
-    write_frame(frame, output)
+    write_made_from(frame, output, dict(pairs_record(spec, pairs), rule="translation_roles", options=options))
     return frame
 
 
@@ -133,13 +148,30 @@ def collect(inputs: list, output):
     import pandas as pd
 
     from headsieve.errors import HeadsieveError
-    from headsieve.io.atomic import write_frame
 
     if not inputs:
         raise HeadsieveError("no score tables to collect")
-    frame = pd.concat([pd.read_parquet(p) for p in inputs], ignore_index=True)
+    records, frames, cells, by_seed = {}, [], [], {}
+    for path in inputs:  # one model and pairs; every (seed, strategy, fraction) once, each seed the same masks
+        first = next(iter(records.values()), {})
+        same = {k: first.get(k) for k in ("model_spec", "pairs", "source_sha256", "target_sha256", "generation")}
+        record = records[str(path)] = expect_provenance(path, same, "translation_evaluate")
+        frame = pd.read_parquet(path)
+        held = set(zip(frame["seed"].astype(int), frame["strategy"], frame["fraction"].astype(float)))
+        if {seed for seed, _, _ in held} - {record["seed"]} or set(frame["strategy"]) != set(record["strategies"]):
+            raise HeadsieveError(f"{path}: its rows are not those its provenance records: rerun rule translation_evaluate")
+        cells.append((path, held))
+        by_seed[f"{path} (seed {record['seed']})"] = {(strategy, fraction) for _, strategy, fraction in held}
+        frames.append(frame)
+    check_cells(cells, "score (seed, strategy, fraction)")
+    check_same_cells(by_seed, "(strategy, fraction)")
+    frame = pd.concat(frames, ignore_index=True)
     frame = frame.sort_values(["strategy", "fraction", "seed"], kind="stable").reset_index(drop=True)
-    write_frame(frame, output)
+    first = next(iter(records.values()))
+    record = {k: first[k] for k in ("model_spec", "pairs", "source_sha256", "target_sha256", "generation")}
+    record.update(rule="translation_collect", seeds=sorted(r["seed"] for r in records.values()),
+                  inputs=sorted(record_sha256(r) for r in records.values()))  # fmt: skip
+    write_made_from(frame, output, record)
     return frame
 
 
@@ -150,13 +182,16 @@ def report(scores, importance, roles, model: str, comparisons, figures, title: s
 
     import pandas as pd
 
-    from headsieve.io.atomic import write_frame
     from headsieve.plots import translation as plots
     from headsieve.translation.report import METRICS, comparisons as paired_comparisons, long_scores
 
+    made = expect_provenance(scores, {}, "translation_collect")
+    expect_provenance(importance, {"model_spec": made["model_spec"]}, "translation_importance")
+    expect_provenance(roles, {"model_spec": made["model_spec"]}, "translation_roles")
     frame = pd.read_parquet(scores)
     table = paired_comparisons(frame, model)
-    write_frame(table, comparisons)
+    write_made_from(table, comparisons, {"rule": "translation_report", "model_spec": made["model_spec"],
+                                         "scores": record_sha256(made)})  # fmt: skip
     figures = Path(figures)
     scores_long = long_scores(frame, model)
     for metric in METRICS:
