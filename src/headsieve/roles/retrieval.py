@@ -19,6 +19,12 @@ unchanged: per head, H0 mean score <= tau, tau by default the registry's ``top1`
 overrides it).  ``chance`` is the score of a head whose top key is drawn uniformly from the visible keys,
 given the model's emissions: the mean over needle tokens of ``[w_k is a needle token] / (q_k + 1)``.
 
+A strong retrieval head often scores 1 on every input: a sample without spread, which the t test does not
+test (``roles.tests``: no label without evidence of a spread).  :func:`retrieval_tests` runs role_tests and
+tests such samples, when their constant value lies above tau, with the exact one-sided sign test (H0:
+median <= tau; ``n`` inputs all above tau give ``p = 0.5 ** n``), then corrects every p of the family
+together; the ``test`` column says which test gave each p.
+
 The attention-mass form of the same role (mass on the copied token's position at the copy queries) is the
 registry's ``causal:retrieval`` row function on :func:`headsieve.roles.causal_inputs.needle_facts`, scored as
 every causal role (``roles.causal_score``, ``roles.chunked``).
@@ -124,3 +130,22 @@ def retrieval_scores(model, needles, *, device="cpu") -> pd.DataFrame:
     finally:
         model.train(was_training)
     return score_table(rows, layers, heads, kind.group_size)
+
+
+def retrieval_tests(scores: pd.DataFrame, tau: float | None = None, alpha: float = 0.05, correction: str = "bh",
+                    keys=("model", "corpus"), tau_by_role: dict | None = None) -> pd.DataFrame:  # fmt: skip
+    """:func:`headsieve.roles.tests.role_tests` of a retrieval score table, with the sign test for samples
+    without spread above tau (module docstring); adds the column ``test`` (``t``, ``sign`` or empty when
+    untested)."""
+    from headsieve.roles.tests import adjust, role_tests
+
+    tests = role_tests(scores, tau, alpha, correction, keys, tau_by_role)
+    flat = (tests["untested_reason"] == "no spread (sd 0)") & (tests["n"] >= 2) & (tests["mean"] > tests["tau"])
+    tests["test"] = np.where(tests["p"].notna(), "t", "")
+    tests.loc[flat, "p"] = 0.5 ** tests.loc[flat, "n"].astype(float)
+    tests.loc[flat, "test"] = "sign"
+    tests.loc[flat, "untested_reason"] = ""
+    for _, idx in tests.groupby(list(keys), sort=False).groups.items():
+        tests.loc[idx, "p_adj"] = adjust(tests.loc[idx, "p"].to_numpy(), correction)
+    tests["label"] = (tests["p_adj"] < alpha).fillna(False).astype(bool)
+    return tests
