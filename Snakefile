@@ -15,6 +15,7 @@ include: "workflow/rules/roles.smk"
 include: "workflow/rules/pruning.smk"
 include: "workflow/rules/multilingual.smk"
 include: "workflow/rules/translation.smk"
+include: "workflow/rules/llm.smk"
 include: "workflow/rules/summary.smk"
 
 

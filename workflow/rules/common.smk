@@ -391,6 +391,45 @@ def study_task_json(task):
     return json.dumps(entry, sort_keys=True)
 
 
+# ---- decoder-only language models (llm.smk; issue 17)
+
+SMOLLM2 = "smollm2"  # the preset the convert_smollm2 rule makes (resources/models/smollm2-135m)
+LLM_FIGURES = ("role_map", "perplexity", "copying_loss", "retrieval_accuracy")
+
+
+def llm_model_inputs(wildcards):
+    """The model's own files when a rule makes them: the converted SmolLM2 for the smollm2 preset."""
+    if config["models"].get(wildcards.model, {}).get("source") == SMOLLM2:
+        return ["resources/models/smollm2-135m"]
+    return model_inputs(wildcards)
+
+
+def llm_corpus_items(keys):
+    """[{key, spec, files}] of corpus keys, as the llm commands read them (--text, --perplexity)."""
+    return [
+        {"key": c, "spec": config["corpora"][c], "files": corpus_path(c)} for c in keys
+    ]
+
+
+def llm_text_corpora():
+    return llm_corpus_items(config["llm"]["inputs"]["text"])
+
+
+def llm_perplexity_corpus():
+    corpus = config["llm"]["pruning"]["evaluation"]["perplexity"]
+    return llm_corpus_items([corpus] if corpus else [])
+
+
+def llm_role_labels(wildcards):
+    """The model's causal role tests, when a role strategy needs them."""
+    if needs_role_labels(config["llm"]["pruning"]["strategies"]):
+        return [f"results/llm/{wildcards.model}/role_tests.parquet"]
+    return []
+
+
+# ---- end decoder-only language models
+
+
 def all_targets():
     targets = []
     for model, corpus in attention_pairs():
@@ -421,6 +460,8 @@ def all_targets():
     for model in config["pruning"]["models"]:
         for task in config["pruning"]["tasks"]:
             targets.append(f"results/{model}/{task}/pruning/comparisons.parquet")
+    for model in config["llm"]["models"]:  # decoder-only language models (llm.smk)
+        targets.append(f"results/llm/{model}/summary.md")
     if summary_parts():
         targets.append("results/summary.md")
     return targets

@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 
-from headsieve.cli import attention, data, multilingual, pruning, roles, summary, translation
+from headsieve.cli import attention, data, llm, multilingual, pruning, roles, summary, translation
 from headsieve.cli.common import COMMANDS, validate_args
 from headsieve.errors import HeadsieveError
 
@@ -23,7 +23,7 @@ log = logging.getLogger("headsieve")
 
 #: the stage modules, in the order of the workflow: each registers its commands when imported, and the help
 #: lists the commands in this order
-STAGE_MODULES = (data, attention, roles, pruning, summary, multilingual, translation)
+STAGE_MODULES = (data, attention, roles, pruning, summary, multilingual, translation, llm)
 STAGES = tuple(module.__name__.rpartition(".")[2] for module in STAGE_MODULES)
 
 
