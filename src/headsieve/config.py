@@ -87,6 +87,7 @@ def validate_config(config: dict, schema_path: str | os.PathLike) -> dict:
         raise HeadsieveError(f"config key '{_key(err.absolute_path)}': {err.message}")
     _check_references(config)
     _check_translation(config)
+    _check_llm(config)
     _check_role_names(config)
     env = os.environ.get(DATA_DIR_ENV)
     if env:
@@ -184,6 +185,37 @@ def _check_translation(config: dict) -> None:
     check_languages(settings, config.get("corpora", {}))
     check_strategies(settings.get("strategies", []))
 
+
+
+# ---- llm section (issue 17: decoder-only language models)
+def _check_llm(config: dict) -> None:
+    """The llm section names defined models, conllu corpora, and strategies of the registry whose role (for role
+    strategies) is a causal role; one line naming the key otherwise."""
+    from headsieve.pruning.strategies import STRATEGIES, parse_strategy
+    from headsieve.roles.registry import role_names
+
+    block = config.get("llm") or {}
+    models, corpora = config.get("models", {}), config.get("corpora", {})
+    _check_listed("llm.models", block.get("models", []), models, "model", show_defined=True)
+    inputs, evaluation = block.get("inputs") or {}, (block.get("pruning") or {}).get("evaluation") or {}
+    texts = [(f"llm.inputs.text[{i}]", c) for i, c in enumerate(inputs.get("text", []))]
+    if evaluation.get("perplexity"):
+        texts.append(("llm.pruning.evaluation.perplexity", evaluation["perplexity"]))
+    for key, corpus in texts:
+        if corpus not in corpora or corpora[corpus]["format"] != "conllu":
+            raise HeadsieveError(f"config key '{key}': '{corpus}' is not a conllu corpus (UD text)")
+    causal = role_names("causal")
+    for i, name in enumerate((block.get("pruning") or {}).get("strategies", [])):
+        where = f"config key 'llm.pruning.strategies[{i}]'"
+        try:
+            base, arg = parse_strategy(name)
+        except HeadsieveError as err:
+            raise HeadsieveError(f"{where}: {err}") from None
+        if base == "importance":
+            raise HeadsieveError(f"{where}: 'importance' is not offered for language models in the workflow yet")
+        if STRATEGIES[base].uses_labels and arg not in causal and f"causal:{arg}" not in causal:
+            raise HeadsieveError(f"{where}: '{arg}' is not a causal role (causal roles: {', '.join(causal)})")
+# ---- end llm section
 
 def _check_parsed(key: str, spec: dict, corpora: dict) -> None:
     """A parsed corpus names a single-text corpus to parse and the spaCy pipeline that parses it."""
