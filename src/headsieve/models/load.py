@@ -56,7 +56,7 @@ def _preset_smollm2() -> str:
     if not os.path.isfile(os.path.join(folder, "config.json")):
         raise HeadsieveError(
             f"preset 'smollm2': no converted model in '{folder}' (run the convert_smollm2 rule, or "
-            "headsieve convert-smollm2 --output DIR and set HEADSIEVE_SMOLLM2_DIR=DIR)"
+            "python -m headsieve.models.convert_gguf DIR and set HEADSIEVE_SMOLLM2_DIR=DIR)"
         )
     return folder
 
