@@ -37,7 +37,10 @@ names one):
   :func:`design_table` lists the inclusion and adjacency of every ``m`` for a given ``L``.
 * ``prune_role:R``: heads labelled with role R, strongest mean score first; then random others.
 * ``spare_role:R``: random heads not labelled R; only when those run out, labelled ones, weakest mean
-  score first.
+  score first.  Decoder-only models: R is a causal role (``prune_role:causal:induction``,
+  ``spare_role:causal:sink``), or its short name when the labels table holds the causal role
+  (``prune_role:induction``, ``sink``, ``prev``); labels per key-value group (a ``kv_group`` column instead
+  of ``head``) prune or spare whole groups (:func:`query_head_labels`).
 * ``importance``: lowest importance first over all kinds (ties broken at random).
 * ``kind:K``: heads of kind ``K`` first, in random order; only when ``n`` exceeds them, random heads of
   the other kinds.  ``spare:K``: random heads of the other kinds; heads of ``K`` only when those run out.
@@ -541,9 +544,40 @@ def flat_index(space: HeadSpace, kinds, layers, heads) -> np.ndarray:
     return off + np.asarray(layers, dtype=np.int64) * width + np.asarray(heads, dtype=np.int64)
 
 
+#: prefix of the decoder-only roles (``causal:induction``; :mod:`headsieve.roles.causal`)
+CAUSAL_PREFIX = "causal:"
+
+
+def table_role(roles: pd.Series, role: str) -> str:
+    """``role`` as a labels table names it: itself, or, when the table holds no such role but its causal
+    namesake, ``causal:<role>`` (a decoder's labels: ``prune_role:induction`` means ``causal:induction``)."""
+    present = set(roles.unique())
+    if role not in present and CAUSAL_PREFIX + role in present:
+        return CAUSAL_PREFIX + role
+    return role
+
+
+def query_head_labels(labels: pd.DataFrame, space: HeadSpace) -> pd.DataFrame:
+    """Role labels per query head.  A table of key-value group results (:func:`headsieve.roles.kv_groups.
+    kv_group_tests`: a ``kv_group`` column, no ``head``) gives each query head of a group its group's row, so
+    that role strategies prune or spare whole groups (a pruned group's keys and values go with it)."""
+    if "head" in labels.columns or "kv_group" not in labels.columns:
+        return labels
+    kinds = label_kinds(labels, space)
+    size = np.array([space.kind(k).group_size if k in space else 1 for k in kinds], dtype=np.int64)
+    group = labels["kv_group"].to_numpy(dtype=np.int64)
+    rows = np.repeat(np.arange(len(labels)), size)
+    offset = np.concatenate([np.arange(n) for n in size]) if len(size) else np.zeros(0, dtype=np.int64)
+    out = labels.iloc[rows].reset_index(drop=True)
+    out["head"] = np.repeat(group * size, size) + offset
+    return out
+
+
 def role_strength(labels: pd.DataFrame, role: str, space: HeadSpace) -> dict[int, float]:
-    """Flat index -> strength (largest mean of its labelled rows) of the heads labelled ``role``."""
+    """Flat index -> strength (largest mean of its labelled rows) of the heads labelled ``role``
+    (:func:`table_role`: a decoder's table may be asked for ``induction``, ``sink``, ``prev``)."""
     roles = labels["role"].astype(str)
+    role = table_role(roles, role)
     if not (roles == role).any():
         known = sorted(roles.unique())
         shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
@@ -757,6 +791,7 @@ def select_heads(
     if entry.uses_labels:
         if labels is None:
             raise HeadsieveError(f"pruning strategy '{name}' needs the role labels table (role tests of this model)")
+        labels = query_head_labels(labels, space)
         check_labels(labels, space)
     if importance is not None:
         importance = check_importance(importance, space)
