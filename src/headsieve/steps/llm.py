@@ -339,8 +339,7 @@ def measure(lm, metric: str, data, gates, device: str) -> tuple[float, int]:
 
 def kv_groups_removed(space, heads) -> int:
     """Key-value groups all of whose query heads are masked."""
-    kind = space.single
-    size = kind.size // kind.kv_heads if kind.kv_heads else 1
+    size = space.single.group_size
     per_group = {}
     for _, layer, head in heads:
         per_group[(layer, head // size)] = per_group.get((layer, head // size), 0) + 1

@@ -1,0 +1,227 @@
+"""The llm steps (workflow/rules/llm.smk) on tiny random decoders saved as model folders: role inputs, role
+scores per input kind, tests per query head and key-value group, masks, evaluations and the report; the
+paired comparisons against planted differences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from headsieve.config import SCHEMA_PATH, validate_config
+from headsieve.steps import llm as S
+from headsieve.steps.settings import Corpus, Model, RoleTestSettings
+
+from support.decoder import HEADS, KV_HEADS, LAYERS
+from support.llm import tiny_decoder_folder, tiny_llm_section, word_tokenizer
+
+EWT_DEV = "ud/UD_English-EWT/en_ewt-ud-dev.conllu"
+EWT_TEST = "ud/UD_English-EWT/en_ewt-ud-test.conllu"
+
+
+def llm_settings() -> dict:
+    corpora = {"ewt_dev": {"format": "conllu", "path": EWT_DEV}, "ewt_test": {"format": "conllu", "path": EWT_TEST}}
+    return validate_config({"corpora": corpora, "llm": tiny_llm_section()}, SCHEMA_PATH)["llm"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data, one_thread):
+    """Every step of the llm rules on a tiny Llama with grouped-query attention (4 query, 2 key-value heads)."""
+    out = tmp_path_factory.mktemp("llm_steps")
+    model = Model("tiny", {"source": str(tiny_decoder_folder(out / "model", "llama", data / EWT_DEV))})
+    cfg = llm_settings()
+    text = [Corpus("ewt_dev", {"format": "conllu"}, [data / EWT_DEV])]
+    S.role_scores(model, text, cfg["inputs"], cfg["roles"], out / "role_scores.parquet")
+    r = cfg["roles"]
+    S.role_tests(out / "role_scores.parquet", RoleTestSettings(r["alpha"], r["correction"], r["tau"], None),
+                 out / "role_tests.parquet", out / "kv_group_tests.parquet")  # fmt: skip
+    p = cfg["pruning"]
+    evaluations = []
+    for seed in p["seeds"]:
+        masks = out / f"seed{seed}/masks.parquet"
+        S.select_masks(model, out / "role_tests.parquet", p["strategies"], p["fractions"], seed, masks)
+        evaluations.append(out / f"seed{seed}/evaluations.parquet")
+        S.evaluate(model, masks, p["evaluation"], Corpus("ewt_test", {"format": "conllu"}, [data / EWT_TEST]),
+                   evaluations[-1], max_length=cfg["inputs"]["max_length"])  # fmt: skip
+    S.report("tiny", out / "role_tests.parquet", out / "kv_group_tests.parquet", evaluations, out / "figures",
+             out / "evaluations.parquet", out / "comparisons.parquet", out / "summary.md")  # fmt: skip
+    return out, model, cfg
+
+
+def test_text_inputs_align_pieces_with_words_and_mark_punctuation(data):
+    from headsieve.io.conllu import read_conllu
+
+    tokenizer = word_tokenizer(data / EWT_DEV)
+    inputs, too_long = S.text_role_inputs([data / EWT_DEV], tokenizer, 30, 1000)
+    sentences = read_conllu(data / EWT_DEV)[:30]
+    assert len(inputs) == 30 and too_long == 0
+    for (ids, facts), sentence in zip(inputs, sentences):
+        assert ids[0] == tokenizer.bos_token_id and facts.piece_word[0] == -1 and not facts.delimiter[0]
+        assert len(ids) == len(facts.piece_word) == len(facts.delimiter)
+        assert list(facts.word_head) == list(sentence.heads)
+        words = facts.piece_word[1:]
+        assert np.all(np.diff(words) >= 0) and words[-1] == max(w for w in range(len(sentence.words))
+                                                                if sentence.word_token[w] == len(sentence.tokens) - 1 and
+                                                                sentence.word_token.index(sentence.word_token[w]) == w)
+        for pos in range(1, len(ids)):
+            word = facts.piece_word[pos]
+            assert facts.delimiter[pos] == (sentence.upos[word] == "PUNCT")
+            form = sentence.tokens[sentence.word_token[word]]
+            if ids[pos] != tokenizer.unk_token_id and form.isalpha():
+                assert tokenizer.convert_ids_to_tokens(int(ids[pos])) == form.lower()
+    short, dropped = S.text_role_inputs([data / EWT_DEV], tokenizer, 30, 12)
+    assert len(short) == 30 and dropped > 0 and max(len(ids) for ids, _ in short) <= 12
+
+
+def test_synthetic_inputs_are_seeded_and_keep_special_ids_out():
+    spec = {"count": 5, "length": 7, "seed": 3}
+    a, b = S.repeated_sequences(spec, 64, 4, 1), S.repeated_sequences(spec, 64, 4, 1)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert len({x.tobytes() for x in a}) == 5  # each sequence its own draw
+    for x in a:
+        assert x[0] == 1 and len(x) == 15 and np.array_equal(x[1:8], x[8:]) and x[1:].min() >= 4
+    other = S.repeated_sequences(dict(spec, seed=4), 64, 4, 1)
+    assert not any(np.array_equal(x, y) for x, y in zip(a, other))
+    needles = S.needle_inputs({"count": 3, "context": 10, "needle": 4, "seed": 0}, 64, 4, 1)
+    for n in needles:
+        body = n.tokens[1:]
+        assert (body == 4).sum() == 2  # the marker before the needle and before its copy, never drawn otherwise
+        assert np.array_equal(n.tokens[n.copy_source], n.tokens[n.copy_query + 1])
+
+
+def test_role_scores_one_table_over_input_kinds(run):
+    from headsieve.io.provenance import read_file_provenance
+
+    out, _, cfg = run
+    scores = pd.read_parquet(out / "role_scores.parquet")
+    assert list(scores.columns) == S.SCORE_COLUMNS
+    for source, roles in S.ROLE_SOURCES.items():
+        assert set(scores.loc[scores.source == source, "role"]) <= set(roles)
+    assert set(scores["source"]) == {"text", "repeated", "needles"}
+    inputs = cfg["inputs"]
+    n = {k: scores.loc[scores.source == k, "input"].nunique() for k in ("text", "repeated", "needles")}
+    assert n["repeated"] == inputs["repeated"]["count"] and n["needles"] == inputs["needles"]["count"]
+    assert 0 < n["text"] <= inputs["max_sentences"]
+    # one input index over every kind: text first, then repeated, then needles
+    ranges = scores.groupby("source")["input"].agg(["min", "max"])
+    assert ranges.loc["text", "max"] < ranges.loc["repeated", "min"] <= ranges.loc["repeated", "max"] < ranges.loc["needles", "min"]
+    assert (scores["kv_group"] == scores["head"] // (HEADS // KV_HEADS)).all()
+    per_input = scores.groupby(["input", "role"]).size()
+    assert (per_input == LAYERS * HEADS).all()  # every query head scored once per input and role
+    record = read_file_provenance(out / "role_scores.parquet", "scores", "")
+    assert record["model"] == "tiny" and record["stand_in"] == "" and record["n_inputs"]["repeated"] == 6
+
+
+def test_role_tests_per_query_head_and_per_group(run):
+    out, _, cfg = run
+    tests = pd.read_parquet(out / "role_tests.parquet")
+    groups = pd.read_parquet(out / "kv_group_tests.parquet")
+    roles = pd.read_parquet(out / "role_scores.parquet")["role"].unique()
+    assert len(tests) == LAYERS * HEADS * len(roles) and len(groups) == LAYERS * KV_HEADS * len(roles)
+    assert set(tests["source"].dropna()) == {"text", "repeated", "needles"} and tests["source"].notna().all()
+    tested = tests["p_adj"].notna()
+    assert ((tests.loc[tested, "p_adj"] < cfg["roles"]["alpha"]) == tests.loc[tested, "label"]).all()
+    assert (tests.loc[tested, "p_adj"] >= tests.loc[tested, "p"] - 1e-12).all()  # a correction only raises p
+    # a group's mean is its query heads' mean per input, averaged
+    scores = pd.read_parquet(out / "role_scores.parquet")
+    role = "causal:induction"
+    sub = scores[scores.role == role]
+    expected = sub.groupby(["input", "layer", "kv_group"])["score"].mean().groupby(["layer", "kv_group"]).mean()
+    got = groups[groups.role == role].set_index(["layer", "kv_group"])["mean"]
+    assert np.allclose(got.sort_index().to_numpy(), expected.sort_index().to_numpy())
+
+
+def test_masks_have_the_share_of_heads(run):
+    out, _, cfg = run
+    for seed in cfg["pruning"]["seeds"]:
+        masks = pd.read_parquet(out / f"seed{seed}/masks.parquet")
+        assert set(masks["strategy"]) == set(cfg["pruning"]["strategies"]) and (masks["seed"] == seed).all()
+        for (strategy, fraction), rows in masks.groupby(["strategy", "fraction"]):
+            assert (rows.layer >= 0).sum() == round(fraction * LAYERS * HEADS), (strategy, fraction)
+    random = [set(zip(*pd.read_parquet(out / f"seed{s}/masks.parquet").query("strategy == 'random' and fraction == 0.5")
+                      [["layer", "head"]].to_numpy().T)) for s in cfg["pruning"]["seeds"]]  # fmt: skip
+    assert len({frozenset(r) for r in random}) > 1  # seeds draw other heads
+
+
+def test_role_masks_take_the_labelled_heads_strongest_first(run, tmp_path):
+    out, model, cfg = run
+    tests = pd.read_parquet(out / "role_tests.parquet")
+    planted = {(2, 1): 0.9, (0, 3): 0.8, (1, 0): 0.7}  # labelled sink heads and their mean scores
+    sink = tests["role"] == "causal:sink"
+    tests.loc[sink, "label"] = False
+    for (layer, head), mean in planted.items():
+        at = sink & (tests.layer == layer) & (tests["head"] == head)
+        tests.loc[at, ["label", "mean"]] = [True, mean]
+    tests.to_parquet(tmp_path / "tests.parquet")
+    S.select_masks(model, tmp_path / "tests.parquet", ["prune_role:causal:sink"], [0.25], 1, tmp_path / "masks.parquet")
+    masks = pd.read_parquet(tmp_path / "masks.parquet")
+    heads = list(zip(masks.layer, masks["head"]))
+    assert len(heads) == 3 and set(heads) == set(planted)  # 25% of 12 heads: exactly the labelled ones
+    S.select_masks(model, tmp_path / "tests.parquet", ["prune_role:causal:sink"], [0.5], 1, tmp_path / "half.parquet")
+    half = set(zip(*pd.read_parquet(tmp_path / "half.parquet")[["layer", "head"]].to_numpy().T))
+    assert len(half) == 6 and set(planted) <= half
+
+
+def test_evaluations_of_every_mask_and_the_unpruned_model(run, data):
+    from headsieve.models.load import load_decoder, load_tokenizer
+    from headsieve.tasks.lm import perplexity
+
+    out, model, cfg = run
+    frames = [pd.read_parquet(out / f"seed{s}/evaluations.parquet") for s in cfg["pruning"]["seeds"]]
+    frame = pd.concat(frames)
+    assert list(frame.columns) == S.EVALUATION_COLUMNS
+    assert set(frame["metric"]) == set(S.METRICS)
+    zero = frame[frame.fraction == 0]
+    assert zero.groupby("metric")["value"].nunique().eq(1).all()  # one unpruned model, whatever the strategy
+    lm = load_decoder(model.key, model.spec)
+    tokenizer = load_tokenizer(model.key, model.spec)
+    ev = cfg["pruning"]["evaluation"]
+    sequences = S.perplexity_sequences([data / EWT_TEST], tokenizer, ev["max_sentences"], cfg["inputs"]["max_length"])
+    assert np.isclose(zero.loc[zero.metric == "perplexity", "value"].iloc[0], perplexity(lm, sequences)["perplexity"])
+    pruned = frame[frame.fraction > 0]
+    assert (pruned.heads_pruned == (pruned.fraction * LAYERS * HEADS).round()).all()
+    masked = frame[(frame.fraction == 0.5) & (frame.metric == "perplexity")]
+    assert (masked["value"] != zero.loc[zero.metric == "perplexity", "value"].iloc[0]).all()  # masking changes the model
+
+
+def test_kv_groups_removed_counts_whole_groups():
+    from headsieve.models.headspace import HeadSpace
+
+    space = HeadSpace.from_shapes({"decoder": (3, 4)}, {"decoder": 2})
+    assert S.kv_groups_removed(space, [("decoder", 0, 0), ("decoder", 0, 1), ("decoder", 1, 1), ("decoder", 1, 2)]) == 1
+    assert S.kv_groups_removed(space, [("decoder", 2, h) for h in range(4)]) == 2
+    assert S.kv_groups_removed(space, []) == 0
+
+
+def test_report_tables_figures_and_summary(run):
+    out, _, cfg = run
+    evaluations = pd.read_parquet(out / "evaluations.parquet")
+    p = cfg["pruning"]
+    assert len(evaluations) == len(p["seeds"]) * len(p["strategies"]) * len(p["fractions"]) * len(S.METRICS)
+    comparisons = pd.read_parquet(out / "comparisons.parquet")
+    nonzero = [f for f in p["fractions"] if f > 0]
+    assert len(comparisons) == len(S.METRICS) * len(nonzero) * (len(p["strategies"]) - 1)
+    assert set(comparisons["against"]) == {"random"} and (comparisons["seeds"] == len(p["seeds"])).all()
+    for name in S.FIGURES:
+        for suffix in (".png", ".pdf"):
+            assert (out / "figures" / f"{name}{suffix}").stat().st_size > 1000, name
+    summary = (out / "summary.md").read_text()
+    roles = pd.read_parquet(out / "role_tests.parquet")["role"].unique()
+    assert all(f"| {role} |" in summary for role in roles)
+    assert "(unpruned)" in summary and "strategy minus random" in summary
+
+
+def test_curve_comparisons_find_a_planted_difference_and_not_a_null_one():
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(1, 9):
+        base = 10 + rng.normal(0, 1)  # seeds differ: pairing removes it
+        for strategy, shift in (("random", 0.0), ("harms", 1.0), ("same", 0.0)):
+            value = base + shift + rng.normal(0, 0.2)
+            rows.append(("m", strategy, 0.5, seed, 0, 0, "copying_loss", value, 10))
+            rows.append(("m", strategy, 0.0, seed, 0, 0, "copying_loss", base, 10))
+    frame = pd.DataFrame(rows, columns=S.EVALUATION_COLUMNS)
+    table = S.curve_comparisons(frame, "holm", 0.05).set_index("strategy")
+    assert set(table.index) == {"harms", "same"} and (table["fraction"] == 0.5).all()
+    assert table.loc["harms", "p_adj"] < 0.01 and table.loc["harms", "ci_low"] < 1.0 < table.loc["harms", "ci_high"]
+    assert table.loc["same", "p_adj"] > 0.05 and table.loc["same", "ci_low"] < 0 < table.loc["same", "ci_high"]
