@@ -7,6 +7,9 @@
   the needle copied; ``copy_query[k]`` is the position whose next token is the ``k``-th needle token and
   ``copy_source[k]`` that token's position in the needle (the key a retrieval head attends to while the
   model copies it, Wu et al. 2024).
+* :func:`needle_facts`: the causal facts of a needle input with its copy map (:class:`NeedleFacts`), whose
+  target rows for ``causal:retrieval`` :func:`retrieval_rows` gives (query ``copy_query[k]`` -> key
+  ``copy_source[k]``; none on facts without a copy map).
 * :func:`text_facts`: the causal facts of a UD sentence, one position per word (token ids: the lowercased
   forms, equal forms equal ids; delimiters: ``PUNCT`` words; the gold tree).
 

@@ -93,7 +93,7 @@ def pad_batch(sequences: list[np.ndarray], pad_id: int = 0) -> dict[str, torch.T
 
 def lm_batches(sequences, batch_size: int = 8, pad_id: int = 0) -> list[dict[str, torch.Tensor]]:
     """Batches (:func:`pad_batch`) of ``sequences`` in order, each with ``labels``, so that
-    ``model(**batch).loss`` is the language-model loss: what :func:`headsieve.pruning.importance.gate_importance`
+    ``model(**batch).loss`` is the language-model loss: what :func:`headsieve.pruning.lm.lm_importance`
     differentiates for head importance (give it held-out text, not the evaluation sequences)."""
     seqs = as_sequences(sequences)
     return [pad_batch(seqs[i : i + batch_size], pad_id) for i in range(0, len(seqs), batch_size)]
