@@ -390,38 +390,9 @@ def evaluate(model: Model, masks, evaluation: dict, perplexity: Corpus | None, o
 
 # ------------------------------------------------------------------------------------------------ report
 
-#: the strategy every other is compared with
+#: the strategy every other is compared with (:func:`headsieve.pruning.lm.lm_comparisons`: paired over seeds per
+#: metric and share pruned, p corrected over the whole table)
 BASELINE = "random"
-
-
-def curve_comparisons(evaluations: pd.DataFrame, correction: str = "holm", alpha: float = 0.05,
-                      power: float = 0.8) -> pd.DataFrame:  # fmt: skip
-    """Every strategy against :data:`BASELINE` at each metric and share pruned above 0, paired over the seeds
-    both have (:func:`headsieve.pruning.report.paired_difference`: mean difference strategy - random, its
-    two-sided t interval, t, p, minimal detectable difference), ``p`` corrected over the whole table as one
-    family (:func:`headsieve.pruning.report.adjust`)."""
-    import pandas as pd
-
-    from headsieve.pruning.report import adjust, paired_difference
-
-    rows = []
-    frame = evaluations[evaluations["fraction"] > 0]
-    for (model, metric, fraction), sub in frame.groupby(["model", "metric", "fraction"], sort=True):
-        wide = sub.pivot_table(index="seed", columns="strategy", values="value")
-        if BASELINE not in wide:
-            continue
-        for strategy in [s for s in wide.columns if s != BASELINE]:
-            both = wide[[strategy, BASELINE]].dropna()
-            row = {"model": model, "metric": metric, "fraction": float(fraction), "strategy": strategy, "against": BASELINE}
-            row.update(paired_difference(both[strategy].to_numpy(), both[BASELINE].to_numpy(), alpha, power))
-            rows.append(row)
-    columns = ["model", "metric", "fraction", "strategy", "against", "seeds", "mean_diff", "sd_diff", "ci_low",
-               "ci_high", "t", "df", "p", "mdd"]  # fmt: skip
-    table = pd.DataFrame(rows, columns=columns)
-    table["seeds"] = table["seeds"].astype("int32")
-    table["p_adj"] = adjust(table["p"], correction) if len(table) else pd.Series(dtype=float)
-    table["correction"], table["alpha"], table["power"] = correction, float(alpha), float(power)
-    return table
 
 
 def collect_evaluations(paths) -> pd.DataFrame:
@@ -513,6 +484,7 @@ def report(model_key: str, tests, kv_tests, evaluations: list, figures, evaluati
     from headsieve.io.atomic import write_frame, write_text
     from headsieve.io.provenance import provenance_metadata, read_file_provenance
     from headsieve.plots.llm import causal_role_map, metric_curve
+    from headsieve.pruning.lm import lm_comparisons
 
     made_from = read_file_provenance(tests, "role tests", "rerun the llm_role_tests step")
     stand_in = made_from.get("stand_in", "")
@@ -520,7 +492,7 @@ def report(model_key: str, tests, kv_tests, evaluations: list, figures, evaluati
     role_tests_frame = pd.read_parquet(tests)
     kv = pd.read_parquet(kv_tests)
     frame = collect_evaluations(evaluations)
-    comparisons = curve_comparisons(frame, correction, alpha)
+    comparisons = lm_comparisons(frame, BASELINE, keys=("model",), correction=correction, alpha=alpha)
     record = {"model": model_key, "stand_in": stand_in, "seeds": sorted(int(s) for s in frame["seed"].unique())}
     write_frame(frame, evaluations_out, metadata=provenance_metadata(record))
     write_frame(comparisons, comparisons_out, metadata=provenance_metadata(record))

@@ -211,7 +211,9 @@ def test_report_tables_figures_and_summary(run):
     assert "(unpruned)" in summary and "strategy minus random" in summary
 
 
-def test_curve_comparisons_find_a_planted_difference_and_not_a_null_one():
+def test_comparisons_of_evaluation_rows_find_a_planted_difference_and_not_a_null_one():
+    from headsieve.pruning.lm import lm_comparisons
+
     rng = np.random.default_rng(0)
     rows = []
     for seed in range(1, 9):
@@ -221,7 +223,7 @@ def test_curve_comparisons_find_a_planted_difference_and_not_a_null_one():
             rows.append(("m", strategy, 0.5, seed, 0, 0, "copying_loss", value, 10))
             rows.append(("m", strategy, 0.0, seed, 0, 0, "copying_loss", base, 10))
     frame = pd.DataFrame(rows, columns=S.EVALUATION_COLUMNS)
-    table = S.curve_comparisons(frame, "holm", 0.05).set_index("strategy")
+    table = lm_comparisons(frame, S.BASELINE, keys=("model",), correction="holm").set_index("strategy")
     assert set(table.index) == {"harms", "same"} and (table["fraction"] == 0.5).all()
     assert table.loc["harms", "p_adj"] < 0.01 and table.loc["harms", "ci_low"] < 1.0 < table.loc["harms", "ci_high"]
     assert table.loc["same", "p_adj"] > 0.05 and table.loc["same", "ci_low"] < 0 < table.loc["same", "ci_high"]
