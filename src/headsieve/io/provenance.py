@@ -128,4 +128,4 @@ def check_same_cells(groups: dict, what: str) -> None:
     for name, held in groups.items():
         missing = sorted(union - set(held), key=str)
         if missing:
-            raise HeadsieveError(f"{name}: no {what} {missing[0]} (the others have it; an input is missing or incomplete)")
+            raise HeadsieveError(f"{name}: no {what} {missing[0]!r} (the others have it; an input is missing or incomplete)")

@@ -494,6 +494,8 @@ def report(
     for kind, paths in (("heads", compensation), ("summary", compensation_summary)):
         for path in paths:
             record = expect_provenance(path, {"model": made["model"], "task": made["task"]}, "compensation")
+            if set(pd.read_parquet(path, columns=["seed"])["seed"].astype(int)) - {record["seed"]}:
+                raise HeadsieveError(f"{path}: rows of seeds other than its recorded seed {record['seed']}: rerun rule compensation")
             if record["seed"] in paired.setdefault(kind, {}):
                 raise HeadsieveError(f"{path}: seed {record['seed']} is also in {paired[kind][record['seed']][0]} (every seed once)")
             paired[kind][record["seed"]] = (path, record_sha256(record))

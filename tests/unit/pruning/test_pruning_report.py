@@ -13,6 +13,7 @@ from scipy import stats
 from support.cli import run_cli
 from headsieve.errors import HeadsieveError
 from headsieve.pruning.compensation import spread_summary
+from headsieve.steps.pruning import write_made_from
 from headsieve.pruning.report import (
     DEFAULT_PROTOCOL,
     adjust,
@@ -197,18 +198,21 @@ def digest(folder) -> dict:
 def test_report_command_writes_table_summary_and_figures(tmp_path):
     frame = pd.concat([evaluations({"good": 0.05, "top": -0.1, "bottom": 0.0}, protocol="finetune_then_prune"),
                        evaluations({"good": 0.01}, protocol="prune_then_finetune", seed=9)], ignore_index=True)  # fmt: skip
-    frame.to_parquet(tmp_path / "evaluations.parquet")
+    made = {"model": "m", "task": {"max_length": 32}}  # what collect_pruning and compensation record
+    write_made_from(frame, tmp_path / "evaluations.parquet", made)
     heads, summary = compensation_tables()
-    heads.to_parquet(tmp_path / "compensation.parquet")
-    summary.to_parquet(tmp_path / "compensation_summary.parquet")
+    compensation = {"heads": [], "summary": []}
+    for seed in sorted(set(heads.seed)):  # one compensation run per seed
+        for kind, table in (("heads", heads), ("summary", summary)):
+            compensation[kind] += [str(tmp_path / f"compensation_{kind}_{seed}.parquet")]
+            write_made_from(table[table.seed == seed], compensation[kind][-1], dict(made, seed=int(seed)))
     outputs = {}
     for run in ("a", "b"):
         out = tmp_path / run
         proc = run_cli("pruning-report", "--evaluations", str(tmp_path / "evaluations.parquet"),
                        "--comparisons", str(out / "comparisons.parquet"), "--figures", str(out / "figures"),
                        "--title", "m on t", "--correction", "bh", "--summary", str(out / "summary.md"),
-                       "--compensation", str(tmp_path / "compensation.parquet"),
-                       "--compensation-summary", str(tmp_path / "compensation_summary.parquet"))  # fmt: skip
+                       "--compensation", *compensation["heads"], "--compensation-summary", *compensation["summary"])  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-2000:]
         outputs[run] = digest(out)
     assert outputs["a"] == outputs["b"]  # deterministic: same inputs, same bytes

@@ -438,15 +438,20 @@ PTF_OPTIONS = {"max_steps": 6, "batch_size": 16, "learning_rate": 3e-3, "checkpo
 SST2 = {"format": "glue", "task": "sst2"}
 
 
-def ptf_masks(path: Path) -> Path:
-    """Masks of one seed and fraction: two strategies with the same heads, one with others, one with none."""
+def ptf_masks(path: Path, finetuned: Path) -> Path:
+    """Masks of one seed and fraction: two strategies with the same heads, one with others, one with none;
+    recorded as selected from the fine-tuning ``finetuned`` (what prune_finetune checks)."""
     import pandas as pd
+
+    from headsieve.io.provenance import read_artifact_provenance, record_sha256
 
     rows = [("a", 0.5, 3, "encoder", 0, 1)] + [("a", 0.5, 3, "encoder", 2, h) for h in range(4)]
     rows += [("b", 0.5, 3, kind, layer, head) for _, _, _, kind, layer, head in rows]
     rows += [("c", 0.5, 3, "encoder", 1, 2), ("empty", 0.5, 3, "", -1, -1)]
     frame = pd.DataFrame(rows, columns=["strategy", "fraction", "seed", "kind", "layer", "head"])
-    frame.astype({"seed": "int32", "layer": "int16", "head": "int16"}).to_parquet(path, index=False)
+    made_from = record_sha256(read_artifact_provenance(finetuned, "finetune"))
+    record = {"finetuned": made_from, "seed": 3, "fraction": 0.5, "strategies": ["a", "b", "c", "empty"]}
+    pruning_steps.write_made_from(frame.astype({"seed": "int32", "layer": "int16", "head": "int16"}), path, record)
     return path
 
 
@@ -468,7 +473,7 @@ def ptf_run(tmp_path_factory, tiny_bert, data, one_thread):
     finetuned = root / "finetuned"
     model = Model("tiny", {"source": str(tiny_bert)})
     pruning_steps.finetune(model, ptf_task(data), PTF_OPTIONS, 3, finetuned, root / "finetuned.work")
-    masks = ptf_masks(root / "masks.parquet")
+    masks = ptf_masks(root / "masks.parquet", finetuned)
     frame = run_ptf(tiny_bert, data, finetuned, masks, root / "out")
     return root, frame
 

@@ -434,15 +434,23 @@ def test_commands_end_to_end(tmp_path):
         scores.loc[scores.fraction == 0.0, "chrf"].iloc[0].round(9)
     }
     assert len(pd.read_parquet(tmp_path / "tr.parquet")) == 15 * 5
+    with pytest.raises(HeadsieveError, match=r"score \(seed, strategy, fraction\) .* is also in"):
+        run(
+            "translation-collect",
+            "--inputs",
+            str(tmp_path / "scores.parquet"),
+            str(tmp_path / "scores.parquet"),
+            "--output",
+            str(tmp_path / "all.parquet"),
+        )  # every cell exactly once (issue #18)
     run(
         "translation-collect",
         "--inputs",
         str(tmp_path / "scores.parquet"),
-        str(tmp_path / "scores.parquet"),
         "--output",
         str(tmp_path / "all.parquet"),
     )
-    assert len(pd.read_parquet(tmp_path / "all.parquet")) == 30
+    assert len(pd.read_parquet(tmp_path / "all.parquet")) == 15
     run(
         "translation-roles",
         "--model-spec",
