@@ -201,7 +201,7 @@ class Batch:
 
         numpy, one thread: torch's threaded log splits the array where its thread count says, and the
         vector and scalar paths round the last bit differently, so the bytes depended on the machine."""
-        return row_entropy(self.A)
+        return row_entropy(self.A, self.lengths)
 
     @cached_property
     def membership(self) -> np.ndarray:
@@ -269,11 +269,27 @@ class Batch:
         return self.membership / np.where(counts > 0, counts, 1)[..., None]
 
 
-def row_entropy(A: np.ndarray) -> np.ndarray:
-    """Entropy (nats) of each attention row: [B, N, X] for A [B, N, N, X] (0 log 0 = 0)."""
-    terms = np.log(np.maximum(A, np.float32(1e-30)))
-    terms *= A
-    return -terms.sum(2)
+#: elements of attention per block of rows in :func:`row_entropy` (a block and its logs stay in the cache)
+ENTROPY_BLOCK = 1 << 15
+
+
+def row_entropy(A: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+    """Entropy (nats) of each attention row: [B, N, X] for A [B, N, N, X] (0 log 0 = 0); -0.0 on padded rows.
+
+    Input by input (``lengths``: its pieces; default N) and in blocks of rows, so that the logs of a block
+    are summed while in the cache; each row is summed over its keys in key order, as over the whole array
+    (same bits: a padded row of the whole array sums to +0.0, negated -0.0)."""
+    B, N, _, X = A.shape
+    out = np.full((B, N, X), -0.0, dtype=A.dtype)
+    for b, n in enumerate(np.full(B, N) if lengths is None else lengths):
+        n = int(n)
+        step = max(1, ENTROPY_BLOCK // max(n * X, 1))
+        for i in range(0, n, step):
+            rows = A[b, i : i + step, :n]
+            terms = np.log(np.maximum(rows, np.float32(1e-30)))
+            terms *= rows
+            np.negative(terms.sum(1), out=out[b, i : i + step])
+    return out
 
 
 def _segment_sum(values: np.ndarray, keys: np.ndarray):

@@ -108,6 +108,98 @@ def adjust(p: np.ndarray, correction: str) -> np.ndarray:
     return out
 
 
+class GroupCodes:
+    """The groups of ``frame.groupby(cols, sort=True, observed=True)`` as one int64 code per row.
+
+    Grouping millions of score rows by five key columns spends most of its time combining the keys;
+    one integer code per row (each key's sort rank, combined in mixed radix: categoricals by their
+    category codes, integers by value, other keys by their sorted unique values, exactly the order
+    pandas sorts the groups in) groups the same rows in the same order, and pandas' own aggregations
+    over that code give the same numbers.  Rows with a missing key belong to no group, as in pandas."""
+
+    def __init__(self, frame: pd.DataFrame, cols: list[str], rows: np.ndarray | None = None):
+        """``rows``: optional bool mask of the rows to group (the others belong to no group)."""
+        self.cols = list(cols)
+        if rows is not None:
+            frame = frame.loc[rows, self.cols]
+        self.rows = rows
+        keys = [_key_ranks(frame[col]) for col in self.cols]
+        self._keys = [(radix, decode) for _, radix, decode in keys]  # per column
+        span = int(np.prod([float(radix) for _, radix, _ in keys]))
+        code = np.zeros(len(frame), dtype=np.int32 if span < 2**31 else np.int64)  # in place: few big arrays
+        missing = None
+        for ranks, radix, _ in keys:
+            code *= radix
+            code += ranks
+            if len(ranks) and ranks.min() < 0:
+                missing = (ranks < 0) if missing is None else missing | (ranks < 0)
+        self.keep = None if missing is None else ~missing
+        self.code = code if self.keep is None else code[self.keep]
+        self.grouper = _dense_grouper(self.code, span)
+
+    def groupby(self, **columns):
+        """The frame's ``columns`` (name=Series, as many as wanted: grouped once) grouped by the code, groups
+        sorted."""
+        values = {}
+        for name, col in columns.items():
+            col = col.to_numpy() if self.rows is None else col.to_numpy()[self.rows]
+            values[name] = col if self.keep is None else col[self.keep]
+        # every category of the grouper is present, so observed=False gives the same groups without a search
+        return pd.DataFrame(values).groupby(self.grouper, sort=True, observed=False)
+
+    @staticmethod
+    def codes(values: pd.Series) -> pd.Series:
+        """A categorical column as float codes (NaN for missing): grouping them beats grouping its values."""
+        codes = values.cat.codes.to_numpy()
+        return pd.Series(np.where(codes < 0, np.nan, codes))
+
+    @staticmethod
+    def decode(values: pd.Series, first_codes) -> np.ndarray:
+        """Values of a categorical column from :meth:`codes` aggregated (e.g. ``first``)."""
+        first = np.asarray(first_codes, dtype=float)
+        names = values.cat.categories.to_numpy(dtype=object)
+        return np.where(np.isnan(first), None, names[np.nan_to_num(first).astype(np.int64)])
+
+    def frame(self, result: pd.DataFrame) -> pd.DataFrame:
+        """An aggregation's result (indexed by code) with the key columns in front, as ``reset_index`` gives
+        them after grouping by the columns."""
+        code = np.asarray(result.index.to_numpy()).astype(np.int64)
+        columns = {}
+        for col, (radix, decode) in reversed(list(zip(self.cols, self._keys))):
+            columns[col] = decode(code % radix)
+            code = code // radix
+        keys = pd.DataFrame({col: columns[col] for col in self.cols})
+        return pd.concat([keys, result.reset_index(drop=True)], axis=1)
+
+
+def _dense_grouper(code: np.ndarray, span: int):
+    """The codes as a categorical of the present codes (pandas groups a categorical by its integer codes,
+    without hashing the values); the plain codes when their span is too large for a lookup table."""
+    if span > max(4 * len(code), 1 << 20):
+        return code
+    present = np.zeros(span, dtype=bool)
+    present[code] = True
+    dense = np.cumsum(present, dtype=np.int64) - 1
+    return pd.Categorical.from_codes(dense[code].astype(np.int32), categories=np.flatnonzero(present))
+
+
+def _key_ranks(col: pd.Series):
+    """(rank of each row's key in pandas' group order, -1 if missing; number of ranks; rank -> key values)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return (
+            col.cat.codes.to_numpy(),
+            max(len(col.cat.categories), 1),
+            lambda k: pd.Categorical.from_codes(k, dtype=col.dtype),
+        )
+    if col.dtype.kind in "iu" and isinstance(col.dtype, np.dtype) and len(col):
+        values = col.to_numpy()
+        low, high = int(values.min()), int(values.max())
+        ranks = values if low == 0 else values.astype(np.int64) - low
+        return ranks, high - low + 1, lambda k: (k + low).astype(values.dtype)
+    ranks, uniques = pd.factorize(col, sort=True)
+    return ranks, max(len(uniques), 1), lambda k: uniques.take(k)
+
+
 def role_taus(scores: pd.DataFrame, tau: float | None, tau_by_role: dict | None) -> np.ndarray:
     """The threshold of every row of a table with ``role`` (and ``form``) columns: ``tau_by_role[role]`` if
     given, else ``tau`` if given, else the registry's default of the row's role and score form (tables
@@ -151,11 +243,15 @@ def role_tests(
     and correction used, the score form and ``untested_reason`` ("" when tested, else why t and p are NaN).  Each (keys) group is one family.
     """
     group_cols = list(keys) + ["layer", "head", "role"]
-    g = scores.groupby(group_cols, sort=True, observed=True)
-    out = g["score"].agg(n="count", mean="mean", sd="std").reset_index()  # pandas std: ddof 1
-    out["n_left_out"] = g["score"].size().to_numpy() - out["n"].to_numpy()
-    if "form" in scores:  # per test, not per score row: the score table has millions of rows
-        out["form"] = g["form"].first().astype(str).to_numpy()
+    groups = GroupCodes(scores, group_cols)
+    form = "form" in scores and isinstance(scores["form"].dtype, pd.CategoricalDtype)
+    g = groups.groupby(score=scores["score"], **({"form": GroupCodes.codes(scores["form"])} if form else {}))
+    out = groups.frame(g["score"].agg(n="count", mean="mean", sd="std"))  # pandas std: ddof 1
+    out["n_left_out"] = g.size().to_numpy() - out["n"].to_numpy()
+    if form:  # per test, not per score row: the score table has millions of rows
+        out["form"] = GroupCodes.decode(scores["form"], g["form"].first()).astype(str)
+    elif "form" in scores:
+        out["form"] = groups.groupby(form=scores["form"])["form"].first().astype(str).to_numpy()
     else:
         out["form"] = np.where(out["role"].astype(str) == "block", "block_plain", "ratio")
     out["tau"] = role_taus(out, tau, tau_by_role)
