@@ -180,35 +180,36 @@ def _head_layout(model) -> _Heads:
 
 
 def _rows(b: int, n: int, layer: int, heads: list[int], group_size: int, role: str, scores, nq: int, nu: int,
-          form: str) -> pd.DataFrame:  # fmt: skip
+          form: str) -> dict:  # fmt: skip
+    """The rows of one (input, layer, role) as columns (NumPy arrays; one DataFrame is built at the end)."""
     heads = np.asarray(heads, dtype=np.int64)
-    return pd.DataFrame(
-        {
-            "input": np.int64(b),
-            "n_pieces": np.int64(n),
-            "layer": np.int64(layer),
-            "head": heads,
-            "kv_group": heads // group_size,
-            "role": role,
-            "score": np.asarray(scores, dtype=np.float64),
-            "n_queries": np.int64(nq),
-            "n_undefined": np.int64(nu),
-            "form": form,
-        }
-    )
+    k = len(heads)
+    return {
+        "input": np.full(k, b, dtype=np.int64),
+        "n_pieces": np.full(k, n, dtype=np.int64),
+        "layer": np.full(k, layer, dtype=np.int64),
+        "head": heads,
+        "kv_group": heads // group_size,
+        "role": np.full(k, role, dtype=object),
+        "score": np.asarray(scores, dtype=np.float64),
+        "n_queries": np.full(k, nq, dtype=np.int64),
+        "n_undefined": np.full(k, nu, dtype=np.int64),
+        "form": np.full(k, form, dtype=object),
+    }
 
 
-def _table(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    if not frames:
+def _table(parts: list[dict]) -> pd.DataFrame:
+    """One DataFrame of :data:`COLUMNS` from the parts, sorted by input, layer, head, role."""
+    if not parts:
         return pd.DataFrame({c: pd.Series(dtype=object if c in ("role", "form") else np.int64) for c in COLUMNS})
-    table = pd.concat(frames, ignore_index=True)
-    return table.sort_values(["input", "layer", "head", "role"], kind="stable").reset_index(drop=True)[list(COLUMNS)]
+    table = pd.DataFrame({c: np.concatenate([part[c] for part in parts]) for c in COLUMNS})
+    return table.sort_values(["input", "layer", "head", "role"], kind="stable").reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------- stored path
 
 
-def _stored_batch(model, ids, prepared: _Prepared, batch: list[int], heads: _Heads, opts: dict) -> list[pd.DataFrame]:
+def _stored_batch(model, ids, prepared: _Prepared, batch: list[int], heads: _Heads, opts: dict) -> list[dict]:
     """Score one batch from the stored attention probabilities (the attention tensors are released layer by
     layer while the per-input arrays are filled)."""
     attentions = list(self_attention_probabilities(model.base_model, {"input_ids": ids, "use_cache": False}))
@@ -290,7 +291,7 @@ def _check_window(model, longest: int) -> None:
         )
 
 
-def _chunked_batch(model, ids, prepared, batch, heads: _Heads, opts: dict, chunk: int, dtype) -> list[pd.DataFrame]:
+def _chunked_batch(model, ids, prepared, batch, heads: _Heads, opts: dict, chunk: int, dtype) -> list[dict]:
     """Score one batch from the queries and keys captured layer by layer."""
     lengths = [len(prepared.ids[i]) for i in batch]
     providers = [causal_target_provider(prepared.facts[i], opts) for i in batch]
