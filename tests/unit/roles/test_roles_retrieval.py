@@ -23,7 +23,16 @@ from headsieve.roles.causal_score import causal_target_rows, score_causal
 from headsieve.roles.causal_separation import NULL_KINDS, causal_heads, planted_causal_attention
 from headsieve.roles.kv_groups import kv_group_scores, kv_group_tests
 from headsieve.roles.registry import ROLES, default_tau
-from headsieve.roles.retrieval import FORM, ROLE, copy_hits, retrieval_scores, retrieval_tests, score_rows, score_table
+from headsieve.roles.retrieval import (
+    FORM,
+    ROLE,
+    copy_hits,
+    copy_top_keys,
+    retrieval_scores,
+    retrieval_tests,
+    score_rows,
+    score_table,
+)
 from headsieve.roles.sieve import Batch
 from headsieve.roles.tests import role_tests
 
@@ -188,3 +197,25 @@ def test_groups_of_one_are_the_head_tests():
     assert (groups["kv_group"].to_numpy() == heads["head"].to_numpy()).all()
     without_keys = kv_group_tests(scores.drop(columns="model"), group_size=1)
     np.testing.assert_allclose(without_keys["p_adj"], heads["p_adj"])
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama", "qwen2"])
+def test_captured_path_equals_the_stored_path(model_type):
+    """Top keys from the captured queries and keys (copy rows only, in chunks) and the LM head at the copy
+    queries give the table of the eager output_attentions path; also on a pruned model (a whole group gone)."""
+    model = tiny_model(model_type)
+    inputs = [needle_input(s, 14, 4, VOCAB, lead_marker=True) for s in range(3)]
+    pruned = copy.deepcopy(model)
+    prune_heads(pruned, [("decoder", 0, 0), ("decoder", 0, 1), ("decoder", 2, 3)])
+    for m, X in ((model, 12), (pruned, 9)):
+        for x in inputs:
+            top, emitted = copy_top_keys(m, x)
+            assert top.shape == (X, 4) and len(set(top.reshape(-1))) > 4  # the heads attend to various keys
+            for chunk in (1, 3):
+                top_c, emitted_c = copy_top_keys(m, x, chunk=chunk)
+                assert (top_c == top).all() and (emitted_c == emitted).all()
+    stored = retrieval_scores(model, inputs)
+    pd.testing.assert_frame_equal(retrieval_scores(model, inputs, chunk=2), stored)
+    pd.testing.assert_frame_equal(retrieval_scores(pruned, inputs, chunk=2), retrieval_scores(pruned, inputs))
+    with pytest.raises(Exception, match="chunk 0 must be None"):
+        retrieval_scores(model, inputs, chunk=0)
