@@ -89,3 +89,27 @@ def test_study_pairs_curves_and_cka_of_the_same_runs(tmp_path):
     refused("no .*'bert', 'sst2', 1", M.study, curves, [effects("k1", "bert", 1, "other run"), effects("k2", "e5", 1)],
             ["bert", "e5"], tmp_path / "out", tmp_path / "fig", "t")  # fmt: skip
     assert not (tmp_path / "out").exists()
+
+
+def test_the_chain_reads_its_own_records(tmp_path, tiny_bert, data, one_thread):
+    """A real fine-tuning, its per-language evaluations and random-pruning effects, then the drops: every
+    reader accepts what its writer recorded."""
+    from headsieve.io.provenance import read_artifact_provenance, record_sha256
+    from headsieve.steps import pruning as P
+
+    sst2 = {"format": "glue", "task": "sst2"}
+    options = {"max_length": 32, "max_train": 32, "max_eval": 16}
+    task = TaskSettings(options, sst2, [data / "glue/SST-2/train.tsv"], sst2, [data / "glue/SST-2/dev.tsv"])
+    model = Model("tiny", {"source": str(tiny_bert)})
+    P.finetune(model, task, {"max_steps": 1, "batch_size": 16}, 1, tmp_path / "finetuned", tmp_path / "work")
+    made = record_sha256(read_artifact_provenance(tmp_path / "finetuned", "finetune"))
+    evals = {"en": {"spec": sst2, "paths": [str(data / "glue/SST-2/dev.tsv")]}}
+    M.evaluate_languages(tmp_path / "finetuned", evals, options, "tiny", "sst2", 1, tmp_path / "languages.parquet")
+    record = read_artifact_provenance(tmp_path / "languages.parquet", "-")
+    assert record["finetuned"] == made and list(record["evals"]) == ["en"] and record["seed"] == 1
+    M.pruning([tmp_path / "languages.parquet"], tmp_path / "drops.parquet", tmp_path / "drops", "t")
+    assert read_artifact_provenance(tmp_path / "drops.parquet", "-")["inputs"] == [record_sha256(record)]
+    M.effects(tmp_path / "finetuned", model, "sst2", task, RandomPruningSettings([0.0, 0.5], cka_examples=8, batch_size=16), 1,
+              curve=tmp_path / "curve.parquet", cka=tmp_path / "cka.parquet")  # fmt: skip
+    curve = read_artifact_provenance(tmp_path / "curve.parquet", "-")
+    assert curve == read_artifact_provenance(tmp_path / "cka.parquet", "-") and curve["finetuned"] == made

@@ -193,3 +193,24 @@ def test_report_refuses_compensation_of_another_task_or_a_seed_twice(made, tmp_p
             compensation=[tmp_path / "other.parquet"], compensation_summary=[])  # fmt: skip
     refused("seed 3 is also in", P.report, **call, compensation=[tmp_path / "comp.parquet"] * 2, compensation_summary=[])
     assert not (tmp_path / "cmp.parquet").exists()
+
+
+def test_the_whole_chain_reads_its_own_records(made, tmp_path):
+    """finetune -> masks -> both protocols -> compensation -> collect -> report, as the workflow runs them:
+    every reader accepts what its writer recorded, and the records chain up to the fine-tuning."""
+    root, model, task = made
+    out = tmp_path / "pruned_finetuned/0.25"
+    P.prune_finetune(model, root / "finetuned", root / "masks.parquet", task, OPTIONS, SEED, out, tmp_path / "work",
+                     keep_models=["random"], progress=False)  # fmt: skip
+    job = json.loads((out / "metrics.json").read_text())["provenance"]
+    assert job == read_artifact_provenance(out / "evaluation.parquet", "-") and job["kept"] == ["random"]
+    assert job["protocol"] == "prune_then_finetune" and job["finetune"] == OPTIONS
+    comp, summary = tmp_path / "compensation.parquet", tmp_path / "compensation_summary.parquet"
+    P.compensation(root / "finetuned", model, {("random", 0.25): out / "models/random"}, task, 8, SEED, comp, summary)
+    record = read_artifact_provenance(comp, "compensation")
+    assert record == read_artifact_provenance(summary, "-") and record["pruned"] == {"random@0.25": record_sha256(job)}
+    frame = P.collect([root / "masked.parquet", out], tmp_path / "evaluations.parquet")
+    assert set(frame.protocol) == {"finetune_then_prune", "prune_then_finetune"}
+    P.report(tmp_path / "evaluations.parquet", tmp_path / "comparisons.parquet", tmp_path / "figures", "t",
+             compensation=[comp], compensation_summary=[summary])  # fmt: skip
+    assert read_artifact_provenance(tmp_path / "comparisons.parquet", "-")["model"] == "tiny"
