@@ -248,8 +248,12 @@ def test_full_disk_during_a_download_is_not_called_a_network_problem(tmp_path):
 
 def test_an_unforeseen_exception_is_one_line_and_its_traceback_is_logged(tmp_path):
     """Any exception that is not the project's own error still reaches the user as one line (exit status 3)."""
-    evaluations = tmp_path / "evaluations.parquet"
-    evaluations.write_bytes(b"PAR1 this is not parquet PAR1")  # read by pandas, unguarded
+    import pandas as pd
+
+    from headsieve.steps.pruning import write_made_from
+
+    evaluations = tmp_path / "evaluations.parquet"  # of the right provenance, without the columns the drops need
+    write_made_from(pd.DataFrame({"x": [1]}), evaluations, {"model": "m", "task": "t", "seed": 1, "evals": {}})
     log = tmp_path / "r.log"
     proc = run_cli(
         "--log", str(log), "multilingual-pruning", "--evaluations", str(evaluations), "--output",
@@ -257,7 +261,7 @@ def test_an_unforeseen_exception_is_one_line_and_its_traceback_is_logged(tmp_pat
     )  # fmt: skip
     assert proc.returncode == 3
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("headsieve: error: unexpected ArrowInvalid: "), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("headsieve: error: unexpected KeyError: "), proc.stderr
     assert f"(traceback in {log})" in lines[0]
     assert "Traceback" not in proc.stderr and "Traceback" in log.read_text()
     assert not (tmp_path / "drops.parquet").exists()
