@@ -11,6 +11,9 @@ heads pruned).
   comparison of the table (all metrics, fractions and strategies: one family), minimal detectable difference
   at the given power).  A metric where lower is better (NLL, perplexity) gives positive differences when the
   strategy harms more than random.
+* :func:`lm_curves`: the curves themselves, per metric, strategy and fraction over seeds (n seeds, mean, sd,
+  two-sided t interval: :func:`headsieve.pruning.report.curve_table`); fraction 0, the unpruned model, once
+  as strategy ``none``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import pandas as pd
 
 from headsieve.errors import HeadsieveError
 from headsieve.pruning.importance import gate_importance
-from headsieve.pruning.report import DEFAULT_CORRECTION, paired_comparisons
+from headsieve.pruning.report import DEFAULT_CORRECTION, curve_table, paired_comparisons
 from headsieve.tasks.lm import lm_batches
 
 #: columns of the evaluation rows :func:`lm_comparisons` reads
@@ -47,14 +50,32 @@ def lm_comparisons(
     ``evaluations``: columns strategy, fraction, seed, metric, value (and ``keys``, e.g. model or corpus,
     that split curves); rows at fraction 0 are ignored.  Returns columns keys, metric, fraction, strategy,
     against, seeds, mean_diff, sd_diff, ci_low, ci_high, t, df, p, mdd, p_adj, correction, alpha, power."""
-    missing = [c for c in EVALUATION_COLUMNS + tuple(keys) if c not in evaluations.columns]
+    frame, names = _as_tasks(evaluations, list(keys) + ["metric"])
+    table = paired_comparisons(frame, baseline, pairs, correction, alpha, power)
+    return _named(table, names)
+
+
+def lm_curves(evaluations: pd.DataFrame, keys=(), alpha: float = 0.05) -> pd.DataFrame:
+    """Per metric, strategy and fraction over seeds: columns keys, metric, strategy, fraction, seeds, mean, sd,
+    ci_low, ci_high (module docstring)."""
+    frame, names = _as_tasks(evaluations, list(keys) + ["metric"])
+    table = curve_table(frame.assign(metric=frame["task"]), alpha)
+    return _named(table.drop(columns=["metric"]), names)
+
+
+def _as_tasks(evaluations: pd.DataFrame, panel: list) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows as pruning.report reads them: one ``task`` code per (keys, metric) panel, every row primary,
+    one protocol; and the panel names of each code."""
+    panel = list(panel)
+    missing = [c for c in list(EVALUATION_COLUMNS) + panel if c not in evaluations.columns]
     if missing:
         raise HeadsieveError(f"evaluation rows lack column(s) {', '.join(missing)} (need {', '.join(EVALUATION_COLUMNS)})")
-    panel = list(keys) + ["metric"]
-    frame = evaluations.copy()
-    codes, uniques = pd.MultiIndex.from_frame(frame[panel].astype(str)).factorize()
-    frame = frame.assign(task=codes, primary=True, protocol="lm")
-    table = paired_comparisons(frame, baseline, pairs, correction, alpha, power)
-    names = pd.DataFrame(list(uniques), columns=panel)
-    table = names.iloc[table["task"].to_numpy()].reset_index(drop=True).join(table.drop(columns=["task", "protocol"]))
-    return table
+    codes, uniques = pd.MultiIndex.from_frame(evaluations[panel].astype(str)).factorize()
+    frame = evaluations.assign(task=codes, primary=True, protocol="lm")
+    return frame, pd.DataFrame(list(uniques), columns=panel)
+
+
+def _named(table: pd.DataFrame, names: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its ``task`` codes replaced by the panel's columns (in front), without ``protocol``."""
+    front = names.iloc[table["task"].to_numpy()].reset_index(drop=True)
+    return front.join(table.drop(columns=["task", "protocol"]).reset_index(drop=True))

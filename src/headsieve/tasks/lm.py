@@ -57,11 +57,12 @@ def as_sequences(sequences) -> list[np.ndarray]:
 
 
 def conllu_sequences(path, tokenizer, *, n: int | None = None, seed: int = 0, max_length: int = 128,
-                     min_tokens: int = 2, bos: bool = True) -> list[np.ndarray]:  # fmt: skip
+                     min_tokens: int = 2, bos: bool | int = True) -> list[np.ndarray]:  # fmt: skip
     """Token id sequences of the UD sentences of ``path`` (a CoNLL-U file or a list of them), one per
-    sentence: the sentence text (``# text``) encoded by ``tokenizer`` without its special tokens, the
-    tokenizer's BOS token (when it has one and ``bos``) put in front so that the first word is predicted too,
-    cut to ``max_length`` tokens.  Sequences shorter than ``min_tokens`` are left out.  ``n``: a subset of
+    sentence: the sentence text (``# text``) encoded by ``tokenizer`` without its special tokens, a BOS token
+    put in front so that the first word is predicted too, cut to ``max_length`` tokens.  ``bos``: True for
+    the tokenizer's own BOS token where it has one (GPT-2 ``<|endoftext|>``, Llama ``<s>``; Qwen2 tokenizers
+    have none: no prefix), an int for that token id, False for none.  Sequences shorter than ``min_tokens`` are left out.  ``n``: a subset of
     that many sentences drawn without replacement by ``seed`` (kept in file order); None: every sentence."""
     from headsieve.io.conllu import read_conllu
 
@@ -69,7 +70,11 @@ def conllu_sequences(path, tokenizer, *, n: int | None = None, seed: int = 0, ma
     if n is not None and n < len(sentences):
         pick = np.sort(np.random.default_rng(seed).choice(len(sentences), size=n, replace=False))
         sentences = [sentences[int(i)] for i in pick]
-    prefix = [tokenizer.bos_token_id] if bos and getattr(tokenizer, "bos_token_id", None) is not None else []
+    if isinstance(bos, bool):
+        own = getattr(tokenizer, "bos_token_id", None)
+        prefix = [own] if bos and own is not None else []
+    else:
+        prefix = [int(bos)]
     out = []
     for sentence in sentences:
         ids = prefix + list(tokenizer(sentence.text, add_special_tokens=False)["input_ids"])

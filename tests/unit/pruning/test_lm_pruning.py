@@ -14,7 +14,7 @@ from support.decoder import VOCAB, tiny_model
 
 from headsieve.errors import HeadsieveError
 from headsieve.models.heads import head_space, prune_heads
-from headsieve.pruning.lm import lm_comparisons, lm_importance
+from headsieve.pruning.lm import lm_comparisons, lm_curves, lm_importance
 from headsieve.pruning.strategies import query_head_labels, select_heads
 
 def decoder_space():
@@ -110,3 +110,16 @@ def test_comparisons_find_the_planted_difference():
 def test_comparisons_need_the_columns():
     with pytest.raises(HeadsieveError, match="lack column.s. value"):
         lm_comparisons(planted_evaluations().drop(columns="value"))
+
+
+def test_curves_over_seeds():
+    evaluations = planted_evaluations()
+    curves = lm_curves(evaluations, keys=("model",))
+    assert list(curves.columns[:4]) == ["model", "metric", "strategy", "fraction"]
+    zero = curves[curves["fraction"] == 0]
+    assert set(zero["strategy"]) == {"none"} and len(zero) == 2  # the unpruned model once per metric
+    row = curves[(curves["metric"] == "copy_nll") & (curves["strategy"] == "top") & (curves["fraction"] == 0.5)].iloc[0]
+    values = evaluations[(evaluations["metric"] == "copy_nll") & (evaluations["strategy"] == "top")
+                         & (evaluations["fraction"] == 0.5)]["value"]  # fmt: skip
+    assert row["seeds"] == 6 and row["mean"] == pytest.approx(values.mean()) and row["sd"] == pytest.approx(values.std())
+    assert row["ci_low"] < row["mean"] < row["ci_high"]

@@ -129,6 +129,8 @@ def test_conllu_sequences(data, roberta_tokenizer):
 
     first = read_conllu(path)[0]
     assert roberta_tokenizer.decode(whole[0]).strip() == first.text  # byte-level BPE: a leading space
+    given = lm.conllu_sequences(path, roberta_tokenizer, max_length=512, bos=7)
+    assert given[0][0] == 7 and (given[0][1:] == whole[0]).all()
 
 
 def test_lm_batches_label_only_real_tokens():
