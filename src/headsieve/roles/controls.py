@@ -36,7 +36,7 @@ from scipy import stats
 
 from headsieve.roles.sieve import DEFAULT_OPTIONS, Batch, sentence_roles, syntactic_form
 from headsieve.roles.word_pairs import decoy_pairs
-from headsieve.roles.tests import adjust, t_test_greater
+from headsieve.roles.tests import GroupCodes, adjust, t_test_greater
 
 #: columns the control adds to tests.parquet (NaN / False for the roles without a control)
 CONTROL_COLUMNS = (
@@ -159,11 +159,11 @@ def control_tests(
     ``label_controlled`` (diff_ci_* the two-sided 1 - alpha interval of the mean difference; diff_p_adj
     adjusted within each (keys) family)."""
     group_cols = list(keys) + ["layer", "head", "role"]
-    ok = scores["control"].notna() & scores["score"].notna()
-    frame = scores.loc[ok, group_cols + ["control"]].copy()
-    frame["diff"] = scores.loc[ok, "score"].astype(float) - scores.loc[ok, "control"].astype(float)
-    g = frame.groupby(group_cols, sort=True, observed=True)
-    out = g["diff"].agg(diff_n="count", diff_mean="mean", diff_sd="std").reset_index()  # ddof 1
+    ok = (scores["control"].notna() & scores["score"].notna()).to_numpy()
+    groups = GroupCodes(scores, group_cols, rows=ok)  # grouped by one code per row: roles/tests.py
+    control = scores["control"].to_numpy()[ok]
+    g = groups.groupby(diff=scores["score"].to_numpy()[ok].astype(float) - control.astype(float), control=control)
+    out = groups.frame(g["diff"].agg(diff_n="count", diff_mean="mean", diff_sd="std"))  # ddof 1
     out.insert(len(group_cols), "control_mean", g["control"].mean().to_numpy())
     n = out["diff_n"].to_numpy(dtype=float)
     t, p = t_test_greater(n, out["diff_mean"].to_numpy(), out["diff_sd"].to_numpy(), 0.0)

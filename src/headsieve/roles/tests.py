@@ -142,7 +142,8 @@ class GroupCodes:
         sorted."""
         values = {}
         for name, col in columns.items():
-            col = col.to_numpy() if self.rows is None else col.to_numpy()[self.rows]
+            if isinstance(col, pd.Series):  # a column of the frame; an array holds the grouped rows only
+                col = col.to_numpy() if self.rows is None else col.to_numpy()[self.rows]
             values[name] = col if self.keep is None else col[self.keep]
         # every category of the grouper is present, so observed=False gives the same groups without a search
         return pd.DataFrame(values).groupby(self.grouper, sort=True, observed=False)
