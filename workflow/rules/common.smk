@@ -398,7 +398,7 @@ LLM_FIGURES = ("role_map", "perplexity", "copying_loss", "retrieval_accuracy")
 
 
 def llm_model_inputs(wildcards):
-    """The model's own files when a rule makes them: the converted SmolLM2 for the smollm2 preset."""
+    """The model's own files where a rule makes them (the converted SmolLM2 of the smollm2 preset)."""
     if config["models"].get(wildcards.model, {}).get("source") == SMOLLM2:
         return ["resources/models/smollm2-135m"]
     return model_inputs(wildcards)
