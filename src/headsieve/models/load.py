@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from functools import partial
 
 from headsieve.errors import HeadsieveError
 from headsieve.models.families import FAMILIES
@@ -240,7 +241,7 @@ def load_tokenizer(key: str, spec: dict):
         raise HeadsieveError(f"model '{key}' ('{source}'): no fast tokenizer (tokenizer.json), so no word alignment")
     if kind == "decoder" and tok.pad_token is None:
         if tok.eos_token is None:
-            raise HeadsieveError(f"model '{key}' ('{source}'): the tokenizer has neither a pad nor an end-of-sequence token")
+            raise HeadsieveError(f"model '{key}' ('{source}'): the tokenizer has no pad and no end-of-sequence token")
         tok.pad_token = tok.eos_token
     return tok
 
@@ -256,7 +257,7 @@ def load_encoder(key: str, spec: dict, *, task_labels: int | None = None, device
     config = load_model_config(key, spec)
     if task_labels is None:
         return _load_checked(key, source, spec, config, AutoModel.from_pretrained, device)
-    load = lambda src, **kw: AutoModelForSequenceClassification.from_pretrained(src, num_labels=task_labels, **kw)  # noqa: E731
+    load = partial(AutoModelForSequenceClassification.from_pretrained, num_labels=task_labels)
     return _load_checked(key, source, spec, config, load, device)
 
 
@@ -282,8 +283,7 @@ def load_decoder(key: str, spec: dict, *, device: str = "cpu", dtype: str = "flo
     weights = dtype if dtype == "auto" else getattr(torch, str(dtype), None)
     if not isinstance(weights, (str, torch.dtype)):
         raise HeadsieveError(f"model '{key}': dtype {dtype!r} is not a torch dtype (float32, bfloat16, float16, auto)")
-    load = lambda src, **kw: AutoModelForCausalLM.from_pretrained(src, dtype=weights, **kw)  # noqa: E731
-    return _load_checked(key, source, spec, config, load, device)
+    return _load_checked(key, source, spec, config, partial(AutoModelForCausalLM.from_pretrained, dtype=weights), device)
 
 
 def _load_checked(key: str, source: str, spec: dict, config, load, device: str):
