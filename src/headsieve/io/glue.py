@@ -70,6 +70,16 @@ def task_spec(task: str, custom: dict | None = None) -> TaskSpec:
     return TASKS[task]
 
 
+def common_width(lines: list[str]) -> int:
+    """The most common number of tab-separated columns of the non-blank ``lines`` (a tie: the earliest)."""
+    counts: dict[int, int] = {}
+    for line in lines:
+        if line.strip():
+            n = line.count("\t") + 1
+            counts[n] = counts.get(n, 0) + 1
+    return max(counts, key=lambda n: counts[n])  # dicts keep insertion order: max keeps the first of a tie
+
+
 def read_glue(
     path,
     spec: TaskSpec,
@@ -100,7 +110,10 @@ def read_glue(
     if header is None:
         header = spec.label[0] is not None and spec.label[0] in first
     names = first if header else None
-    width = len(first)  # every row has the first line's number of columns (a tab inside a text shifts them)
+    # every row has the header's number of columns (a tab inside a text shifts them); a file without a header
+    # has no reference line, so its rows' most common number is the reference (a bad first row is blamed on
+    # itself, not on the good row after it)
+    width, reference = (len(first), "line 1 has") if header else (common_width(lines), "most lines have")
 
     def index(col: Column | None, what: str) -> int | None:
         if col is None:
@@ -133,7 +146,7 @@ def read_glue(
             raise HeadsieveError(f"{path}:{lineno}: expected at least {needed} tab-separated columns, found {len(fields)}")
         if len(fields) != width:
             raise HeadsieveError(
-                f"{path}:{lineno}: {len(fields)} tab-separated columns, but line 1 has {width} "
+                f"{path}:{lineno}: {len(fields)} tab-separated columns, but {reference} {width} "
                 "(a tab inside a text, or a missing or extra field)"
             )
         if ilang is not None and language and fields[ilang] != language:

@@ -143,8 +143,25 @@ def test_glue_row_with_extra_columns_is_refused(tmp_path):
     with pytest.raises(HeadsieveError, match=r"sst\.tsv:3: 3 tab-separated columns, but line 1 has 2"):
         read_glue(path, task_spec("sst2"))
     headerless = write(tmp_path, "a\tb\tentailment\nc\td\tneutral\tx\n", "xnli.txt")
-    with pytest.raises(HeadsieveError, match=r"xnli\.txt:2: 4 tab-separated columns, but line 1 has 3"):
+    with pytest.raises(HeadsieveError, match=r"xnli\.txt:2: 4 tab-separated columns, but most lines have 3"):
         read_glue(headerless, task_spec("xnli"))
+
+
+@pytest.mark.parametrize("task, good, bad", [
+    ("mrpc", ["0\t21\t22\tShe went home.\tShe left.", "1\t31\t32\tA b.\tA c."], "1\t11\t12\tHe said.\tShe\tleft."),
+    ("rte", ["1\tA dog barks.\tA dog is loud.\tentailment", "2\tBirds fly.\tFish fly.\tnot_entailment"],
+     "0\tA cat sat.\tA cat is\tsitting.\tentailment"),
+])  # fmt: skip
+def test_headerless_glue_file_blames_a_bad_first_row_on_line_1(tmp_path, task, good, bad):
+    """Without a header no line is the reference: a first row with a tab inside its last text (which keeps
+    the label where it is) is blamed on line 1, not on the good row after it."""
+    path = write(tmp_path, "\n".join([bad] + good) + "\n", f"{task}.tsv")
+    with pytest.raises(HeadsieveError, match=rf"{task}\.tsv:1: (6|5) tab-separated columns, but most lines have (5|4)"):
+        read_glue(path, task_spec(task), header=False)
+    path = write(tmp_path, "\n".join(good + [bad]) + "\n", f"{task}_last.tsv")  # the same row last: blamed there
+    with pytest.raises(HeadsieveError, match=rf"{task}_last\.tsv:3: "):
+        read_glue(path, task_spec(task), header=False)
+    assert len(read_glue(write(tmp_path, "\n".join(good) + "\n", "ok.tsv"), task_spec(task), header=False)) == 2
 
 
 def test_glue_header_names_with_trailing_space(tmp_path):
