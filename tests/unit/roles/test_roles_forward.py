@@ -197,3 +197,27 @@ def test_sliding_window_longer_inputs_refused_on_the_chunked_path():
     facts = repeated_facts(0, 6, VOCAB)  # 13 tokens
     with pytest.raises(HeadsieveError, match="exceeds the model's sliding attention window 8"):
         causal_role_scores(model, [(facts.token, facts)], chunk=4)
+
+
+def largest_allocation(fn) -> int:
+    """The largest CPU memory one torch operation allocates while ``fn`` runs (torch's profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    return max(event.cpu_memory_usage for event in prof.events())
+
+
+def test_chunked_path_allocates_no_attention_matrix():
+    """The stored path allocates at least one [heads, T, T] float32 (the test can see it); no operation of the
+    chunked path allocates more than the chunk's rows (heads or roles x chunk x T, in float64 at most)."""
+    from headsieve.roles.causal_score import CAUSAL_ROLES
+
+    model = tiny_model("llama")
+    facts = repeated_facts(0, 31, VOCAB)
+    T, chunk = facts.n_pieces, 4
+    matrix = HEADS * T * T * 4
+    inputs = [(facts.token, facts)]
+    assert largest_allocation(lambda: causal_role_scores(model, inputs)) >= matrix
+    chunked = largest_allocation(lambda: causal_role_scores(model, inputs, chunk=chunk))
+    assert chunked <= max(HEADS, len(CAUSAL_ROLES)) * chunk * T * 8 < matrix
