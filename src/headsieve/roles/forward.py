@@ -100,15 +100,15 @@ def causal_role_scores(
         raise HeadsieveError(f"causal role scores: batch_size {batch_size!r} must be at least 1")
     prepared = _prepare(inputs)
     heads = _head_layout(model)
-    frames = []
+    _check_length(model, max(len(ids) for ids in prepared.ids), chunk is not None)
+    parts = []
     for batch in _batches(prepared, batch_size):
         ids = _padded(prepared, batch, device)
         if chunk is None:
-            frames.extend(_stored_batch(model, ids, prepared, batch, heads, opts))
+            parts.extend(_stored_batch(model, ids, prepared, batch, heads, opts))
         else:
-            _check_window(model, max(len(prepared.ids[i]) for i in batch))
-            frames.extend(_chunked_batch(model, ids, prepared, batch, heads, opts, chunk, dtype))
-    return _table(frames)
+            parts.extend(_chunked_batch(model, ids, prepared, batch, heads, opts, chunk, dtype))
+    return _table(parts)
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -279,12 +279,21 @@ def capturing(model, receiver):
         _RECEIVER.reset(token)
 
 
-def _check_window(model, longest: int) -> None:
-    """The chunked path scores full causal rows: refuse inputs longer than a sliding attention window."""
+def _check_length(model, longest: int, chunked: bool) -> None:
+    """Inputs must fit the position table; the chunked path scores full causal rows, so inputs longer than a
+    sliding attention window are refused there."""
+    from headsieve.models.load import position_limit
+
     config = model.config
+    limit = position_limit(config)
+    if limit is not None and longest > limit:
+        raise HeadsieveError(
+            f"causal role scores: an input of {longest} tokens does not fit the model's position table of {limit} "
+            "(config.json max_position_embeddings)"
+        )
     window = getattr(config, "sliding_window", None)
     active = getattr(config, "use_sliding_window", True)
-    if isinstance(window, int) and active and longest > window:
+    if chunked and isinstance(window, int) and active and longest > window:
         raise HeadsieveError(
             f"causal role scores: an input of {longest} tokens exceeds the model's sliding attention window "
             f"{window} (config.json sliding_window); the chunked path scores full causal rows"

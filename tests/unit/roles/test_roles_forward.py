@@ -180,6 +180,9 @@ def test_bad_inputs_are_one_line_errors():
         causal_role_scores(model, [facts.token])
     with pytest.raises(HeadsieveError, match="score form"):
         causal_role_scores(model, [(facts.token, facts)], {"score": "entropy"})
+    long = repeated_facts(0, 40, VOCAB)  # 81 tokens, the table holds 64
+    with pytest.raises(HeadsieveError, match="input of 81 tokens does not fit the model's position table of 64"):
+        causal_role_scores(model, [(long.token, long)], chunk=8)
 
 
 def test_encoder_is_refused(tiny_bert):
