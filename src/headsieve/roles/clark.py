@@ -78,37 +78,30 @@ class HeadStats:
     def _add_accuracy(self, batch: Batch) -> None:
         """Which word each dependent attends to most (word attention: mean over its pieces, sum over the
         target word's pieces; special tokens and the dependent itself excluded)."""
-        W = batch.membership.shape[1]
-        has_pieces = batch.piece_counts > 0  # [B, W]
-        b_idx, deps, heads, rels = [], [], [], []
-        for b, f in enumerate(batch.facts):
-            if f.heads is None:
-                continue
-            dep = np.flatnonzero(f.heads > 0)
-            head = f.heads[dep] - 1
-            keep = f.usable_pairs()[dep, head]
-            b_idx.append(np.full(keep.sum(), b))
-            deps.append(dep[keep])
-            heads.append(head[keep])
-            rels.append(f.labels()[dep[keep]])
-        b, dep, head, rel = (np.concatenate(x) for x in (b_idx, deps, heads, rels))
-        if len(dep) == 0:
+        words = batch.words  # usable arcs of every input with a tree, universal relation labels
+        dep_flat, head_flat = words.arcs()
+        if len(dep_flat) == 0:
             return
-        rows_ = batch.word_sum[b, dep]  # [D, W, X]
-        candidate = has_pieces[b] & (np.arange(W)[None, :] != dep[:, None])  # [D, W]
-        rows_ = np.where(candidate[:, :, None], rows_, -np.inf)
+        b, dep, head = words.b[dep_flat], words.word[dep_flat], words.word[head_flat]
+        rel = words.label[dep_flat]
+        W = batch.membership.shape[1]
+        rows = batch.word_sum[b, dep]  # [D, W, X], a copy
+        rows[(batch.piece_counts[b] == 0) | (np.arange(W)[None, :] == dep[:, None])] = -np.inf  # not candidates
         # "the head is the argmax" (first index on ties), without numpy's slow strided argmax: the head's
         # value is the maximum, and no candidate before it reaches that maximum
-        best = rows_.max(1)  # [D, X]
-        at_head = rows_[np.arange(len(dep)), head]  # [D, X]
-        before = np.where((np.arange(W)[None, :] < head[:, None])[:, :, None], rows_, -np.inf).max(1)
-        hit = (at_head == best) & (before < best)
-        for r in np.unique(rel):
-            sel = rel == r
-            self.correct[r] += hit[sel].sum(0)
-            self.n_dep[r] += int(sel.sum())
-            for k, off in enumerate(OFFSETS):
-                self.offset_hits[r][k] += int((head[sel] == dep[sel] + off).sum())
+        best = rows.max(1)  # [D, X]
+        at_head = rows[np.arange(len(dep)), head]  # [D, X]
+        rows[np.arange(W)[None, :] >= head[:, None]] = -np.inf  # what is left: the candidates before the head
+        hit = (at_head == best) & (rows.max(1) < best)
+        names, inverse = np.unique(rel, return_inverse=True)
+        member = (inverse[None, :] == np.arange(len(names))[:, None]).astype(np.float64)  # [relations, D]
+        correct = member @ hit  # counts per relation and head (exact: sums of 0/1)
+        n_dep = member.sum(1).astype(np.int64)
+        at_offset = member @ (head[:, None] == dep[:, None] + np.array(OFFSETS)[None, :])
+        for k, r in enumerate(names):
+            self.correct[r] += correct[k]
+            self.n_dep[r] += int(n_dep[k])
+            self.offset_hits[r] += at_offset[k]
 
     def frame(self, model: str, corpus: str) -> pd.DataFrame:
         """Long table: model, corpus, layer, head, stat, relation, value, n, baseline, baseline_offset."""
