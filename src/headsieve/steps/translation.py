@@ -116,7 +116,7 @@ def evaluate_masks(spec: dict, masks, pairs: SentencePairs, options: dict, outpu
         texts += [(strategy, fraction, seed, p.sent_id, h) for p, h in zip(test, hypotheses)]
     frame = pd.DataFrame(rows)
     record = dict(pairs_record(spec, pairs), rule="translation_evaluate", seed=made["seed"], generation=options,
-                  masks_sha256=file_sha256(masks), strategies=made["strategies"])  # fmt: skip
+                  masks_sha256=file_sha256(masks), strategies=sorted({strategy for strategy, _ in named}))  # fmt: skip
     write_made_from(frame, output, record)
     if translations:
         texts = pd.DataFrame(texts, columns=["strategy", "fraction", "seed", "sent_id", "translation"])
