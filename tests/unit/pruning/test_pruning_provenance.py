@@ -113,6 +113,8 @@ def test_masks_refuse_importance_and_labels_of_another_fine_tuning(made, tmp_pat
     P.write_made_from(pd.DataFrame({"layer": [0]}), labels, {"model": "bert", "corpus": "ewt"})
     refused("made for model 'bert', not 'tiny'.*rerun rule test_roles", P.select_masks, root / "finetuned",
             ["prune_role:local"], "0.25", SEED, tmp_path / "masks.parquet", labels=labels)  # fmt: skip
+    refused("made for seed 3, not 5: rerun rule finetune", P.select_masks, root / "finetuned", ["random"], "0.25", 5,
+            tmp_path / "masks.parquet")  # fmt: skip
     assert not (tmp_path / "masks.parquet").exists()
 
 
