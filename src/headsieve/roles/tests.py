@@ -137,29 +137,27 @@ class GroupCodes:
         self.code = code if self.keep is None else code[self.keep]
         self.grouper = _dense_grouper(self.code, span)
 
-    def groupby(self, **columns):
-        """The frame's ``columns`` (name=Series, as many as wanted: grouped once) grouped by the code, groups
-        sorted."""
-        values = {}
-        for name, col in columns.items():
-            if isinstance(col, pd.Series):  # a column of the frame; an array holds the grouped rows only
-                col = col.to_numpy() if self.rows is None else col.to_numpy()[self.rows]
-            values[name] = col if self.keep is None else col[self.keep]
+    def groupby(self, values):
+        """``values`` grouped by the code, groups sorted: a column of the frame (Series), or an array of the
+        grouped rows only."""
+        if isinstance(values, pd.Series):
+            values = values.to_numpy() if self.rows is None else values.to_numpy()[self.rows]
+        values = values if self.keep is None else values[self.keep]
         # every category of the grouper is present, so observed=False gives the same groups without a search
-        return pd.DataFrame(values).groupby(self.grouper, sort=True, observed=False)
+        return pd.Series(values).groupby(self.grouper, sort=True, observed=False)
 
-    @staticmethod
-    def codes(values: pd.Series) -> pd.Series:
-        """A categorical column as float codes (NaN for missing): grouping them beats grouping its values."""
+    def first(self, values: pd.Series) -> np.ndarray:
+        """The first non-missing value of a column per group (``GroupBy.first``); a categorical column through
+        its integer codes (grouping its codes beats grouping its values)."""
+        if not isinstance(values.dtype, pd.CategoricalDtype):
+            return self.groupby(values).first().to_numpy()
         codes = values.cat.codes.to_numpy()
-        return pd.Series(np.where(codes < 0, np.nan, codes))
-
-    @staticmethod
-    def decode(values: pd.Series, first_codes) -> np.ndarray:
-        """Values of a categorical column from :meth:`codes` aggregated (e.g. ``first``)."""
-        first = np.asarray(first_codes, dtype=float)
+        if len(codes) and codes.min() < 0:  # missing values: NaN codes, which first() skips
+            codes = np.where(codes < 0, np.nan, codes)
+        first = self.groupby(codes).first().to_numpy()
         names = values.cat.categories.to_numpy(dtype=object)
-        return np.where(np.isnan(first), None, names[np.nan_to_num(first).astype(np.int64)])
+        missing = np.isnan(first) if first.dtype.kind == "f" else np.zeros(len(first), dtype=bool)
+        return np.where(missing, np.nan, names[np.where(missing, 0, first).astype(np.int64)])
 
     def frame(self, result: pd.DataFrame) -> pd.DataFrame:
         """An aggregation's result (indexed by code) with the key columns in front, as ``reset_index`` gives
@@ -180,8 +178,8 @@ def _dense_grouper(code: np.ndarray, span: int):
         return code
     present = np.zeros(span, dtype=bool)
     present[code] = True
-    dense = np.cumsum(present, dtype=np.int64) - 1
-    return pd.Categorical.from_codes(dense[code].astype(np.int32), categories=np.flatnonzero(present))
+    dense = np.cumsum(present, dtype=np.int32) - 1
+    return pd.Categorical.from_codes(dense[code], categories=np.flatnonzero(present))
 
 
 def _key_ranks(col: pd.Series):
@@ -245,14 +243,11 @@ def role_tests(
     """
     group_cols = list(keys) + ["layer", "head", "role"]
     groups = GroupCodes(scores, group_cols)
-    form = "form" in scores and isinstance(scores["form"].dtype, pd.CategoricalDtype)
-    g = groups.groupby(score=scores["score"], **({"form": GroupCodes.codes(scores["form"])} if form else {}))
-    out = groups.frame(g["score"].agg(n="count", mean="mean", sd="std"))  # pandas std: ddof 1
+    g = groups.groupby(scores["score"])
+    out = groups.frame(g.agg(n="count", mean="mean", sd="std"))  # pandas std: ddof 1
     out["n_left_out"] = g.size().to_numpy() - out["n"].to_numpy()
-    if form:  # per test, not per score row: the score table has millions of rows
-        out["form"] = GroupCodes.decode(scores["form"], g["form"].first()).astype(str)
-    elif "form" in scores:
-        out["form"] = groups.groupby(form=scores["form"])["form"].first().astype(str).to_numpy()
+    if "form" in scores:  # per test, not per score row: the score table has millions of rows
+        out["form"] = pd.Series(groups.first(scores["form"])).astype(str).to_numpy()
     else:
         out["form"] = np.where(out["role"].astype(str) == "block", "block_plain", "ratio")
     out["tau"] = role_taus(out, tau, tau_by_role)

@@ -201,6 +201,7 @@ def score_frame(seed: int, categorical: bool, missing_key: bool = False) -> pd.D
         frame["role"] = frame["role"].cat.set_categories(sorted(roles) + ["unused"])
     if missing_key:
         frame.loc[rng.random(n) < 0.05, "corpus"] = None
+        frame.loc[rng.random(n) < 0.1, "form"] = None  # first() skips missing values
     return frame
 
 
@@ -209,7 +210,7 @@ def score_frame(seed: int, categorical: bool, missing_key: bool = False) -> pd.D
 def test_role_tests_moments_equal_pandas_groupby_over_the_keys(categorical, missing_key):
     frame = score_frame(1, categorical, missing_key)
     keys = ["model", "corpus"]
-    tests = role_tests(frame, alpha=0.05, correction="bh", keys=tuple(keys))
+    tests = role_tests(frame, tau=1.0, alpha=0.05, correction="bh", keys=tuple(keys))
     want = reference_moments(frame, keys + ["layer", "head", "role"])
     pd.testing.assert_frame_equal(tests[list(want.columns)], want, check_exact=True)
     assert len(want) > 100
