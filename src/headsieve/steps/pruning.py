@@ -167,10 +167,10 @@ def select_masks(finetuned, strategies: list, fraction, seed: int, output, label
     that need them."""
     import pandas as pd
 
+    from headsieve.io.provenance import expect_provenance
     from headsieve.models.headspace import HeadSpace
     from headsieve.models.heads import head_space, load_pruned
     from headsieve.pruning.masks import mask_table, read_importance
-    from headsieve.io.provenance import expect_provenance
     from headsieve.tokens import file_sha256
 
     made, made_hash = check_finetuned(finetuned, seed=seed)
@@ -196,13 +196,13 @@ def evaluate_masks(finetuned, masks, task: TaskSettings, output, batch_size: int
     process (each distinct mask scored once)."""
     import pandas as pd
 
+    from headsieve.io.provenance import expect_provenance
     from headsieve.models import heads as H
     from headsieve.models.masking import mask_from_heads, mask_key
     from headsieve.pruning.evaluate import MaskEvaluator
     from headsieve.pruning.evaluations import FINETUNE_THEN_PRUNE, metric_rows
     from headsieve.pruning.masks import heads_of
     from headsieve.tasks.finetune import load_finetuned
-    from headsieve.io.provenance import expect_provenance
     from headsieve.tokens import file_sha256
 
     made, made_hash = check_finetuned(finetuned, task=task, evaluation=True)
@@ -299,10 +299,10 @@ def prune_finetune(
 
     from headsieve.errors import HeadsieveError
     from headsieve.io.atomic import atomic_dir, write_json
+    from headsieve.io.provenance import expect_provenance
     from headsieve.models.load import load_tokenizer
     from headsieve.pruning.evaluations import PRUNE_THEN_FINETUNE, metric_rows
     from headsieve.tasks.finetune import FinetuneConfig, evaluate, finetune as train_model
-    from headsieve.io.provenance import expect_provenance
 
     made, made_hash = check_finetuned(finetuned, model=model, task=task, train=True, evaluation=True, seed=seed, options=options)
     mask_record = expect_provenance(masks, {"finetuned": made_hash, "seed": int(seed)}, "select_masks")
@@ -426,12 +426,12 @@ def compensation(
 
     from headsieve import batching as B
     from headsieve.errors import HeadsieveError
+    from headsieve.io.provenance import expect_provenance, record_sha256
     from headsieve.models import heads as H
     from headsieve.models.runtime import batch_options
     from headsieve.pruning.compensation import compare_heads, head_activity, spread_summary
     from headsieve.pruning.importance import head_importance
     from headsieve.tasks.finetune import load_finetuned
-    from headsieve.io.provenance import expect_provenance, record_sha256
 
     made, made_hash = check_finetuned(reference, model=model, task=task, train=True, seed=seed)
     made_of = {}  # each pruned model: from a prune_finetune job of this fine-tuning, with its strategy kept
@@ -483,9 +483,9 @@ def report(
 
     from headsieve.errors import HeadsieveError
     from headsieve.io.atomic import write_text
+    from headsieve.io.provenance import check_same_cells, expect_provenance, record_sha256
     from headsieve.plots import pruning as plots
     from headsieve.pruning.report import compensation_lines, paired_comparisons, results_markdown, summary_lines
-    from headsieve.io.provenance import check_same_cells, expect_provenance, record_sha256
     from headsieve.tokens import file_sha256
 
     s = settings
@@ -496,6 +496,8 @@ def report(
             record = expect_provenance(path, {"model": made["model"], "task": made["task"]}, "compensation")
             if set(pd.read_parquet(path, columns=["seed"])["seed"].astype(int)) - {record["seed"]}:
                 raise HeadsieveError(f"{path}: rows of seeds other than its recorded seed {record['seed']}: rerun rule compensation")
+            if made.get("seeds") is not None and record["seed"] not in made["seeds"]:
+                raise HeadsieveError(f"{path}: seed {record['seed']} is not among the evaluations' seeds {made['seeds']}: rerun rule compensation")
             if record["seed"] in paired.setdefault(kind, {}):
                 raise HeadsieveError(f"{path}: seed {record['seed']} is also in {paired[kind][record['seed']][0]} (every seed once)")
             paired[kind][record["seed"]] = (path, record_sha256(record))

@@ -194,6 +194,9 @@ def test_report_refuses_compensation_of_another_task_or_a_seed_twice(made, tmp_p
     refused("other.parquet: made for task .*rerun rule compensation", P.report, **call,
             compensation=[tmp_path / "other.parquet"], compensation_summary=[])  # fmt: skip
     refused("seed 3 is also in", P.report, **call, compensation=[tmp_path / "comp.parquet"] * 2, compensation_summary=[])
+    P.write_made_from(table.assign(seed=7), tmp_path / "seed7.parquet", dict(good, seed=7))
+    refused(r"seed 7 is not among the evaluations' seeds \[3\]", P.report, **call, compensation=[tmp_path / "seed7.parquet"],
+            compensation_summary=[])  # fmt: skip
     assert not (tmp_path / "cmp.parquet").exists()
 
 
