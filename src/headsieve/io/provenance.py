@@ -123,7 +123,7 @@ def check_cells(cells: list, what: str) -> None:
 
 def check_same_cells(groups: dict, what: str) -> None:
     """Coverage across groups (e.g. seeds): ``groups`` maps a group name to its set of cells; every group must
-    hold the same cells.  One line naming the group and the first cell it lacks or has beyond the others."""
+    hold the same cells.  One line naming the first group that lacks a cell another group has, and the cell."""
     union = set().union(*groups.values()) if groups else set()
     for name, held in groups.items():
         missing = sorted(union - set(held), key=str)

@@ -256,3 +256,48 @@ def test_fine_tuning_comparison_refuses_scores_of_other_inputs(made, tmp_path, t
                    "--output", str(out), "--agreement", str(tmp_path / "a.parquet"), "--by-layer", str(tmp_path / "l.parquet"),
                    "--summary", str(tmp_path / "s.md"), "--figure", str(tmp_path / "fig"), "--title", "t")  # fmt: skip
     refused(proc, "scores of other inputs than", out)
+
+
+# ------------------------------------------------------------------ records of later artifacts (io.provenance)
+
+
+def test_artifact_records_are_read_from_parquet_json_or_a_folder(tmp_path):
+    """A missing artifact, an unreadable or absent record: one line naming the file and the rule to rerun."""
+    import pandas as pd
+
+    from headsieve.errors import HeadsieveError
+    from headsieve.io.atomic import write_frame
+    from headsieve.io.provenance import expect_provenance, provenance_metadata, read_artifact_provenance
+
+    write_frame(pd.DataFrame({"x": [1]}), tmp_path / "t.parquet", metadata=provenance_metadata({"seed": 1, "spec": {"a": [1, 2]}}))
+    assert expect_provenance(tmp_path / "t.parquet", {"seed": 1, "spec": {"a": (1, 2)}}, "r") == {"seed": 1, "spec": {"a": [1, 2]}}
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job/metrics.json").write_text(json.dumps({"a@0.5": {}, "provenance": {"seed": 2}}))
+    assert read_artifact_provenance(tmp_path / "job", "prune_finetune") == {"seed": 2}
+    cases = [
+        (tmp_path / "none.parquet", r"none\.parquet: missing \(rerun rule r\)"),
+        (tmp_path / "job/other", r"other: missing"),
+    ]
+    (tmp_path / "bad.json").write_text("{not json")
+    cases.append((tmp_path / "bad.json", r"bad\.json: unreadable \(.*\): rerun rule r"))
+    (tmp_path / "list.json").write_text(json.dumps({"provenance": [1]}))
+    cases.append((tmp_path / "list.json", r"list\.json: unreadable provenance record; rerun rule r"))
+    (tmp_path / "bare.json").write_text(json.dumps({"eval": {}}))
+    cases.append((tmp_path / "bare.json", r"bare\.json: records no provenance \(made by another tool or an older headsieve\): rerun rule r"))
+    for path, message in cases:
+        with pytest.raises(HeadsieveError, match=message):
+            read_artifact_provenance(path, "r")
+    with pytest.raises(HeadsieveError, match=r"t\.parquet: made for seed 1, not 2: rerun rule r \(it was made from other"):
+        expect_provenance(tmp_path / "t.parquet", {"seed": 2}, "r")
+
+
+def test_coverage_checks_name_the_cell_and_the_inputs():
+    from headsieve.errors import HeadsieveError
+    from headsieve.io.provenance import check_cells, check_same_cells
+
+    check_cells([("a", {(1, "x")}), ("b", {(2, "x")})], "cell")
+    with pytest.raises(HeadsieveError, match=r"^a: cell \(1, 'x'\) is also in a \(every cell exactly once\)$"):
+        check_cells([("a", {(1, "x")}), ("a", {(1, "x")})], "cell")
+    check_same_cells({"seed 1": {"x", "y"}, "seed 2": {"y", "x"}}, "strategy")
+    with pytest.raises(HeadsieveError, match=r"^seed 2: no strategy 'y' \(the others have it"):
+        check_same_cells({"seed 1": {"x", "y"}, "seed 2": {"x"}}, "strategy")
