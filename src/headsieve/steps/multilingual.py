@@ -10,7 +10,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from headsieve.io.provenance import check_cells, check_provenance, check_same_cells, expect_provenance, record_sha256, rerun
+from headsieve.io.provenance import (
+    check_cells,
+    check_provenance,
+    check_same_cells,
+    expect_provenance,
+    record_file,
+    record_sha256,
+    rerun,
+)
 from headsieve.steps.pruning import check_finetuned, write_made_from
 from headsieve.steps.settings import Model, RandomPruningSettings, TaskSettings
 
@@ -44,7 +52,8 @@ def evaluate_languages(
     from headsieve.tokens import file_sha256
 
     made, made_hash = check_finetuned(finetuned, seed=seed)
-    check_provenance(made, {"model": model, "max_length": task_options.get("max_length")}, str(finetuned), rerun("finetune"))
+    where = str(record_file(finetuned))
+    check_provenance(made, {"model": model, "max_length": task_options.get("max_length")}, where, rerun("finetune"))
     fine, tokenizer = load_finetuned(finetuned, device)
     space = head_space(fine)
     masks = layer_masks(*space.shape("encoder"))

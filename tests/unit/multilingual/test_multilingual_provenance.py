@@ -37,7 +37,7 @@ def test_evaluations_refuse_a_fine_tuning_of_another_seed_or_model(tmp_path):
     line = refused("made for seed 1, not 2", M.evaluate_languages, folder, {}, {"max_length": 64}, "bert", "xnli", 2,
                    tmp_path / "languages.parquet")  # fmt: skip
     assert "finetuned/metrics.json" in line and "rerun rule finetune" in line
-    refused("made for model 'bert', not 'e5'", M.evaluate_languages, folder, {}, {"max_length": 64}, "e5", "xnli", 1,
+    refused("finetuned/metrics.json: made for model 'bert', not 'e5'", M.evaluate_languages, folder, {}, {"max_length": 64}, "e5", "xnli", 1,
             tmp_path / "languages.parquet")  # fmt: skip
     task = TaskSettings({"max_length": 64}, eval_spec={"format": "xnli"}, eval=[__file__])
     refused("made for eval_sha256", M.effects, folder, Model("bert", {"source": "bert-base"}), "xnli", task,
