@@ -47,9 +47,10 @@ def test_the_report_holds_every_artifact(run):
     assert len(pd.read_parquet(out / "kv_group_tests.parquet")) == len(tests) // 2  # 4 query heads, 2 groups
     evaluations = pd.read_parquet(out / "evaluations.parquet")
     assert sorted(evaluations["seed"].unique()) == [1, 2, 3, 4, 5]
-    assert set(evaluations["metric"]) == {"perplexity", "copying_loss", "retrieval_accuracy"}
-    assert len(pd.read_parquet(out / "comparisons.parquet")) == 3 * 2 * 2  # metrics x shares above 0 x strategies
-    for name in ("role_map", "perplexity", "copying_loss", "retrieval_accuracy"):
+    metrics = {"perplexity", "copying_loss", "retrieval_accuracy", "retrieval_token_accuracy"}
+    assert set(evaluations["metric"]) == metrics
+    assert len(pd.read_parquet(out / "comparisons.parquet")) == len(metrics) * 2 * 2  # x shares above 0 x strategies
+    for name in ["role_map", *metrics]:
         assert (out / f"figures/{name}.png").exists() and (out / f"figures/{name}.pdf").exists()
     assert (out / "summary.md").read_text().startswith("# Decoder-only language model: tiny")
 

@@ -394,7 +394,13 @@ def study_task_json(task):
 # ---- decoder-only language models (llm.smk; issue 17)
 
 SMOLLM2 = "smollm2"  # the preset the convert_smollm2 rule makes (resources/models/smollm2-135m)
-LLM_FIGURES = ("role_map", "perplexity", "copying_loss", "retrieval_accuracy")
+LLM_FIGURES = (
+    "role_map",
+    "perplexity",
+    "copying_loss",
+    "retrieval_accuracy",
+    "retrieval_token_accuracy",
+)
 
 
 def llm_model_inputs(wildcards):

@@ -15,6 +15,7 @@ METRIC_LABELS = {
     "perplexity": "perplexity (held-out text)",
     "copying_loss": "copying loss (NLL of the second copy, nats)",
     "retrieval_accuracy": "retrieval accuracy (needles reproduced)",
+    "retrieval_token_accuracy": "retrieval token accuracy (needle tokens predicted)",
 }
 
 

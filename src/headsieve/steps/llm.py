@@ -43,11 +43,12 @@ ROLE_SOURCES = {
     "needles": ("causal:retrieval",),  # Wu et al.'s top-1 score (headsieve.roles.retrieval), not an attention mass
 }
 
-#: the evaluation measures, as (metric, what it is, lower is better)
+#: the evaluation measures, as (what it is, lower is better)
 METRICS = {
     "perplexity": ("perplexity of held-out UD sentences (exp of the token-weighted mean NLL)", True),
     "copying_loss": ("in-context copying loss: mean NLL (nats) of the second copy of repeated sequences", True),
     "retrieval_accuracy": ("share of needles reproduced whole (teacher-forced top-1)", False),
+    "retrieval_token_accuracy": ("share of needle tokens predicted top-1 (teacher-forced)", False),
 }
 
 def stand_in_note(model: Model) -> str:
@@ -110,18 +111,47 @@ def _seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
+def _spans(text: str, tokens) -> list[tuple[int, int]] | None:
+    """Character span of each token found in order in ``text``; None when one is not there."""
+    spans, at = [], 0
+    for form in tokens:
+        start = text.find(form, at)
+        if start < 0:
+            return None
+        spans.append((start, start + len(form)))
+        at = start + len(form)
+    return spans
+
+
+def sentence_text(sentence) -> tuple[str, list[tuple[int, int]]]:
+    """(text, character span of every surface token): the sentence's ``# text``, where UD's tokens appear in
+    order, else the tokens joined by spaces."""
+    spans = _spans(sentence.text, sentence.tokens) if sentence.text else None
+    if spans is not None:
+        return sentence.text, spans
+    text = " ".join(sentence.tokens)
+    return text, _spans(text, sentence.tokens)
+
+
 def sentence_pieces(tokenizer, sentence) -> tuple[list[int], list[int]]:
-    """(token ids, word of each piece) of a UD sentence encoded surface token by surface token (a space before
-    every token but the first); the pieces of a multi-word token belong to its first word."""
+    """(token ids, word of each piece) of a UD sentence: its text (:func:`sentence_text`, as a reader meets it)
+    encoded without special tokens, each piece assigned, by the tokenizer's character offsets, to the surface
+    token holding its first non-space character (-1 for none); the pieces of a multi-word token belong to its
+    first word."""
     first_word = {}
     for w, t in enumerate(sentence.word_token):
         first_word.setdefault(t, w)
-    ids, words = [], []
-    for t, form in enumerate(sentence.tokens):
-        pieces = tokenizer(form if t == 0 else " " + form, add_special_tokens=False)["input_ids"]
-        ids += list(pieces)
-        words += [first_word.get(t, -1)] * len(pieces)
-    return ids, words
+    text, spans = sentence_text(sentence)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ends = np.array([e for _, e in spans], dtype=np.int64)
+    words = []
+    for start, end in encoded["offset_mapping"]:
+        while start < end and text[start].isspace():
+            start += 1
+        token = int(np.searchsorted(ends, start, side="right"))
+        inside = token < len(spans) and spans[token][0] <= start < spans[token][1]
+        words.append(first_word.get(token, -1) if inside else -1)
+    return list(encoded["input_ids"]), words
 
 
 def text_role_inputs(files, tokenizer, max_sentences: int | None, max_length: int) -> tuple[list, int]:
@@ -311,33 +341,34 @@ EVALUATION_COLUMNS = ["model", "strategy", "fraction", "seed", "heads_pruned", "
 
 
 def evaluation_sets(lm, tokenizer, evaluation: dict, perplexity: Corpus | None, max_length: int) -> dict:
-    """{metric: its inputs} of the ``llm.pruning.evaluation`` entry (metrics without inputs left out)."""
+    """{input set: its inputs} of the ``llm.pruning.evaluation`` entry (sets without inputs left out)."""
     vocab, first, bos = vocab_size(lm), first_plain_id(tokenizer), bos_id(tokenizer)
     out = {}
     if perplexity is not None:
         out["perplexity"] = perplexity_sequences(perplexity.files, tokenizer, evaluation["max_sentences"], max_length)
     copying = repeated_sequences(evaluation["copying"], vocab, first, bos)
     if copying:
-        out["copying_loss"] = (copying, bos is not None)
+        out["copying"] = (copying, bos is not None)
     needles = needle_inputs(evaluation["needles"], vocab, first, bos)
     if needles:
-        out["retrieval_accuracy"] = needles
+        out["needles"] = needles
     return out
 
 
-def measure(lm, metric: str, data, gates, device: str) -> tuple[float, int]:
-    """(value, n) of one metric under ``gates`` (n: tokens scored, or needles)."""
+def measure(lm, inputs: str, data, gates, device: str) -> dict[str, tuple[float, int]]:
+    """{metric: (value, n)} of one input set under ``gates`` (n: tokens scored, or needles)."""
     from headsieve.tasks import lm as L
 
-    if metric == "perplexity":
+    if inputs == "perplexity":
         out = L.perplexity(lm, data, gates=gates, device=device)
-        return out["perplexity"], out["n_tokens"]
-    if metric == "copying_loss":
+        return {"perplexity": (out["perplexity"], out["n_tokens"])}
+    if inputs == "copying":
         sequences, with_bos = data
         out = L.copying_loss(lm, sequences, gates=gates, bos=with_bos, device=device)
-        return out["copy_nll"], out["n_tokens"]
+        return {"copying_loss": (out["copy_nll"], out["n_tokens"])}
     out = L.retrieval_accuracy(lm, data, gates=gates, device=device)
-    return out["accuracy"], out["n_needles"]
+    return {"retrieval_accuracy": (out["accuracy"], out["n_needles"]),
+            "retrieval_token_accuracy": (out["token_accuracy"], out["n_needles"] * len(data[0].copy_query))}  # fmt: skip
 
 
 def kv_groups_removed(space, heads) -> int:
@@ -376,7 +407,7 @@ def evaluate(model: Model, masks, evaluation: dict, perplexity: Corpus | None, o
         key = tuple(sorted(heads))
         if key not in done:
             gates = make_gates(lm, off=heads) if heads else None
-            done[key] = {metric: measure(lm, metric, data, gates, device) for metric, data in sets.items()}
+            done[key] = {m: v for name, data in sets.items() for m, v in measure(lm, name, data, gates, device).items()}
         for metric, (value, n) in done[key].items():
             rows.append((model.key, strategy, float(fraction), int(table["seed"].iloc[0]), len(heads),
                          kv_groups_removed(space, heads), metric, float(value), int(n)))  # fmt: skip
@@ -475,7 +506,7 @@ def _p(value: float) -> str:
 
 
 #: the report's figures (stems under its figures folder)
-FIGURES = ("role_map", "perplexity", "copying_loss", "retrieval_accuracy")
+FIGURES = ("role_map", *METRICS)
 
 
 def report(model_key: str, tests, kv_tests, evaluations: list, figures, evaluations_out, comparisons_out, summary, *,
