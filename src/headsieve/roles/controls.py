@@ -35,6 +35,7 @@ import pandas as pd
 from scipy import stats
 
 from headsieve.roles.sieve import DEFAULT_OPTIONS, Batch, sentence_roles, syntactic_form
+from headsieve.roles.segments import reduceat_rows
 from headsieve.roles.word_pairs import decoy_pairs
 from headsieve.roles.tests import GroupCodes, adjust, t_test_greater
 
@@ -89,7 +90,7 @@ def _group_mean(values: np.ndarray, groups: np.ndarray, n_groups: int):
         order = np.argsort(groups, kind="stable")
         present = np.flatnonzero(counts)
         starts = np.r_[0, np.cumsum(counts[present])[:-1]]
-        sums[present] = np.add.reduceat(np.asarray(values, dtype=np.float64)[order], starts, axis=0)
+        sums[present] = reduceat_rows(np.asarray(values, dtype=np.float64)[order], starts)
     with np.errstate(divide="ignore", invalid="ignore"):
         return sums / counts[:, None], counts
 

@@ -136,10 +136,13 @@ def read_scores_provenance(path) -> dict:
     return read_file_provenance(path, "scores", "rerun the score_roles step")
 
 
-def _dictionary(values: np.ndarray) -> pa.DictionaryArray:
-    names = sorted(set(values.tolist()))
-    codes = np.searchsorted(np.array(names, dtype=object), values).astype(np.int8)
-    return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names))
+def _dictionary(values: list[str], order: np.ndarray, repeats: int) -> pa.DictionaryArray:
+    """``values`` (one per key) in ``order``, each repeated ``repeats`` times, as a dictionary array over
+    their sorted distinct values (coded per key, then repeated: no string array of the table's length)."""
+    names = sorted(set(values)) if repeats else []
+    code = {name: k for k, name in enumerate(names)}
+    codes = np.array([code[v] for v in values], dtype=np.int8)
+    return pa.DictionaryArray.from_arrays(pa.array(np.repeat(codes[order], repeats)), pa.array(names, pa.string()))
 
 
 def _scores_table(keys, vectors, n_queries, n_undefined, forms, L, H, model, corpus, controls) -> pa.Table:
@@ -179,7 +182,7 @@ def _scores_table(keys, vectors, n_queries, n_undefined, forms, L, H, model, cor
         "score": pa.array(np.stack(vectors)[order].astype(np.float32).ravel()),
         "n_queries": pa.array(repeat(np.array(n_queries, dtype=np.int32))),
         "n_undefined": pa.array(repeat(np.array(n_undefined, dtype=np.int32))),
-        "form": _dictionary(repeat(np.array(forms, dtype=object))),
+        "form": _dictionary(forms, order, lh),
         "control": pa.array(np.stack(controls)[order].astype(np.float32).ravel()),
     }
     return pa.Table.from_pydict(columns, schema=SCORES_SCHEMA)

@@ -44,6 +44,7 @@ import torch
 from headsieve.errors import HeadsieveError
 from headsieve.roles.registry import DEFAULT_PIECE_ROLES, ROLES
 from headsieve.roles.targets import local_targets
+from headsieve.roles.segments import reduceat_rows
 from headsieve.roles.word_pairs import BatchWords, WordPairs, syntactic_pairs
 from headsieve.tokens import REGULAR, SEP
 
@@ -295,14 +296,14 @@ def row_entropy(A: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
 def _segment_sum(values: np.ndarray, keys: np.ndarray):
     """Sum of ``values`` rows per distinct integer key: (sorted unique keys, sums [G, X], counts [G]).
 
-    Contiguous segment sums (``np.add.reduceat``) over the rows sorted by key (the pairs are built sorted);
-    much faster than a scattered ``index_add_`` on a CPU."""
+    Contiguous segment sums (``np.add.reduceat``'s numbers, :func:`~headsieve.roles.segments.reduceat_rows`)
+    over the rows sorted by key (the pairs are built sorted); much faster than a scattered ``index_add_``."""
     if len(keys) > 1 and (keys[1:] < keys[:-1]).any():
         order = np.argsort(keys, kind="stable")
         keys, values = keys[order], values[order]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     counts = np.diff(np.r_[starts, len(keys)])
-    return keys[starts], np.add.reduceat(values, starts, axis=0), counts
+    return keys[starts], reduceat_rows(values, starts), counts
 
 
 def _segment_mean(values: np.ndarray, keys: np.ndarray):

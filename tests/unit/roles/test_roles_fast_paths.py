@@ -6,6 +6,8 @@
   synthetic trees (multi-piece words, multi-word tokens, truncated words, inputs without a tree) and on
   real UD EWT trees with the real minilm word pieces.
 * Scores and control scores from those pairs equal, bit for bit, the scores from the per-input pairs.
+* Segment sums of rows: the bits of ``np.add.reduceat`` for every run length up to 300, several widths,
+  float32 and float64.
 * Row entropy in blocks: the same bits as the one-shot formula over the padded batch.
 * ``role_tests`` and ``control_tests`` grouped by one code per row: the same table, exactly, as pandas'
   groupby over the key columns (categorical, string and integer keys, undefined scores, missing keys,
@@ -23,6 +25,7 @@ from headsieve.roles.sieve import DEFAULT_OPTIONS, Batch, SentenceFacts, _syntac
 from headsieve.roles.sieve import sentence_roles, syntactic_form
 from headsieve.roles.targets import syntactic_targets
 from headsieve.roles.tests import role_tests
+from headsieve.roles.segments import reduceat_rows
 from headsieve.roles.word_pairs import BatchWords, decoy_pairs, syntactic_pairs
 
 from support.synthetic import dirichlet_attention, pair_row, sentence_row
@@ -145,6 +148,26 @@ def test_scores_from_shared_pairs_equal_per_input_scores_bit_for_bit(ewt_rows, f
         np.testing.assert_array_equal(got_r, r_s)
         assert got_control.tobytes() == control.tobytes()
         assert np.isfinite(control).any() and len(b_s) > 40
+
+
+# ------------------------------------------------------------------ segment sums of rows
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("width", [1, 3, 12, 144])
+def test_reduceat_rows_has_the_bits_of_numpy_reduceat(dtype, width):
+    rng = np.random.default_rng(width)
+    lengths = np.r_[np.arange(1, 40), [64, 127, 128, 129, 136, 200, 257, 300], rng.integers(1, 12, 200)]
+    rng.shuffle(lengths)
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    values = (rng.random((int(lengths.sum()), width)) * rng.choice([1e-3, 1.0, 1e3], (int(lengths.sum()), 1)))
+    values = values.astype(dtype)
+    want = np.add.reduceat(values, starts, axis=0)
+    got = reduceat_rows(values, starts)
+    assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+    # in order, the sums differ in the last bits: the test can tell the orders apart
+    in_order = np.stack([values[s : s + n].cumsum(0)[-1] for s, n in zip(starts, lengths)])
+    assert in_order.tobytes() != want.tobytes()
 
 
 # ------------------------------------------------------------------ row entropy in blocks
