@@ -259,3 +259,14 @@ def test_a_converted_model_is_named_a_stand_in(tmp_path):
     assert S.stand_in_note(model) == ""
     (folder / "conversion.json").write_text(json.dumps({"gguf_file": "x.Q4_1.gguf", "note": "4-bit weights dequantised"}))
     assert S.stand_in_note(model) == "x.Q4_1.gguf: 4-bit weights dequantised"
+
+
+def test_chunked_role_scores_equal_the_stored_path(run, data, tmp_path):
+    out, model, cfg = run
+    text = [Corpus("ewt_dev", {"format": "conllu"}, [data / EWT_DEV])]
+    S.role_scores(model, text, cfg["inputs"], cfg["roles"], tmp_path / "chunked.parquet", chunk=5)
+    stored, chunked = (pd.read_parquet(p) for p in (out / "role_scores.parquet", tmp_path / "chunked.parquet"))
+    keys = ["source", "input", "layer", "head", "role"]
+    both = stored.merge(chunked, on=keys, suffixes=("", "_chunked"))
+    assert len(both) == len(stored) == len(chunked)
+    assert np.allclose(both["score"], both["score_chunked"], atol=1e-5, equal_nan=True)
