@@ -163,9 +163,9 @@ def control_tests(
     ok = (scores["control"].notna() & scores["score"].notna()).to_numpy()
     groups = GroupCodes(scores, group_cols, rows=ok)  # grouped by one code per row: roles/tests.py
     control = scores["control"].to_numpy()[ok]
-    diff = scores["score"].to_numpy()[ok].astype(float) - control.astype(float)
-    out = groups.frame(groups.groupby(diff).agg(diff_n="count", diff_mean="mean", diff_sd="std"))  # ddof 1
-    out.insert(len(group_cols), "control_mean", groups.groupby(control).mean().to_numpy())
+    g = groups.groupby(diff=scores["score"].to_numpy()[ok].astype(float) - control.astype(float), control=control)
+    out = groups.frame(g["diff"].agg(diff_n="count", diff_mean="mean", diff_sd="std"))  # ddof 1
+    out.insert(len(group_cols), "control_mean", g["control"].mean().to_numpy())
     n = out["diff_n"].to_numpy(dtype=float)
     t, p = t_test_greater(n, out["diff_mean"].to_numpy(), out["diff_sd"].to_numpy(), 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):

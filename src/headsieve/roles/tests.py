@@ -125,6 +125,8 @@ class GroupCodes:
         self.rows = rows
         keys = [_key_ranks(frame[col]) for col in self.cols]
         self._keys = [(radix, decode) for _, radix, decode in keys]  # per column
+        self._key_codes = [ranks for ranks, _, _ in keys]
+        self._frame_dtypes = [frame[col].dtype for col in self.cols]
         span = int(np.prod([float(radix) for _, radix, _ in keys]))
         code = np.zeros(len(frame), dtype=np.int32 if span < 2**31 else np.int64)  # in place: few big arrays
         missing = None
@@ -137,27 +139,54 @@ class GroupCodes:
         self.code = code if self.keep is None else code[self.keep]
         self.grouper = _dense_grouper(self.code, span)
 
-    def groupby(self, values):
-        """``values`` grouped by the code, groups sorted: a column of the frame (Series), or an array of the
-        grouped rows only."""
-        if isinstance(values, pd.Series):
-            values = values.to_numpy() if self.rows is None else values.to_numpy()[self.rows]
-        values = values if self.keep is None else values[self.keep]
-        # every category of the grouper is present, so observed=False gives the same groups without a search
-        return pd.Series(values).groupby(self.grouper, sort=True, observed=False)
+    def groupby(self, values=None, **columns):
+        """``values`` (or several ``columns``, name=values: grouped once) grouped by the code, groups sorted;
+        each a column of the frame (Series) or an array of the grouped rows only."""
+        arrays = {}
+        for name, col in ({"values": values} if values is not None else columns).items():
+            if isinstance(col, pd.Series):
+                col = col.to_numpy() if self.rows is None else col.to_numpy()[self.rows]
+            arrays[name] = col if self.keep is None else col[self.keep]
+        # no copies of millions of values; every category of the grouper is present, so observed=False gives
+        # the same groups without searching for them
+        data = pd.Series(arrays["values"], copy=False) if values is not None else pd.DataFrame(arrays, copy=False)
+        return data.groupby(self.grouper, sort=True, observed=False)
 
-    def first(self, values: pd.Series) -> np.ndarray:
+    def first(self, values: pd.Series, within: str | None = None) -> np.ndarray:
         """The first non-missing value of a column per group (``GroupBy.first``); a categorical column through
-        its integer codes (grouping its codes beats grouping its values)."""
+        its integer codes (grouping its codes beats grouping its values).  ``within``: a categorical key column
+        that may fix the value (a score table's form is one per role): when every value of that key comes
+        with one and the same non-missing value, that value, without grouping the rows."""
         if not isinstance(values.dtype, pd.CategoricalDtype):
             return self.groupby(values).first().to_numpy()
         codes = values.cat.codes.to_numpy()
+        fixed = self._fixed_by(codes, len(values.cat.categories), within)
+        if fixed is not None:
+            return values.cat.categories.to_numpy(dtype=object)[fixed]
         if len(codes) and codes.min() < 0:  # missing values: NaN codes, which first() skips
             codes = np.where(codes < 0, np.nan, codes)
         first = self.groupby(codes).first().to_numpy()
         names = values.cat.categories.to_numpy(dtype=object)
         missing = np.isnan(first) if first.dtype.kind == "f" else np.zeros(len(first), dtype=bool)
         return np.where(missing, np.nan, names[np.where(missing, 0, first).astype(np.int64)])
+
+    def _fixed_by(self, codes: np.ndarray, n_values: int, within: str | None) -> np.ndarray | None:
+        """Per group, the value code fixed by the key column ``within`` (None when it does not fix one)."""
+        if within is None or self.rows is not None or self.keep is not None or not len(codes):
+            return None
+        k = self.cols.index(within)
+        radix, _ = self._keys[k]
+        if not isinstance(self._frame_dtypes[k], pd.CategoricalDtype) or codes.min() < 0:
+            return None
+        key = self._key_codes[k]
+        seen = np.bincount(key.astype(np.int64) * n_values + codes, minlength=radix * n_values).reshape(radix, n_values)
+        if ((seen > 0).sum(1) > 1).any():
+            return None
+        per_key = seen.argmax(1)
+        code = self.grouper.categories.to_numpy() if isinstance(self.grouper, pd.Categorical) else np.unique(self.code)
+        for radix_after, _ in self._keys[k + 1 :]:
+            code = code // radix_after
+        return per_key[code % radix]
 
     def frame(self, result: pd.DataFrame) -> pd.DataFrame:
         """An aggregation's result (indexed by code) with the key columns in front, as ``reset_index`` gives
@@ -178,8 +207,10 @@ def _dense_grouper(code: np.ndarray, span: int):
         return code
     present = np.zeros(span, dtype=bool)
     present[code] = True
-    dense = np.cumsum(present, dtype=np.int32) - 1
-    return pd.Categorical.from_codes(dense[code], categories=np.flatnonzero(present))
+    categories = np.flatnonzero(present)
+    # codes in the smallest dtype pandas keeps for this many categories (no conversion of millions of codes)
+    dense = np.cumsum(present, dtype=np.int16 if len(categories) < 2**15 - 1 else np.int32) - 1
+    return pd.Categorical.from_codes(dense[code], categories=categories)
 
 
 def _key_ranks(col: pd.Series):
@@ -247,7 +278,7 @@ def role_tests(
     out = groups.frame(g.agg(n="count", mean="mean", sd="std"))  # pandas std: ddof 1
     out["n_left_out"] = g.size().to_numpy() - out["n"].to_numpy()
     if "form" in scores:  # per test, not per score row: the score table has millions of rows
-        out["form"] = pd.Series(groups.first(scores["form"])).astype(str).to_numpy()
+        out["form"] = pd.Series(groups.first(scores["form"], within="role")).astype(str).to_numpy()
     else:
         out["form"] = np.where(out["role"].astype(str) == "block", "block_plain", "ratio")
     out["tau"] = role_taus(out, tau, tau_by_role)
