@@ -24,7 +24,9 @@ def causal_role_map(tests: pd.DataFrame, stem, title: str):
     head), heads labelled with the role ringed."""
     present = set(tests["role"].astype(str))
     roles = [r for r in role_names("causal") if r in present]
-    return role_maps(tests, roles, stem, title, empty_note="no causal role scores")
+    # Wu et al.'s retrieval score (form top1) is a share of copied tokens in [0, 1]: drawn on the mass scale
+    shares = tests.assign(form=tests["form"].astype(str).replace({"top1": "mass"})) if "form" in tests else tests
+    return role_maps(shares, roles, stem, title, empty_note="no causal role scores")
 
 
 def metric_curve(evaluations: pd.DataFrame, metric: str, stem, title: str, level: float = 0.95):
