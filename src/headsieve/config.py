@@ -190,7 +190,8 @@ def _check_translation(config: dict) -> None:
 # ---- llm section (issue 17: decoder-only language models)
 def _check_llm(config: dict) -> None:
     """The llm section names defined models, conllu corpora, and strategies of the registry whose role (for role
-    strategies) is a causal role; one line naming the key otherwise."""
+    strategies) is a causal role, and the importance strategy has text to rank heads on; one line naming the key
+    otherwise."""
     from headsieve.pruning.strategies import STRATEGIES, parse_strategy
     from headsieve.roles.registry import role_names
 
@@ -211,8 +212,8 @@ def _check_llm(config: dict) -> None:
             base, arg = parse_strategy(name)
         except HeadsieveError as err:
             raise HeadsieveError(f"{where}: {err}") from None
-        if base == "importance":
-            raise HeadsieveError(f"{where}: 'importance' is not offered for language models in the workflow yet")
+        if base == "importance" and not inputs.get("text"):
+            raise HeadsieveError(f"{where}: 'importance' ranks heads on the role text: llm.inputs.text names no corpus")
         if STRATEGIES[base].uses_labels and arg not in causal and f"causal:{arg}" not in causal:
             raise HeadsieveError(f"{where}: '{arg}' is not a causal role (causal roles: {', '.join(causal)})")
 # ---- end llm section

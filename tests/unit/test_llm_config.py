@@ -73,6 +73,7 @@ def test_the_gpu_overlay_validates_over_the_default_config():
         ({"pruning": {"strategies": ["nonesuch"]}}, "llm.pruning.strategies[0]"),
         ({"pruning": {"strategies": ["prune_role:dep:nsubj"]}}, "llm.pruning.strategies[0]"),
         ({"pruning": {"evaluation": {"perplexity": "mrpc_dev"}}}, "llm.pruning.evaluation.perplexity"),
+        ({"inputs": {"text": []}, "pruning": {"strategies": ["importance"]}}, "llm.pruning.strategies[0]"),
     ],
 )
 def test_a_bad_llm_setting_is_one_line_naming_its_key(change, key):
@@ -83,6 +84,6 @@ def test_a_bad_llm_setting_is_one_line_naming_its_key(change, key):
     assert f"config key '{key}'" in message and "\n" not in message
 
 
-def test_role_strategies_take_causal_roles_by_full_or_short_name():
-    for name in ("prune_role:causal:induction", "spare_role:sink", "prune_role:causal:retrieval"):
+def test_role_strategies_take_causal_roles_by_full_or_short_name_and_importance_the_text():
+    for name in ("prune_role:causal:induction", "spare_role:sink", "prune_role:causal:retrieval", "importance"):
         validate_config(merged(default_config(), {"llm": {"pruning": {"strategies": ["random", name]}}}), SCHEMA_PATH)

@@ -1,5 +1,6 @@
 """End to end: the llm rules through the real snakemake on a tiny random Llama with grouped-query attention saved
-as a model folder (role scores, tests, masks and evaluations of 5 seeds, report), then a rerun that does nothing."""
+as a model folder (role scores, tests, importance, masks and evaluations of 5 seeds, report), then a rerun that
+does nothing."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from support.workflow import job_counts, snakemake, write_config
 pytestmark = pytest.mark.e2e
 
 EWT = "ud/UD_English-EWT/en_ewt-ud-{}.conllu"
-JOBS = {"llm_role_scores": 1, "llm_role_tests": 1, "llm_masks": 5, "llm_evaluate": 5, "llm_report": 1}
+JOBS = {"llm_role_scores": 1, "llm_role_tests": 1, "llm_importance": 1, "llm_masks": 5, "llm_evaluate": 5, "llm_report": 1}
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,7 @@ def run(tmp_path_factory, data):
         "corpora": {split: {"format": "conllu", "path": EWT.format(split.split("_")[1])} for split in ("ewt_dev", "ewt_test")},
         "llm": dict(tiny_llm_section(), models=["tiny"]),
     }
+    config["llm"]["pruning"]["strategies"].append("importance")
     path = write_config(workdir, config)
     proc = snakemake(workdir, config=path)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -49,7 +51,7 @@ def test_the_report_holds_every_artifact(run):
     assert sorted(evaluations["seed"].unique()) == [1, 2, 3, 4, 5]
     metrics = {"perplexity", "copying_loss", "retrieval_accuracy", "retrieval_token_accuracy"}
     assert set(evaluations["metric"]) == metrics
-    assert len(pd.read_parquet(out / "comparisons.parquet")) == len(metrics) * 2 * 2  # x shares above 0 x strategies
+    assert len(pd.read_parquet(out / "comparisons.parquet")) == len(metrics) * 2 * 3  # x shares above 0 x strategies
     for name in ["role_map", *metrics]:
         assert (out / f"figures/{name}.png").exists() and (out / f"figures/{name}.pdf").exists()
     assert (out / "summary.md").read_text().startswith("# Decoder-only language model: tiny")

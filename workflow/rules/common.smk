@@ -433,6 +433,15 @@ def llm_role_labels(wildcards):
     return []
 
 
+def llm_importance_input(wildcards):
+    """The model's head importance, when the importance strategy is asked for."""
+    if any(
+        s.split(":")[0] == "importance" for s in config["llm"]["pruning"]["strategies"]
+    ):
+        return [f"results/llm/{wildcards.model}/importance.parquet"]
+    return []
+
+
 # ---- end decoder-only language models
 
 

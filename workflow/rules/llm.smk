@@ -79,10 +79,39 @@ rule llm_role_tests:
         " --correction {params.correction:q} --output {output.tests:q} --kv-output {output.kv_tests:q}"
 
 
+rule llm_importance:
+    input:
+        model=llm_model_inputs,
+        text=lambda w: [f for item in llm_text_corpora() for f in item["files"]],
+    output:
+        "results/llm/{model}/importance.parquet",
+    log:
+        "logs/llm/{model}/importance.log",
+    benchmark:
+        "benchmarks/llm/{model}/importance.tsv"
+    conda:
+        "../../envs/headsieve.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=gpu_count,
+    params:
+        model_spec=lambda w: model_spec_json(w.model),
+        text=lambda w: json.dumps(llm_text_corpora(), sort_keys=True),
+        inputs=json.dumps(config["llm"]["inputs"], sort_keys=True),
+        device=config["device"],
+    shell:
+        "headsieve --log {log:q} llm-importance --model {wildcards.model:q} --model-spec {params.model_spec:q}"
+        " --text {params.text:q} --inputs {params.inputs:q} --output {output:q} --threads {threads}"
+        " --device {params.device:q}"
+
+
 rule llm_masks:
     input:
         model=llm_model_inputs,
         tests=llm_role_labels,
+        importance=llm_importance_input,
     output:
         "results/llm/{model}/seed{seed}/masks.parquet",
     log:
@@ -98,11 +127,13 @@ rule llm_masks:
     params:
         model_spec=lambda w: model_spec_json(w.model),
         tests=lambda w, input: input.tests[0] if input.tests else "",
+        importance=lambda w, input: input.importance[0] if input.importance else "",
         strategies=json.dumps(config["llm"]["pruning"]["strategies"]),
         fractions=json.dumps(sorted(config["llm"]["pruning"]["fractions"])),
     shell:
         "headsieve --log {log:q} llm-masks --model {wildcards.model:q} --model-spec {params.model_spec:q}"
-        " --tests={params.tests:q} --strategies {params.strategies:q} --fractions {params.fractions:q}"
+        " --tests={params.tests:q} --importance={params.importance:q} --strategies {params.strategies:q}"
+        " --fractions {params.fractions:q}"
         " --seed {wildcards.seed} --output {output:q}"
 
 

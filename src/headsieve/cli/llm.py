@@ -48,10 +48,26 @@ def llm_role_tests(sub):
     return run
 
 
+@command("llm-importance", "decoder-only LM + the role text -> head importance from the language-model loss")
+def llm_importance(sub):
+    add_model(sub)
+    sub.add_argument("--text", type=corpora, required=True, help='UD corpora: [{"key", "spec", "files"}] (JSON)')
+    sub.add_argument("--inputs", type=json_object, required=True, help="the llm.inputs entry (JSON)")
+    add_required(sub, "--output")
+    add_runtime(sub)
+
+    def run(args):
+        device = runtime(args)
+        steps.importance(Model(args.model, args.model_spec), args.text, args.inputs, args.output, device=device)
+
+    return run
+
+
 @command("llm-masks", "decoder-only LM (+ causal role tests) -> the query heads each strategy masks, one seed")
 def llm_masks(sub):
     add_model(sub)
     sub.add_argument("--tests", default="", help="role_tests.parquet (role strategies; empty: none)")
+    sub.add_argument("--importance", default="", help="importance.parquet (the importance strategy; empty: none)")
     sub.add_argument("--strategies", type=json_list, required=True)
     sub.add_argument("--fractions", type=json_list, required=True)
     add_seed(sub)
@@ -59,7 +75,7 @@ def llm_masks(sub):
 
     def run(args):
         steps.select_masks(Model(args.model, args.model_spec), args.tests or None, args.strategies, args.fractions, args.seed,
-                           args.output)  # fmt: skip
+                           args.output, importance=args.importance or None)  # fmt: skip
 
     return run
 

@@ -316,22 +316,51 @@ def with_source(tests: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------------ pruning
 
 
-def select_masks(model: Model, tests, strategies: list, fractions: list, seed: int, output) -> None:
+def importance(model: Model, text: list[Corpus], inputs: dict, output, *, device: str = "cpu") -> None:
+    """Rule ``llm_importance``: Michel et al.'s head importance from the language-model loss
+    (:func:`headsieve.pruning.lm.lm_importance`, normalised per layer) on the text of the role inputs (``inputs``:
+    the ``llm.inputs`` entry; never the evaluation text): columns layer, head, importance, for the
+    ``importance`` strategy."""
+    import pandas as pd
+
+    from headsieve.io.atomic import write_frame
+    from headsieve.io.provenance import provenance_metadata
+    from headsieve.models.load import load_decoder, load_tokenizer
+    from headsieve.pruning.lm import lm_importance
+
+    lm = load_decoder(model.key, model.spec, device=device)
+    tokenizer = load_tokenizer(model.key, model.spec)
+    sequences = [ids for corpus in text
+                 for ids, _ in text_role_inputs(corpus.files, tokenizer, inputs["max_sentences"], inputs["max_length"])[0]]  # fmt: skip
+    if not sequences:
+        raise HeadsieveError("config key 'llm.inputs.text': the importance strategy needs text (no sentence fits)")
+    scores = lm_importance(lm, sequences, device=device)["decoder"]
+    layer, head = np.indices(scores.shape)
+    frame = pd.DataFrame({"layer": layer.ravel(), "head": head.ravel(), "importance": scores.ravel()})
+    record = {"model": model.key, "stand_in": stand_in_note(model), "text_corpora": [c.key for c in text],
+              "n_sequences": len(sequences), "inputs": inputs}  # fmt: skip
+    write_frame(frame.astype({"layer": "int16", "head": "int16"}), output, metadata=provenance_metadata(record))
+    log.info("importance of %d heads from %d sentences", scores.size, len(sequences))
+
+
+def select_masks(model: Model, tests, strategies: list, fractions: list, seed: int, output, importance=None) -> None:
     """Rule ``llm_masks``: the query heads every strategy masks at every fraction for ``seed`` (the masks table
     of :mod:`headsieve.pruning.masks`: strategy, fraction, seed, kind, layer, head); role strategies read the
-    causal role labels ``tests`` (None: no role strategy)."""
+    causal role labels ``tests``, the ``importance`` strategy the table of :func:`importance` (None: not
+    needed)."""
     import pandas as pd
 
     from headsieve.io.atomic import write_frame
     from headsieve.models.heads import config_space
     from headsieve.models.load import load_decoder_config
-    from headsieve.pruning.masks import mask_table
+    from headsieve.pruning.masks import mask_table, read_importance
 
     space = config_space(load_decoder_config(model.key, model.spec))
     labels = None if tests is None else pd.read_parquet(tests)
     if labels is not None:
         labels = labels[labels["model"] == model.key]
-    table = mask_table(space, strategies, fractions, seed, labels=labels)
+    scores = None if importance is None else read_importance(importance, space)
+    table = mask_table(space, strategies, fractions, seed, labels=labels, importance=scores)
     write_frame(table, output)
     log.info("%d masks, %d heads masked in all", table.groupby(["strategy", "fraction"]).ngroups, int((table.layer >= 0).sum()))
 

@@ -270,3 +270,17 @@ def test_chunked_role_scores_equal_the_stored_path(run, data, tmp_path):
     both = stored.merge(chunked, on=keys, suffixes=("", "_chunked"))
     assert len(both) == len(stored) == len(chunked)
     assert np.allclose(both["score"], both["score_chunked"], atol=1e-5, equal_nan=True)
+
+
+def test_importance_from_the_language_model_loss_drives_the_importance_strategy(run, data, tmp_path):
+    out, model, cfg = run
+    text = [Corpus("ewt_dev", {"format": "conllu"}, [data / EWT_DEV])]
+    S.importance(model, text, cfg["inputs"], tmp_path / "importance.parquet")
+    table = pd.read_parquet(tmp_path / "importance.parquet")
+    assert len(table) == LAYERS * HEADS and (table["importance"] >= 0).all()
+    norms = table.groupby("layer")["importance"].apply(lambda v: float(np.sqrt((v**2).sum())))
+    assert np.allclose(norms, 1.0)  # normalised per layer (Michel et al.)
+    S.select_masks(model, None, ["importance"], [0.25], 1, tmp_path / "masks.parquet", importance=tmp_path / "importance.parquet")
+    masked = set(zip(*pd.read_parquet(tmp_path / "masks.parquet")[["layer", "head"]].to_numpy().T))
+    order = table.sort_values("importance")
+    assert masked == set(zip(order.layer[:3], order["head"][:3]))  # the 3 least important of 12
