@@ -62,3 +62,11 @@ def test_a_second_run_has_nothing_to_do(run):
     proc = snakemake(workdir, "-n", config=path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert job_counts(proc.stdout) == {}, proc.stdout[-2000:]
+
+
+def test_the_html_report_holds_the_captioned_llm_figures(run):
+    workdir, path, _ = run
+    proc = snakemake(workdir, "--report", str(workdir / "report.html"), config=path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (workdir / "report.html").read_text(encoding="utf-8", errors="replace")
+    assert "Decoder-only language models" in html and "copying_loss.png" in html and "role_map.png" in html
