@@ -154,16 +154,17 @@ def sentence_pieces(tokenizer, sentence) -> tuple[list[int], list[int]]:
     return list(encoded["input_ids"]), words
 
 
-def text_role_inputs(files, tokenizer, max_sentences: int | None, max_length: int) -> tuple[list, int]:
+def text_role_inputs(files, tokenizer, max_sentences: int | None, max_length: int, read: int | None = None) -> tuple[list, int]:
     """((input ids, CausalFacts) of the first ``max_sentences`` sentences of ``files`` that fit ``max_length``
-    tokens, number of sentences left out for their length)."""
+    tokens, number of sentences left out for their length); ``read``: the corpus's own ``max_sentences`` (only
+    that prefix of the files is read)."""
     from headsieve.io.conllu import read_conllu
     from headsieve.roles.causal import CausalFacts
 
     bos = bos_id(tokenizer)
     out, too_long = [], 0
     for path in files:
-        for sentence in read_conllu(path):
+        for sentence in read_conllu(path, max_sentences=read):
             if max_sentences is not None and len(out) >= max_sentences:
                 return out, too_long
             ids, words = sentence_pieces(tokenizer, sentence)
@@ -182,10 +183,10 @@ def text_role_inputs(files, tokenizer, max_sentences: int | None, max_length: in
     return out, too_long
 
 
-def perplexity_sequences(files, tokenizer, max_sentences: int | None, max_length: int) -> list[np.ndarray]:
+def perplexity_sequences(files, tokenizer, max_sentences: int | None, max_length: int, read: int | None = None) -> list[np.ndarray]:
     """Token ids of the first ``max_sentences`` sentences of ``files`` that fit ``max_length`` tokens (the role
     inputs' encoding, without the facts)."""
-    inputs, _ = text_role_inputs(files, tokenizer, max_sentences, max_length)
+    inputs, _ = text_role_inputs(files, tokenizer, max_sentences, max_length, read)
     return [ids for ids, _ in inputs]
 
 
@@ -199,7 +200,8 @@ def role_inputs(model, tokenizer, text: list[Corpus], inputs: dict) -> dict[str,
     out = {}
     sentences = []
     for corpus in text:
-        got, too_long = text_role_inputs(corpus.files, tokenizer, inputs["max_sentences"], inputs["max_length"])
+        got, too_long = text_role_inputs(corpus.files, tokenizer, inputs["max_sentences"], inputs["max_length"],
+                                         corpus.spec.get("max_sentences"))  # fmt: skip
         if too_long:
             log.info("%s: %d sentences longer than %d tokens left out", corpus.key, too_long, inputs["max_length"])
         sentences += got
@@ -331,7 +333,8 @@ def importance(model: Model, text: list[Corpus], inputs: dict, output, *, device
     lm = load_decoder(model.key, model.spec, device=device)
     tokenizer = load_tokenizer(model.key, model.spec)
     sequences = [ids for corpus in text
-                 for ids, _ in text_role_inputs(corpus.files, tokenizer, inputs["max_sentences"], inputs["max_length"])[0]]  # fmt: skip
+                 for ids, _ in text_role_inputs(corpus.files, tokenizer, inputs["max_sentences"], inputs["max_length"],
+                                                corpus.spec.get("max_sentences"))[0]]  # fmt: skip
     if not sequences:
         raise HeadsieveError("config key 'llm.inputs.text': the importance strategy needs text (no sentence fits)")
     scores = lm_importance(lm, sequences, device=device)["decoder"]
@@ -374,7 +377,8 @@ def evaluation_sets(lm, tokenizer, evaluation: dict, perplexity: Corpus | None, 
     vocab, first, bos = vocab_size(lm), first_plain_id(tokenizer), bos_id(tokenizer)
     out = {}
     if perplexity is not None:
-        out["perplexity"] = perplexity_sequences(perplexity.files, tokenizer, evaluation["max_sentences"], max_length)
+        out["perplexity"] = perplexity_sequences(perplexity.files, tokenizer, evaluation["max_sentences"], max_length,
+                                                 perplexity.spec.get("max_sentences"))  # fmt: skip
     copying = repeated_sequences(evaluation["copying"], vocab, first, bos)
     if copying:
         out["copying"] = (copying, bos is not None)

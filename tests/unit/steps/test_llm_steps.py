@@ -284,3 +284,10 @@ def test_importance_from_the_language_model_loss_drives_the_importance_strategy(
     masked = set(zip(*pd.read_parquet(tmp_path / "masks.parquet")[["layer", "head"]].to_numpy().T))
     order = table.sort_values("importance")
     assert masked == set(zip(order.layer[:3], order["head"][:3]))  # the 3 least important of 12
+
+
+def test_a_corpus_max_sentences_reads_only_that_prefix(data):
+    tokenizer = word_tokenizer(data / EWT_DEV)
+    capped, _ = S.text_role_inputs([data / EWT_DEV], tokenizer, 30, 1000, read=7)
+    full, _ = S.text_role_inputs([data / EWT_DEV], tokenizer, 30, 1000)
+    assert len(capped) == 7 and all(np.array_equal(a[0], b[0]) for a, b in zip(capped, full))
