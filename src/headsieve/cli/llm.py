@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from headsieve.cli.common import add_model, add_required, add_runtime, add_seed, command, json_list, json_object, runtime
+from headsieve.cli.common import (
+    add_model, add_required, add_runtime, add_seed, command, json_list, json_object, runtime,
+)  # fmt: skip
 from headsieve.cli.roles import add_test_settings, role_test_settings
 from headsieve.steps import llm as steps
 from headsieve.steps.settings import Corpus, Model
@@ -74,8 +76,9 @@ def llm_masks(sub):
     add_required(sub, "--output")
 
     def run(args):
-        steps.select_masks(Model(args.model, args.model_spec), args.tests or None, args.strategies, args.fractions, args.seed,
-                           args.output, importance=args.importance or None)  # fmt: skip
+        model = Model(args.model, args.model_spec)
+        steps.select_masks(model, args.tests or None, args.strategies, args.fractions, args.seed, args.output,
+                           importance=args.importance or None)  # fmt: skip
 
     return run
 
@@ -86,7 +89,7 @@ def llm_evaluate(sub):
     add_required(sub, "--masks")
     sub.add_argument("--evaluation", type=json_object, required=True, help="the llm.pruning.evaluation entry (JSON)")
     sub.add_argument("--perplexity", type=corpora, default=[], help='its corpus: [{"key", "spec", "files"}] or []')
-    sub.add_argument("--max-length", type=int, default=128, help="tokens per perplexity sentence (llm.inputs.max_length)")
+    sub.add_argument("--max-length", type=int, default=128, help="tokens per sentence (llm.inputs.max_length)")
     add_required(sub, "--output")
     add_runtime(sub)
 

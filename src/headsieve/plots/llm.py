@@ -43,10 +43,12 @@ def metric_curve(evaluations: pd.DataFrame, metric: str, stem, title: str, level
     colours = plt.get_cmap("tab10")
     strategies = sorted(frame.loc[frame["fraction"] > 0, "strategy"].unique())
     for k, strategy in enumerate(strategies):
-        line = pd.concat([zero.assign(strategy=strategy), frame[(frame["strategy"] == strategy) & (frame["fraction"] > 0)]])
+        pruned = frame[(frame["strategy"] == strategy) & (frame["fraction"] > 0)]
+        line = pd.concat([zero.assign(strategy=strategy), pruned])
         g = line.groupby("fraction")["value"].apply(mean_ci, level=level).unstack().reset_index()
         ax.plot(g["fraction"], g["mean"], marker="o", ms=3, label=strategy, color=colours(k % 10))
-        ax.fill_between(g["fraction"], g["low"].astype(float), g["high"].astype(float), alpha=0.15, color=colours(k % 10))
+        low, high = g["low"].astype(float), g["high"].astype(float)
+        ax.fill_between(g["fraction"], low, high, alpha=0.15, color=colours(k % 10))
     if metric == "perplexity" and frame["value"].max() > 4 * max(frame["value"].min(), 1e-9):
         ax.set_yscale("log")
     ax.set_xlabel("share of query heads pruned (masked)")

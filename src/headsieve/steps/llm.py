@@ -5,9 +5,10 @@ perplexity, in-context copying loss and needle retrieval accuracy, and the repor
 The inputs of the role scores and of the evaluations are built here from config entries as they are
 (``llm.inputs``, ``llm.pruning.evaluation``), deterministic by their seeds:
 
-* text: the first ``max_sentences`` sentences of each UD corpus that fit ``max_length`` tokens, encoded word by
-  word (surface tokens; a word's pieces are its positions, the syntactic words of a multi-word token share
-  them), the tokenizer's BOS token in front when it has one; delimiters are the pieces of PUNCT words;
+* text: the first ``max_sentences`` sentences of each UD corpus that fit ``max_length`` tokens, their own text
+  encoded, each piece assigned by the tokenizer's character offsets to the surface token it starts in (the
+  syntactic words of a multi-word token share its pieces), the tokenizer's BOS token in front when it has one;
+  delimiters are the pieces of PUNCT words;
 * repeated: ``count`` sequences ``[BOS] x x`` of ``length`` random tokens (sequence ``i`` drawn with seed
   ``[seed, i]``, :func:`headsieve.roles.causal_inputs.repeated_tokens`);
 * needles: ``count`` needle-in-context inputs (:func:`headsieve.roles.causal_inputs.needle_input`, the
@@ -22,7 +23,6 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,13 +43,15 @@ ROLE_SOURCES = {
     "needles": ("causal:retrieval",),  # Wu et al.'s top-1 score (headsieve.roles.retrieval), not an attention mass
 }
 
-#: the evaluation measures, as (what it is, lower is better)
+#: the evaluation measures and what each is (the summary lists them)
 METRICS = {
-    "perplexity": ("perplexity of held-out UD sentences (exp of the token-weighted mean NLL)", True),
-    "copying_loss": ("in-context copying loss: mean NLL (nats) of the second copy of repeated sequences", True),
-    "retrieval_accuracy": ("share of needles reproduced whole (teacher-forced top-1)", False),
-    "retrieval_token_accuracy": ("share of needle tokens predicted top-1 (teacher-forced)", False),
+    "perplexity": "perplexity of held-out UD sentences (exp of the token-weighted mean NLL; lower is better)",
+    "copying_loss": "in-context copying loss: mean NLL (nats) of the second copy of repeated sequences "
+    "(lower is better)",
+    "retrieval_accuracy": "share of needles reproduced whole, teacher-forced top-1 (higher is better)",
+    "retrieval_token_accuracy": "share of needle tokens predicted top-1, teacher-forced (higher is better)",
 }
+
 
 def stand_in_note(model: Model) -> str:
     """What a converted model is, from the ``conversion.json`` its folder holds (:mod:`headsieve.models.convert_gguf`:
@@ -154,7 +156,8 @@ def sentence_pieces(tokenizer, sentence) -> tuple[list[int], list[int]]:
     return list(encoded["input_ids"]), words
 
 
-def text_role_inputs(files, tokenizer, max_sentences: int | None, max_length: int, read: int | None = None) -> tuple[list, int]:
+def text_role_inputs(files, tokenizer, max_sentences: int | None, max_length: int,
+                     read: int | None = None) -> tuple[list, int]:  # fmt: skip
     """((input ids, CausalFacts) of the first ``max_sentences`` sentences of ``files`` that fit ``max_length``
     tokens, number of sentences left out for their length); ``read``: the corpus's own ``max_sentences`` (only
     that prefix of the files is read)."""
@@ -183,7 +186,8 @@ def text_role_inputs(files, tokenizer, max_sentences: int | None, max_length: in
     return out, too_long
 
 
-def perplexity_sequences(files, tokenizer, max_sentences: int | None, max_length: int, read: int | None = None) -> list[np.ndarray]:
+def perplexity_sequences(files, tokenizer, max_sentences: int | None, max_length: int,
+                         read: int | None = None) -> list[np.ndarray]:  # fmt: skip
     """Token ids of the first ``max_sentences`` sentences of ``files`` that fit ``max_length`` tokens (the role
     inputs' encoding, without the facts)."""
     inputs, _ = text_role_inputs(files, tokenizer, max_sentences, max_length, read)
@@ -258,11 +262,13 @@ def role_scores(model: Model, text: list[Corpus], inputs: dict, options: dict, o
 
 def _scoring(options: dict) -> dict:
     """The scoring options of ``llm.roles`` in the names of :data:`headsieve.roles.causal_score.CAUSAL_OPTIONS`."""
-    return {"score": options["score"], "max_uniform_share": options["max_uniform_share"], "local_window": options["window"]}
+    return {"score": options["score"], "max_uniform_share": options["max_uniform_share"],
+            "local_window": options["window"]}  # fmt: skip
 
 
 #: the columns of role_scores.parquet, in order
-SCORE_COLUMNS = ["model", "source", "input", "layer", "head", "kv_group", "role", "score", "n_queries", "n_undefined", "form"]
+SCORE_COLUMNS = ["model", "source", "input", "layer", "head", "kv_group", "role", "score", "n_queries", "n_undefined",
+                 "form"]  # fmt: skip
 
 
 def score_frame(model: str, parts: list[pd.DataFrame]) -> pd.DataFrame:
@@ -293,11 +299,13 @@ def role_tests(scores, settings: RoleTestSettings, output, kv_output) -> None:
     s = settings
     made_from = read_file_provenance(scores, "role scores", "rerun the llm_role_scores step")
     frame = pd.read_parquet(scores)
-    per_head = with_source(tests_of(frame, s.tau, s.alpha, s.correction, keys=("model",), tau_by_role=s.tau_by_role), frame)
+    per_head = tests_of(frame, s.tau, s.alpha, s.correction, keys=("model",), tau_by_role=s.tau_by_role)
+    per_head = with_source(per_head, frame)
     per_group = with_source(kv_group_tests(frame, tau=s.tau, alpha=s.alpha, correction=s.correction, keys=("model",),
                                            tau_by_role=s.tau_by_role), frame)  # fmt: skip
     record = {
-        "model": made_from.get("model"), "stand_in": made_from.get("stand_in", ""), "scores_sha256": file_sha256(scores),
+        "model": made_from.get("model"), "stand_in": made_from.get("stand_in", ""),
+        "scores_sha256": file_sha256(scores),
         "tau": s.tau, "tau_by_role": s.tau_by_role, "alpha": s.alpha, "correction": s.correction,
     }  # fmt: skip
     write_frame(per_head, output, metadata=provenance_metadata(record))
@@ -365,11 +373,13 @@ def select_masks(model: Model, tests, strategies: list, fractions: list, seed: i
     scores = None if importance is None else read_importance(importance, space)
     table = mask_table(space, strategies, fractions, seed, labels=labels, importance=scores)
     write_frame(table, output)
-    log.info("%d masks, %d heads masked in all", table.groupby(["strategy", "fraction"]).ngroups, int((table.layer >= 0).sum()))
+    masks = table.groupby(["strategy", "fraction"]).ngroups
+    log.info("%d masks, %d heads masked in all", masks, int((table.layer >= 0).sum()))
 
 
 #: the columns of the evaluations tables, in order
-EVALUATION_COLUMNS = ["model", "strategy", "fraction", "seed", "heads_pruned", "kv_groups_removed", "metric", "value", "n"]
+EVALUATION_COLUMNS = ["model", "strategy", "fraction", "seed", "heads_pruned", "kv_groups_removed", "metric", "value",
+                      "n"]  # fmt: skip
 
 
 def evaluation_sets(lm, tokenizer, evaluation: dict, perplexity: Corpus | None, max_length: int) -> dict:
@@ -401,7 +411,7 @@ def measure(lm, inputs: str, data, gates, device: str) -> dict[str, tuple[float,
         return {"copying_loss": (out["copy_nll"], out["n_tokens"])}
     out = L.retrieval_accuracy(lm, data, gates=gates, device=device)
     return {"retrieval_accuracy": (out["accuracy"], out["n_needles"]),
-            "retrieval_token_accuracy": (out["token_accuracy"], out["n_needles"] * len(data[0].copy_query))}  # fmt: skip
+            "retrieval_token_accuracy": (out["token_accuracy"], sum(len(n.copy_query) for n in data))}  # fmt: skip
 
 
 def kv_groups_removed(space, heads) -> int:
@@ -431,7 +441,9 @@ def evaluate(model: Model, masks, evaluation: dict, perplexity: Corpus | None, o
     tokenizer = load_tokenizer(model.key, model.spec)
     sets = evaluation_sets(lm, tokenizer, evaluation, perplexity, max_length)
     if not sets:
-        raise HeadsieveError("config key 'llm.pruning.evaluation': nothing to evaluate (no perplexity corpus, copying or needles)")
+        raise HeadsieveError(
+            "config key 'llm.pruning.evaluation': nothing to evaluate (no perplexity corpus, copying or needles)"
+        )
     table = pd.read_parquet(masks)
     space = head_space(lm)
     done, rows = {}, []
@@ -497,13 +509,16 @@ def summary_markdown(title: str, stand_in: str, tests: pd.DataFrame, kv_tests: p
          for r in heads.itertuples()],
     )  # fmt: skip
     lines += ["", "## Pruning (heads masked, no training)", ""]
+    present = set(evaluations["metric"])
+    lines += [f"- `{metric}`: {what}" for metric, what in METRICS.items() if metric in present] + [""]
     unpruned = evaluations["fraction"] == 0  # every strategy's share 0 is the same unpruned model: listed once
     rows = pd.concat([evaluations[unpruned].drop_duplicates(["metric", "seed"]).assign(strategy="(unpruned)"),
                       evaluations[~unpruned]])  # fmt: skip
-    mean = rows.groupby(["metric", "strategy", "fraction"], sort=True)["value"].agg(["mean", "std", "count"]).reset_index()
+    mean = rows.groupby(["metric", "strategy", "fraction"], sort=True)["value"].agg(["mean", "std", "count"])
+    mean = mean.reset_index()
     lines += table_lines(
         ["metric", "strategy", "share pruned", "mean over seeds", "sd", "seeds"], "llrrrr",
-        [[r.metric, r.strategy, f"{r.fraction:.2f}", f"{r.mean:.4g}", "-" if pd.isna(r.std) else f"{r.std:.3g}", int(r.count)]
+        [[r.metric, r.strategy, f"{r.fraction:.2f}", f"{r.mean:.4g}", _p(r.std), int(r.count)]
          for r in mean.itertuples()],
     )  # fmt: skip
     lines += ["", f"## Each strategy against {BASELINE} (paired over seeds)", ""]
@@ -567,5 +582,6 @@ def report(model_key: str, tests, kv_tests, evaluations: list, figures, evaluati
     causal_role_map(role_tests_frame, folder / "role_map", f"{name}: causal roles per layer and query head")
     for metric in FIGURES[1:]:
         metric_curve(frame, metric, folder / metric, f"{name}: {metric.replace('_', ' ')} by strategy")
-    write_text(summary_markdown(f"Decoder-only language model: {name}", stand_in, role_tests_frame, kv, frame, comparisons), summary)
+    title = f"Decoder-only language model: {name}"
+    write_text(summary_markdown(title, stand_in, role_tests_frame, kv, frame, comparisons), summary)
 
