@@ -44,8 +44,10 @@ def test_llm_masks_refuses_a_role_strategy_without_tests(model, tmp_path):
 
 def test_llm_role_tests_and_report_commands(tmp_path):
     rng = np.random.default_rng(0)
-    rows = [("m", "repeated", i, layer, head, head // 2, "causal:induction", 0.9 if (layer, head) == (1, 2) else rng.uniform(0, 0.3),
-             10, 0, "mass") for i in range(12) for layer in range(2) for head in range(4)]  # fmt: skip
+    planted = (1, 2)  # the one induction head
+    rows = [("m", "repeated", i, layer, head, head // 2, "causal:induction",
+             0.9 if (layer, head) == planted else rng.uniform(0, 0.3), 10, 0, "mass")
+            for i in range(12) for layer in range(2) for head in range(4)]  # fmt: skip
     from headsieve.steps.llm import EVALUATION_COLUMNS, SCORE_COLUMNS
 
     scores = pd.DataFrame(rows, columns=SCORE_COLUMNS)
@@ -56,11 +58,12 @@ def test_llm_role_tests_and_report_commands(tmp_path):
                    "--correction", "bh", "--output", str(tests), "--kv-output", str(kv))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     labelled = pd.read_parquet(tests).query("label")
-    assert list(zip(labelled.layer, labelled["head"])) == [(1, 2)]  # the planted head only (mass tau 0.4)
+    assert list(zip(labelled.layer, labelled["head"])) == [planted]  # the planted head only (mass tau 0.4)
     evaluations = []
     for seed in range(1, 6):
-        frame = pd.DataFrame([("m", s, f, seed, 4, 0, "copying_loss", 1.0 + f * (3 if s == "prune_role:causal:induction" else 1) + rng.normal(0, 0.05), 10)
-                              for s in ("random", "prune_role:causal:induction") for f in (0.0, 0.5)], columns=EVALUATION_COLUMNS)  # fmt: skip
+        slope = {"random": 1, "prune_role:causal:induction": 3}  # copying loss per share pruned
+        frame = pd.DataFrame([("m", s, f, seed, 4, 0, "copying_loss", 1.0 + f * slope[s] + rng.normal(0, 0.05), 10)
+                              for s in slope for f in (0.0, 0.5)], columns=EVALUATION_COLUMNS)  # fmt: skip
         evaluations.append(tmp_path / f"ev{seed}.parquet")
         frame.to_parquet(evaluations[-1])
     proc = run_cli("llm-report", "--model", "m", "--tests", str(tests), "--kv-tests", str(kv), "--evaluations",
