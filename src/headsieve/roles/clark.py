@@ -94,10 +94,10 @@ class HeadStats:
         rows[np.arange(W)[None, :] >= head[:, None]] = -np.inf  # what is left: the candidates before the head
         hit = (at_head == best) & (rows.max(1) < best)
         names, inverse = np.unique(rel, return_inverse=True)
-        member = (inverse[None, :] == np.arange(len(names))[:, None]).astype(np.float64)  # [relations, D]
-        correct = member @ hit  # counts per relation and head (exact: sums of 0/1)
-        n_dep = member.sum(1).astype(np.int64)
-        at_offset = member @ (head[:, None] == dep[:, None] + np.array(OFFSETS)[None, :])
+        # counts per relation (integers, no BLAS call: numpy's BLAS may run on threads the step does not have)
+        correct = _count_rows(hit, inverse, len(names))
+        n_dep = np.bincount(inverse, minlength=len(names))
+        at_offset = _count_rows(head[:, None] == dep[:, None] + np.array(OFFSETS)[None, :], inverse, len(names))
         for k, r in enumerate(names):
             self.correct[r] += correct[k]
             self.n_dep[r] += int(n_dep[k])
@@ -120,6 +120,13 @@ class HeadStats:
         out.insert(0, "corpus", corpus)
         out.insert(0, "model", model)
         return out.astype({"layer": "int16", "head": "int16", "n": "int64", "baseline_offset": "int8"})
+
+
+def _count_rows(flags: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
+    """[n_groups, X] number of True ``flags`` [D, X] per group id of the rows."""
+    counts = np.zeros((n_groups, flags.shape[1]), dtype=np.int64)
+    np.add.at(counts, group, flags.astype(np.int64))
+    return counts
 
 
 def _stat_frame(layer, head, stat, relation, value, n, baseline, offset) -> pd.DataFrame:

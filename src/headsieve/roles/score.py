@@ -7,10 +7,14 @@ together, and returns tidy tables.
 from __future__ import annotations
 
 import logging
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from headsieve.progress import progress_bar
 
 from headsieve.batching import length_batched
@@ -87,22 +91,33 @@ def score_dump(
     n_undefined: list[int] = []
     forms: list[str] = []
     controls: list[np.ndarray] = []  # [L*H] decoy scores of the syntactic roles, NaN for the others
-    bar = progress_bar(total=index.num_rows, desc="roles", unit="sent", enabled=progress)
-    stream = _checked(dump_dir, tokens_path, tokens, iter_dump(dump_dir, check=False))
-    for batch in length_batched(stream, key=lambda item: item[0]["n_pieces"], budget=budget):
-        facts = [SentenceFacts.from_row(tok) for _, _, tok in batch]
-        view = Batch([att for _, att, _ in batch], facts)
-        view.check([f"{dump_dir}: sentence '{row['sentence_id']}'" for row, _, _ in batch])
-        decoys = score_controls(view, opts)
-        for b, role, scores, nq, nu, form in score_batch(view, opts, detail=True):
-            controls.append(decoys.get((b, role), np.full(len(scores), np.nan, dtype=np.float32)))
-            keys.append((batch[b][0]["sentence_index"], role))
+
+    def collect(sentences, rows, decoys):
+        for b, role, scores, nq, nu, form in rows:
+            controls.append(decoys.result().get((b, role), np.full(len(scores), np.nan, dtype=np.float32)))
+            keys.append((sentences[b], role))
             vectors.append(scores)
             n_queries.append(nq)
             n_undefined.append(nu)
             forms.append(form)
-        stats.add_batch(view, [tok for _, _, tok in batch])
-        bar.update(len(batch))
+
+    bar = progress_bar(total=index.num_rows, desc="roles", unit="sent", enabled=progress)
+    stream = _checked(dump_dir, tokens_path, tokens, iter_dump(dump_dir, check=False))
+    pending: deque = deque()  # batches whose controls and statistics are still being computed
+    with _second_thread(torch.get_num_threads() > 1) as worker:  # torch on one thread, numpy on two
+        for batch in length_batched(stream, key=lambda item: item[0]["n_pieces"], budget=budget):
+            facts = [SentenceFacts.from_row(tok) for _, _, tok in batch]
+            view = Batch([att for _, att, _ in batch], facts)
+            view.check([f"{dump_dir}: sentence '{row['sentence_id']}'" for row, _, _ in batch])
+            rows = score_batch(view, opts, detail=True)
+            _shared_ahead(view)
+            decoys = worker.submit(_controls_and_stats, view, opts, stats, [tok for _, _, tok in batch])
+            pending.append(([row["sentence_index"] for row, _, _ in batch], rows, decoys))
+            while len(pending) > 1:  # at most two batches in memory
+                collect(*pending.popleft())
+            bar.update(len(batch))
+        while pending:
+            collect(*pending.popleft())
     bar.close()
     if not vectors:
         raise HeadsieveError(f"{dump_dir}: no role could be scored (empty dump?)")
@@ -117,6 +132,52 @@ def score_dump(
     table = _scores_table(keys, vectors, n_queries, n_undefined, forms, L, H, model, corpus, controls)
     record = scores_provenance(model, corpus, opts, tokens_path, index, len(tokens))
     return table.replace_schema_metadata(provenance_metadata(record)), stats.frame(model, corpus)
+
+
+def _controls_and_stats(view: Batch, opts: dict, stats: HeadStats, rows: list[dict]) -> dict:
+    """The syntactic roles' control scores of a batch (:func:`~headsieve.roles.controls.score_controls`),
+    and the batch added to the head statistics; on the second thread, in batch order."""
+    decoys = score_controls(view, opts)
+    stats.add_batch(view, rows)
+    return decoys
+
+
+def _shared_ahead(view: Batch) -> None:
+    """Compute before the batch goes to the second thread what it needs from torch (so torch runs on one
+    thread at a time, with the threads it was given): the attention each key receives, the word attention."""
+    view.received
+    if any(f.heads is not None for f in view.facts):
+        view.word_sum
+
+
+@contextmanager
+def _second_thread(parallel: bool):
+    """An executor of one worker thread when ``parallel`` (the step was given 2 threads or more), else one
+    that runs each call at once.  With the worker, the controls and head statistics of one batch (numpy,
+    which releases the GIL) run while the next batch is scored, and torch runs on one thread meanwhile (its
+    operations here are small: on two threads, its thread team's waits cost more than they gain, and they
+    compete with the worker).  Same results either way: every batch is computed by the same code, torch's
+    results here do not depend on its thread count, and the head statistics are added in batch order."""
+    if not parallel:
+        yield _Inline()
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="roles") as pool:
+            yield pool
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _Inline:
+    def submit(self, fn, *args) -> Future:
+        done: Future = Future()
+        try:
+            done.set_result(fn(*args))
+        except BaseException as err:  # raised again by result(), as from the worker thread
+            done.set_exception(err)
+        return done
 
 
 def scores_provenance(model: str, corpus: str, options: dict, tokens_path, index, n_inputs: int) -> dict:

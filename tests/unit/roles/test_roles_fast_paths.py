@@ -260,3 +260,79 @@ def test_control_tests_moments_equal_pandas_groupby_over_the_keys(categorical):
     # no control at all (corpora without trees): no row, and no error
     none = frame.assign(control=np.float32(np.nan))
     assert len(control_tests(none, 0.05, "bh")) == 0 == len(reference_control_moments(none, group_cols))
+
+
+# ------------------------------------------------------------------ the second thread of score_dump
+
+
+def write_corpus(folder, rows, seed: int = 0, layers: int = 2, heads: int = 3, broken: int | None = None):
+    """tokens.parquet + a dump of Dirichlet attention (input ``broken``: a row that does not sum to 1)."""
+    from headsieve.io.atomic import write_table
+    from headsieve.io.shards import ShardWriter
+    from headsieve.tokens import records_table
+
+    rng = np.random.default_rng(seed)
+    complete = [
+        {
+            "text": "synthetic", "text_b": None, "label": None, "words": [f"w{w}" for w in range(len(r["word_token"]))],
+            "word_segment": [0] * len(r["word_token"]), "pieces": [f"p{i}" for i in range(r["n_pieces"])],
+            "token_type_ids": [0] * r["n_pieces"], "truncated": False, "n_words_lost": 0, "n_relations_lost": 0, **r,
+        }  # fmt: skip
+        for r in rows
+    ]
+    write_table(records_table(complete, "m", "c"), folder / "tokens.parquet")
+    writer = ShardWriter(folder / "attention", "m", "c", shard_bytes=20_000)
+    for k, row in enumerate(rows):
+        A = dirichlet_attention(rng, layers, heads, row["n_pieces"], 0.5)
+        if k == broken:
+            A[0, 0, 0] *= 3
+        writer.add(row["sentence_index"], row["sentence_id"], A, row["input_ids"])
+    writer.close()
+
+
+def indexed(rows):
+    return [dict(r, sentence_index=k, sentence_id=f"s{k}") for k, r in enumerate(rows)]
+
+
+def test_score_dump_on_two_threads_equals_one_thread(tmp_path):
+    """With 2 torch threads the controls and head statistics run on a second thread (torch on one meanwhile):
+    the same scores table and head statistics, bit for bit, as on one thread; torch's thread count restored."""
+    import torch
+
+    from headsieve.roles.score import score_dump
+
+    write_corpus(tmp_path, indexed(synthetic_rows(7, n=60)))
+    before = torch.get_num_threads()
+    results = {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            table, stats = score_dump(tmp_path / "tokens.parquet", tmp_path / "attention", "m", "c", progress=False, budget=300)
+            assert torch.get_num_threads() == threads
+            results[threads] = (table, stats)
+    finally:
+        torch.set_num_threads(before)
+    (t1, s1), (t2, s2) = results[1], results[2]
+    assert t1.num_rows > 1000 and t1.schema.equals(t2.schema, check_metadata=True)
+    for name in t1.column_names:
+        a, b = t1.column(name).to_numpy(zero_copy_only=False), t2.column(name).to_numpy(zero_copy_only=False)
+        assert a.tobytes() == b.tobytes() if a.dtype.kind == "f" else (a == b).all(), name
+    assert np.isfinite(t1.column("control").to_numpy()).any()
+    pd.testing.assert_frame_equal(s1, s2, check_exact=True)
+
+
+def test_score_dump_on_two_threads_fails_with_the_one_line_error(tmp_path):
+    import torch
+
+    from headsieve.errors import HeadsieveError
+    from headsieve.roles.score import score_dump
+
+    write_corpus(tmp_path, indexed(synthetic_rows(8, n=40)), broken=30)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(HeadsieveError, match="sentence 's30': attention rows do not sum to 1"):
+            score_dump(tmp_path / "tokens.parquet", tmp_path / "attention", "m", "c", progress=False, budget=300)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
