@@ -74,9 +74,23 @@ def _checked(dump_dir, tokens_path, tokens, stream):
 
 
 def score_dump(
-    tokens_path, dump_dir, model: str, corpus: str, options: dict | None = None, progress: bool = True, budget=1 << 15
+    tokens_path,
+    dump_dir,
+    model: str,
+    corpus: str,
+    options: dict | None = None,
+    progress: bool = True,
+    budget=1 << 15,
+    second_thread: bool | None = None,
 ):
-    """(scores DataFrame, head statistics DataFrame) for a dump and its tokens."""
+    """(scores DataFrame, head statistics DataFrame) for a dump and its tokens.
+
+    ``second_thread`` (default: when torch was given 2 threads or more): compute each batch's word-level
+    scores, controls and head statistics on a second thread while the next batch is read and scored (the
+    same tables either way).  Torch runs on one thread here whatever it was given: its operations are
+    small (per-input copies, sums and products of a batch; on a busy machine the waits of a thread team
+    cost several times the work), and a product split over more threads may round differently, so the
+    tables do not depend on the thread count."""
     opts = dict(DEFAULT_OPTIONS, **(options or {}))
     tokens = read_tokens(tokens_path)
     index = read_index(dump_dir)
@@ -92,9 +106,10 @@ def score_dump(
     forms: list[str] = []
     controls: list[np.ndarray] = []  # [L*H] decoy scores of the syntactic roles, NaN for the others
 
-    def collect(sentences, rows, decoys):
-        for b, role, scores, nq, nu, form in rows:
-            controls.append(decoys.result().get((b, role), np.full(len(scores), np.nan, dtype=np.float32)))
+    def collect(sentences, piece_rows, word_level):
+        word_rows, decoys = word_level.result()
+        for b, role, scores, nq, nu, form in sorted(piece_rows + word_rows, key=lambda o: (o[0], o[1])):
+            controls.append(decoys.get((b, role), np.full(len(scores), np.nan, dtype=np.float32)))
             keys.append((sentences[b], role))
             vectors.append(scores)
             n_queries.append(nq)
@@ -104,15 +119,16 @@ def score_dump(
     bar = progress_bar(total=index.num_rows, desc="roles", unit="sent", enabled=progress)
     stream = _checked(dump_dir, tokens_path, tokens, iter_dump(dump_dir, check=False))
     pending: deque = deque()  # batches whose controls and statistics are still being computed
-    with _second_thread(torch.get_num_threads() > 1) as worker:  # torch on one thread, numpy on two
+    parallel = torch.get_num_threads() > 1 if second_thread is None else second_thread
+    with _torch_threads(1), _second_thread(parallel) as worker:
         for batch in length_batched(stream, key=lambda item: item[0]["n_pieces"], budget=budget):
             facts = [SentenceFacts.from_row(tok) for _, _, tok in batch]
             view = Batch([att for _, att, _ in batch], facts)
             view.check([f"{dump_dir}: sentence '{row['sentence_id']}'" for row, _, _ in batch])
-            rows = score_batch(view, opts, detail=True)
-            _shared_ahead(view)
-            decoys = worker.submit(_controls_and_stats, view, opts, stats, [tok for _, _, tok in batch])
-            pending.append(([row["sentence_index"] for row, _, _ in batch], rows, decoys))
+            rows = score_batch(view, opts, detail=True, levels=("piece",))
+            _ahead(view)
+            word_level = worker.submit(_word_level_and_stats, view, opts, stats, [tok for _, _, tok in batch])
+            pending.append(([row["sentence_index"] for row, _, _ in batch], rows, word_level))
             while len(pending) > 1:  # at most two batches in memory
                 collect(*pending.popleft())
             bar.update(len(batch))
@@ -134,40 +150,51 @@ def score_dump(
     return table.replace_schema_metadata(provenance_metadata(record)), stats.frame(model, corpus)
 
 
-def _controls_and_stats(view: Batch, opts: dict, stats: HeadStats, rows: list[dict]) -> dict:
-    """The syntactic roles' control scores of a batch (:func:`~headsieve.roles.controls.score_controls`),
-    and the batch added to the head statistics; on the second thread, in batch order."""
+def _word_level_and_stats(view: Batch, opts: dict, stats: HeadStats, rows: list[dict]):
+    """The syntactic roles' scores and control scores of a batch, and the batch added to the head statistics
+    (on the second thread, in batch order): (score rows as ``score_batch`` gives them, control scores)."""
+    word_rows = score_batch(view, opts, detail=True, levels=("word",))
     decoys = score_controls(view, opts)
     stats.add_batch(view, rows)
-    return decoys
+    return word_rows, decoys
 
 
-def _shared_ahead(view: Batch) -> None:
-    """Compute before the batch goes to the second thread what it needs from torch (so torch runs on one
-    thread at a time, with the threads it was given): the attention each key receives, the word attention."""
+def _ahead(view: Batch) -> None:
+    """Compute on this thread what the second thread needs from torch and from numpy's BLAS (the attention
+    each key receives, the word attention, the words' uniform references): their results can depend on
+    the calling thread and its thread counts (a product split over more threads may round differently),
+    and here they keep the bits of the pass without the second thread."""
     view.received
     if any(f.heads is not None for f in view.facts):
         view.word_sum
+        view.word_abar
 
 
 @contextmanager
 def _second_thread(parallel: bool):
-    """An executor of one worker thread when ``parallel`` (the step was given 2 threads or more), else one
-    that runs each call at once.  With the worker, the controls and head statistics of one batch (numpy,
-    which releases the GIL) run while the next batch is scored, and torch runs on one thread meanwhile (its
-    operations here are small: on two threads, its thread team's waits cost more than they gain, and they
-    compete with the worker).  Same results either way: every batch is computed by the same code, torch's
-    results here do not depend on its thread count, and the head statistics are added in batch order."""
+    """An executor of one worker thread when ``parallel``, else one that runs each call at once.  The worker
+    gets a batch's word-level scores, controls and head statistics (numpy from what :func:`_ahead` computed;
+    numpy releases the GIL) while this thread reads and scores the next batch.  Same results either way:
+    every batch is computed by the same code from the same arrays, and the head statistics are added in
+    batch order (tests/unit/roles/test_roles_fast_paths.py compares both paths on trees and pairs)."""
     if not parallel:
         yield _Inline()
         return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="roles") as pool:
-            yield pool
-    finally:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="roles") as pool:
+        yield pool
+
+
+@contextmanager
+def _torch_threads(threads: int):
+    """Torch on ``threads`` threads inside the block (restored after)."""
+    before = torch.get_num_threads()
+    if before != threads:
         torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if before != threads:
+            torch.set_num_threads(before)
 
 
 class _Inline:

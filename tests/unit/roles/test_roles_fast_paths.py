@@ -294,45 +294,45 @@ def indexed(rows):
     return [dict(r, sentence_index=k, sentence_id=f"s{k}") for k, r in enumerate(rows)]
 
 
-def test_score_dump_on_two_threads_equals_one_thread(tmp_path):
-    """With 2 torch threads the controls and head statistics run on a second thread (torch on one meanwhile):
-    the same scores table and head statistics, bit for bit, as on one thread; torch's thread count restored."""
+def test_score_dump_with_a_second_thread_equals_one_thread(tmp_path):
+    """The controls and head statistics on a second thread: the same scores table and head statistics, bit
+    for bit, as all on one thread, on trees and pairs, whatever torch's thread count (restored after)."""
     import torch
 
     from headsieve.roles.score import score_dump
 
     write_corpus(tmp_path, indexed(synthetic_rows(7, n=60)))
     before = torch.get_num_threads()
-    results = {}
+    results = []
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            table, stats = score_dump(tmp_path / "tokens.parquet", tmp_path / "attention", "m", "c", progress=False, budget=300)
-            assert torch.get_num_threads() == threads
-            results[threads] = (table, stats)
+            for second in (False, True):
+                results.append(
+                    score_dump(
+                        tmp_path / "tokens.parquet", tmp_path / "attention", "m", "c", progress=False, budget=300,
+                        second_thread=second,
+                    )
+                )  # fmt: skip
+                assert torch.get_num_threads() == threads
     finally:
         torch.set_num_threads(before)
-    (t1, s1), (t2, s2) = results[1], results[2]
-    assert t1.num_rows > 1000 and t1.schema.equals(t2.schema, check_metadata=True)
-    for name in t1.column_names:
-        a, b = t1.column(name).to_numpy(zero_copy_only=False), t2.column(name).to_numpy(zero_copy_only=False)
-        assert a.tobytes() == b.tobytes() if a.dtype.kind == "f" else (a == b).all(), name
-    assert np.isfinite(t1.column("control").to_numpy()).any()
-    pd.testing.assert_frame_equal(s1, s2, check_exact=True)
+    t1, s1 = results[0]
+    assert t1.num_rows > 1000 and np.isfinite(t1.column("control").to_numpy()).any()
+    for t2, s2 in results[1:]:
+        assert t1.schema.equals(t2.schema, check_metadata=True)
+        for name in t1.column_names:
+            a, b = t1.column(name).to_numpy(zero_copy_only=False), t2.column(name).to_numpy(zero_copy_only=False)
+            assert a.tobytes() == b.tobytes() if a.dtype.kind == "f" else (a == b).all(), name
+        pd.testing.assert_frame_equal(s1, s2, check_exact=True)
 
 
-def test_score_dump_on_two_threads_fails_with_the_one_line_error(tmp_path):
-    import torch
-
+def test_score_dump_with_a_second_thread_fails_with_the_one_line_error(tmp_path):
     from headsieve.errors import HeadsieveError
     from headsieve.roles.score import score_dump
 
     write_corpus(tmp_path, indexed(synthetic_rows(8, n=40)), broken=30)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        with pytest.raises(HeadsieveError, match="sentence 's30': attention rows do not sum to 1"):
-            score_dump(tmp_path / "tokens.parquet", tmp_path / "attention", "m", "c", progress=False, budget=300)
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+    with pytest.raises(HeadsieveError, match="sentence 's30': attention rows do not sum to 1"):
+        score_dump(
+            tmp_path / "tokens.parquet", tmp_path / "attention", "m", "c", progress=False, budget=300, second_thread=True
+        )
