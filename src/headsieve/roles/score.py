@@ -59,14 +59,15 @@ def read_tokens(path) -> dict[int, dict]:
     return {r["sentence_index"]: r for r in rows}
 
 
-def _checked(dump_dir, tokens_path, tokens, stream):
-    """Pair each dump sentence with its tokens row; fail when they do not belong together."""
+def _checked(dump_dir, tokens_path, tokens, crcs, stream):
+    """Pair each dump sentence with its tokens row; fail when they do not belong together (``crcs``: the
+    tokens rows' input CRCs by sentence index)."""
     for row, att in stream:
         tok = tokens.get(row["sentence_index"])
         where = f"{dump_dir}: sentence '{row['sentence_id']}'"
         if tok is None:
             raise HeadsieveError(f"{where} is not in {tokens_path} (dump and tokens do not belong together)")
-        if tok["n_pieces"] != row["n_pieces"] or input_crc(tok["input_ids"]) != row["input_crc"]:
+        if tok["n_pieces"] != row["n_pieces"] or crcs[row["sentence_index"]] != row["input_crc"]:
             raise HeadsieveError(
                 f"{where}: its word pieces differ from {tokens_path} (dump made with another tokenizer or corpus)"
             )
@@ -96,7 +97,8 @@ def score_dump(
     index = read_index(dump_dir)
     # provenance and coverage: the dump was made for this model and corpus, of every input exactly once
     check_provenance(index_provenance(index), {"model": model, "corpus": corpus}, str(dump_dir), "rerun the dump")
-    check_coverage(index, {i: input_crc(t["input_ids"]) for i, t in tokens.items()}, dump_dir, tokens_path)
+    crcs = {i: input_crc(t["input_ids"]) for i, t in tokens.items()}
+    check_coverage(index, crcs, dump_dir, tokens_path)
     L, H = int(index.column("n_layers")[0].as_py()), int(index.column("n_heads")[0].as_py())
     stats = HeadStats(L, H)
     keys: list[tuple[int, str]] = []  # (sentence_index, role) of each score vector
@@ -117,7 +119,7 @@ def score_dump(
             forms.append(form)
 
     bar = progress_bar(total=index.num_rows, desc="roles", unit="sent", enabled=progress)
-    stream = _checked(dump_dir, tokens_path, tokens, iter_dump(dump_dir, check=False))
+    stream = _checked(dump_dir, tokens_path, tokens, crcs, iter_dump(dump_dir, check=False))
     pending: deque = deque()  # batches whose controls and statistics are still being computed
     parallel = torch.get_num_threads() > 1 if second_thread is None else second_thread
     with _torch_threads(1), _second_thread(parallel) as worker:
