@@ -86,9 +86,9 @@ def score_dump(
 ):
     """(scores DataFrame, head statistics DataFrame) for a dump and its tokens.
 
-    ``second_thread`` (default: when torch was given 2 threads or more): compute each batch's word-level
-    scores, controls and head statistics on a second thread while the next batch is read and scored (the
-    same tables either way).  Torch runs on one thread here whatever it was given: its operations are
+    ``second_thread`` (default: when torch was given 2 threads or more): score each batch, its controls and
+    head statistics on a second thread while the next batch is read and checked (the same tables either
+    way).  Torch runs on one thread here whatever it was given: its operations are
     small (per-input copies, sums and products of a batch; on a busy machine the waits of a thread team
     cost several times the work), and a product split over more threads may round differently, so the
     tables do not depend on the thread count."""
@@ -108,9 +108,9 @@ def score_dump(
     forms: list[str] = []
     controls: list[np.ndarray] = []  # [L*H] decoy scores of the syntactic roles, NaN for the others
 
-    def collect(sentences, piece_rows, word_level):
-        word_rows, decoys = word_level.result()
-        for b, role, scores, nq, nu, form in sorted(piece_rows + word_rows, key=lambda o: (o[0], o[1])):
+    def collect(sentences, scored):
+        rows, decoys = scored.result()
+        for b, role, scores, nq, nu, form in rows:
             controls.append(decoys.get((b, role), np.full(len(scores), np.nan, dtype=np.float32)))
             keys.append((sentences[b], role))
             vectors.append(scores)
@@ -127,10 +127,9 @@ def score_dump(
             facts = [SentenceFacts.from_row(tok) for _, _, tok in batch]
             view = Batch([att for _, att, _ in batch], facts)
             view.check([f"{dump_dir}: sentence '{row['sentence_id']}'" for row, _, _ in batch])
-            rows = score_batch(view, opts, detail=True, levels=("piece",))
             _ahead(view)
-            word_level = worker.submit(_word_level_and_stats, view, opts, stats, [tok for _, _, tok in batch])
-            pending.append(([row["sentence_index"] for row, _, _ in batch], rows, word_level))
+            scored = worker.submit(_score_and_stats, view, opts, stats, [tok for _, _, tok in batch])
+            pending.append(([row["sentence_index"] for row, _, _ in batch], scored))
             while len(pending) > 1:  # at most two batches in memory
                 collect(*pending.popleft())
             bar.update(len(batch))
@@ -152,37 +151,36 @@ def score_dump(
     return table.replace_schema_metadata(provenance_metadata(record)), stats.frame(model, corpus)
 
 
-def _word_level_and_stats(view: Batch, opts: dict, stats: HeadStats, rows: list[dict]):
-    """The syntactic roles' scores and control scores of a batch, and the batch added to the head statistics
-    (on the second thread, in batch order): (score rows as ``score_batch`` gives them, control scores)."""
-    word_rows = score_batch(view, opts, detail=True, levels=("word",))
+def _score_and_stats(view: Batch, opts: dict, stats: HeadStats, rows: list[dict]):
+    """A batch's role scores (as ``score_batch`` gives them) and the syntactic roles' control scores, and the
+    batch added to the head statistics (in batch order): (score rows, control scores)."""
+    scored = score_batch(view, opts, detail=True)
     decoys = score_controls(view, opts)
     stats.add_batch(view, rows)
-    return word_rows, decoys
+    return scored, decoys
 
 
 def _ahead(view: Batch) -> None:
-    """Compute on this thread what the second thread needs from torch and from numpy's BLAS (the attention
-    each key receives, the word attention, the words' uniform references): their results can depend on
-    the calling thread and its thread counts (a product split over more threads may round differently),
-    and here they keep the bits of the pass without the second thread."""
+    """Compute on the reading thread the sums over the attention and numpy's one BLAS product (the words'
+    uniform references): numpy's BLAS keeps its own thread count, and can round a product differently
+    when called from another thread."""
     view.received
     if any(f.heads is not None for f in view.facts):
-        view.word_sum
         view.word_abar
 
 
 @contextmanager
 def _second_thread(parallel: bool):
     """An executor of one worker thread when ``parallel``, else one that runs each call at once.  The worker
-    gets a batch's word-level scores, controls and head statistics (numpy from what :func:`_ahead` computed;
-    numpy releases the GIL) while this thread reads and scores the next batch.  Same results either way:
-    every batch is computed by the same code from the same arrays, and the head statistics are added in
-    batch order (tests/unit/roles/test_roles_fast_paths.py compares both paths on trees and pairs)."""
+    scores a batch, its controls and head statistics (numpy releases the GIL; torch on one thread there
+    too, as a new thread starts with the default thread count) while this thread reads and checks the next
+    batch.  Same results either way: every batch is computed by the same code with the same thread counts,
+    and the head statistics are added in batch order (tests/unit/roles/test_roles_fast_paths.py compares
+    both paths on trees and pairs)."""
     if not parallel:
         yield _Inline()
         return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="roles") as pool:
+    with ThreadPoolExecutor(1, "roles", initializer=torch.set_num_threads, initargs=(1,)) as pool:
         yield pool
 
 

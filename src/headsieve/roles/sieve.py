@@ -537,16 +537,14 @@ def score_form(role: str, opts: dict) -> str:
     return block_form(opts) if role == "block" else opts["score"]
 
 
-def score_batch(batch: Batch, options: dict | None = None, detail: bool = False, levels=("piece", "word")):
+def score_batch(batch: Batch, options: dict | None = None, detail: bool = False):
     """Every head's score for every role that applies, for a batch of inputs.
 
     Returns a list of (batch position, role, scores [X], n_queries); with ``detail`` also n_undefined (the
     queries left out: uniform share above the cap, or no own-segment piece outside the window for block)
     and the score form.  Roles whose target sets are empty for an input (a relation absent, a single
     segment for ``block``) are left out for that input; under ``mass``, an input whose every query is left
-    out keeps a row with NaN scores and n_queries 0.  ``levels``: the piece-level roles (block included),
-    the word-level (syntactic) roles, or both; the two lists merged and sorted by (position, role) are the
-    list of both.
+    out keeps a row with NaN scores and n_queries 0.
     """
     opts = dict(DEFAULT_OPTIONS, **(options or {}))
     if opts["score"] not in SCORE_FORMS or opts["block_weighting"] not in BLOCK_FORMS:
@@ -555,12 +553,12 @@ def score_batch(batch: Batch, options: dict | None = None, detail: bool = False,
             f"expected one of {SCORE_FORMS} / {BLOCK_FORMS}"
         )
     out: list[tuple] = []
-    piece = list(opts["piece_roles"]) if "piece" in levels else []
+    piece = list(opts["piece_roles"])
     if "block" in piece and opts["block_weighting"] != "plain":
         piece.remove("block")
         for b, scores, nq, nu in zip(*_block_scores(batch, opts)):
             out.append((int(b), "block", scores, int(nq), int(nu), block_form(opts)))
-    syn = sorted({name for f in batch.facts for name in sentence_roles(f, opts)}) if "word" in levels else []
+    syn = sorted({name for f in batch.facts for name in sentence_roles(f, opts)})
     for names, fn in ((piece, _piece_scores), (syn, _syntactic_scores)):
         if names:
             for b, k, scores, nq, nu in zip(*fn(batch, names, opts)):
