@@ -88,10 +88,10 @@ def score_dump(
 
     ``second_thread`` (default: when torch was given 2 threads or more): score each batch, its controls and
     head statistics on a second thread while the next batch is read and checked (the same tables either
-    way).  Torch runs on one thread here whatever it was given: its operations are
-    small (per-input copies, sums and products of a batch; on a busy machine the waits of a thread team
-    cost several times the work), and a product split over more threads may round differently, so the
-    tables do not depend on the thread count."""
+    way).  Torch runs on one thread here whatever it was given: its operations are small (per-input copies,
+    sums and products of a batch; on a busy machine the waits of a thread team cost several times the
+    work), and a product split over more threads may round differently, so the tables do not depend on
+    the thread count."""
     opts = dict(DEFAULT_OPTIONS, **(options or {}))
     tokens = read_tokens(tokens_path)
     index = read_index(dump_dir)
@@ -120,7 +120,7 @@ def score_dump(
 
     bar = progress_bar(total=index.num_rows, desc="roles", unit="sent", enabled=progress)
     stream = _checked(dump_dir, tokens_path, tokens, crcs, iter_dump(dump_dir, check=False))
-    pending: deque = deque()  # batches whose controls and statistics are still being computed
+    pending: deque = deque()  # batches read, whose scores may still be being computed
     parallel = torch.get_num_threads() > 1 if second_thread is None else second_thread
     with _torch_threads(1), _second_thread(parallel) as worker:
         for batch in length_batched(stream, key=lambda item: item[0]["n_pieces"], budget=budget):
