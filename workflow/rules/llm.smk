@@ -50,7 +50,7 @@ rule llm_role_scores:
         device=config["device"],
     shell:
         "headsieve --log {log:q} llm-role-scores --model {wildcards.model:q} --model-spec {params.model_spec:q}"
-        " --text {params.text:q} --inputs {params.inputs:q} --options {params.options:q} --chunk {params.chunk}"
+        " --text {params.text:q} --inputs {params.inputs:q} --options {params.options:q} --chunk {params.chunk:q}"
         " --output {output:q} --threads {threads} --device {params.device:q}"
 
 

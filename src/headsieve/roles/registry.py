@@ -72,6 +72,7 @@ class Role:
     level: str = "piece"
     overview: bool = True
     rows: Callable | None = None  # causal roles: rows(facts, options, q0, q1) -> [q1 - q0, keys] bool
+    inputs: str | None = None  # causal roles: the kind of input that scores them (CAUSAL_INPUTS)
 
 
 def _local(f, o):
@@ -82,11 +83,21 @@ def _offset(offset: int):
     return lambda f, o: T.offset_targets(f.n_pieces, offset)
 
 
-def _causal(name: str, family: str, rows: Callable, nests_in=(), overview: bool = True, tau=SIEVE_TAU) -> Role:
+#: the kinds of input causal roles are scored on: UD text (positional, delimiter and syntactic roles on gold
+#: trees), seeded repeated random-token sequences (the copy roles), needle-in-context inputs (retrieval)
+CAUSAL_INPUTS = ("text", "repeated", "needles")
+
+
+def _causal(
+    name: str, family: str, rows: Callable, nests_in=(), overview: bool = True, tau=SIEVE_TAU, inputs: str = "text"
+) -> Role:
     """A role of decoder-only self-attention: ``rows(facts, options, q0, q1)`` gives the target rows of
-    queries ``q0..q1-1`` (keys <= query); ``targets`` is the same over every query."""
+    queries ``q0..q1-1`` (keys <= query); ``targets`` is the same over every query; ``inputs``: the kind of
+    input (:data:`CAUSAL_INPUTS`) that scores it."""
     full = lambda f, o: rows(f, o, 0, f.n_queries)  # noqa: E731
-    return Role(name, family, full, ("causal",), tau, nests_in=frozenset(nests_in), overview=overview, rows=rows)
+    return Role(
+        name, family, full, ("causal",), tau, nests_in=frozenset(nests_in), overview=overview, rows=rows, inputs=inputs
+    )
 
 
 #: ``causal:retrieval``'s thresholds: the attention forms as every role, and ``top1``, Wu et al.'s (2024)
@@ -126,10 +137,12 @@ ROLES: Mapping[str, Role] = _registry(
     _causal("causal:prev", "local", lambda f, o, q0, q1: C.offset_rows(f, -1, q0, q1), {"causal:local"}, False),
     _causal("causal:sink", "delimiter", lambda f, o, q0, q1: C.sink_rows(f, q0, q1)),
     _causal("causal:delimiter", "delimiter", lambda f, o, q0, q1: C.delimiter_rows(f, q0, q1)),
-    _causal("causal:duplicate", "copy", lambda f, o, q0, q1: C.duplicate_rows(f, q0, q1)),
-    _causal("causal:induction", "copy", lambda f, o, q0, q1: C.induction_rows(f, q0, q1)),
+    _causal("causal:duplicate", "copy", lambda f, o, q0, q1: C.duplicate_rows(f, q0, q1), inputs="repeated"),
+    _causal("causal:induction", "copy", lambda f, o, q0, q1: C.induction_rows(f, q0, q1), inputs="repeated"),
     # needle inputs only (roles.causal_inputs.NeedleFacts): the needle token being copied next (Wu et al. 2024)
-    _causal("causal:retrieval", "copy", lambda f, o, q0, q1: retrieval_rows(f, q0, q1), tau=RETRIEVAL_TAU),
+    _causal(
+        "causal:retrieval", "copy", lambda f, o, q0, q1: retrieval_rows(f, q0, q1), tau=RETRIEVAL_TAU, inputs="needles"
+    ),
     _causal("causal:head", "syntactic", lambda f, o, q0, q1: C.head_rows(f, q0, q1)),
     _causal("causal:dependent", "syntactic", lambda f, o, q0, q1: C.dependent_rows(f, q0, q1)),
 )
@@ -141,6 +154,11 @@ def lookup(role: str) -> Role:
     if role.startswith(RELATION_PREFIX) and len(role) > len(RELATION_PREFIX):
         return ROLES["syntactic"]
     return ROLES[role]
+
+
+def causal_roles_by_input() -> dict[str, tuple[str, ...]]:
+    """The causal roles each kind of input scores (:data:`CAUSAL_INPUTS`), in registry order."""
+    return {kind: tuple(r.name for r in ROLES.values() if r.inputs == kind) for kind in CAUSAL_INPUTS}
 
 
 def role_names(attention: str | None = None, level: str | None = None, overview: bool | None = None) -> tuple[str, ...]:

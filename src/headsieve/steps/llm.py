@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from headsieve.errors import HeadsieveError
+from headsieve.roles.registry import causal_roles_by_input
 from headsieve.steps.settings import Corpus, Model, RoleTestSettings
 
 if TYPE_CHECKING:
@@ -35,13 +36,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: which causal roles each kind of role input scores (the input kinds of ``llm.inputs``): text gives the
-#: positional, delimiter and syntactic roles (gold trees), repeated sequences the copy roles, needles retrieval
-ROLE_SOURCES = {
-    "text": ("causal:local", "causal:prev", "causal:sink", "causal:delimiter", "causal:head", "causal:dependent"),
-    "repeated": ("causal:duplicate", "causal:induction"),
-    "needles": ("causal:retrieval",),  # Wu et al.'s top-1 score (headsieve.roles.retrieval), not an attention mass
-}
+#: which causal roles each kind of role input scores (the input kinds of ``llm.inputs``), from the role registry:
+#: text gives the positional, delimiter and syntactic roles (gold trees), repeated sequences the copy roles,
+#: needles retrieval (Wu et al.'s top-1 score, headsieve.roles.retrieval, not an attention mass)
+ROLE_SOURCES = causal_roles_by_input()
 
 #: the evaluation measures and what each is (the summary lists them)
 METRICS = {
