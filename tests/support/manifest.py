@@ -57,6 +57,15 @@ def small_default_config(data) -> dict:
     multilingual["languages"] = {code: multilingual["languages"][code] for code in LANGUAGES}
     multilingual["prunability"]["tasks"] = ["nli"]  # sst2 takes the same rules
     multilingual["study"].update(seeds=[1, 2], fractions=[0.0, 0.5], cka_examples=16, max_eval=16)
+    llm = config["llm"]  # the real SmolLM2 stand-in, few inputs; 5 seeds, the schema's least
+    llm["inputs"].update(max_sentences=6)
+    llm["inputs"]["repeated"].update(count=4)
+    llm["inputs"]["needles"].update(count=4)
+    llm["pruning"]["fractions"] = [0.0, 0.25]
+    evaluation = llm["pruning"]["evaluation"]
+    evaluation["max_sentences"] = 4
+    evaluation["copying"].update(count=4)
+    evaluation["needles"].update(count=4)
     return config
 
 
