@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from headsieve.errors import HeadsieveError
 from headsieve.io.atomic import write_table
-from headsieve.io.provenance import check_provenance, parse_provenance, provenance_metadata  # noqa: F401 (check_provenance: its readers import it here)
+from headsieve.io.provenance import parse_provenance, provenance_metadata
 
 FORMAT_VERSION = "1"
 INDEX_NAME = "index.parquet"

@@ -20,7 +20,8 @@ from headsieve.progress import progress_bar
 from headsieve.batching import length_batched
 from headsieve.errors import HeadsieveError
 from headsieve.io.provenance import provenance_metadata, read_file_provenance
-from headsieve.io.shards import check_coverage, check_provenance, index_provenance, input_crc, iter_dump, read_index
+from headsieve.io.provenance import check_provenance
+from headsieve.io.shards import check_coverage, index_provenance, input_crc, iter_dump, read_index
 from headsieve.roles.clark import HeadStats
 from headsieve.roles.controls import score_controls
 from headsieve.roles.registry import role_family

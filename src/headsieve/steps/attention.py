@@ -75,7 +75,7 @@ def read_token_rows(path) -> list[dict]:
 def check_tokens(rows: list[dict], tokens, model: str, corpus: str, max_length: int | None) -> dict:
     """Tokens made for another model or corpus, at another max_length, or longer than ``max_length``: refused.
     Returns the provenance recorded in ``tokens``."""
-    from headsieve.io.shards import check_provenance
+    from headsieve.io.provenance import check_provenance
     from headsieve.tokens import read_provenance
 
     if not rows:
