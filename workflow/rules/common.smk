@@ -57,9 +57,16 @@ SEED_KEY = "--seed"  # "<model>--<task>--seed<s>": fine-tuned with seed s (roles
 
 
 def model_spec_json(model):
-    """The model entry as JSON; a fine-tuned model points to its folder under results/."""
+    """The model entry as JSON; a fine-tuned model points to its folder under results/ and names the
+    pre-trained model and seed its metrics.json must record (checked by the steps that load it).
+    """
     if FINETUNED in model:
-        return json.dumps({"source": finetuned_model_folder(model)}, sort_keys=True)
+        base, _, seed = finetuned_parts(model)
+        made_from = {"model": base, "seed": seed}
+        return json.dumps(
+            {"source": finetuned_model_folder(model), "finetuned": made_from},
+            sort_keys=True,
+        )
     return spec_json("models", model)
 
 

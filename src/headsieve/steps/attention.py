@@ -12,6 +12,19 @@ from headsieve.steps.settings import Corpus, DumpSettings, Model
 log = logging.getLogger(__name__)
 
 
+def check_finetuned(model: Model) -> None:
+    """A fine-tuned model (a ``<model>--<task>`` key: its spec points at ``.../finetuned/model`` and names in
+    ``finetuned`` the pre-trained model and seed it must come from) is the one its ``metrics.json`` records;
+    one line naming that file, the field and the rule to rerun when not."""
+    from pathlib import Path
+
+    from headsieve.io.provenance import expect_provenance
+
+    expected = model.spec.get("finetuned")
+    if expected:
+        expect_provenance(Path(model.spec["source"]).parent, expected, "finetune")
+
+
 def tokenize(model: Model, corpus: Corpus, max_length: int, output) -> None:
     """Rule ``tokenize``: corpus -> ``tokens.parquet`` (word pieces of the model's tokenizer aligned to words;
     duplicate inputs and pairs longer than ``max_length`` pieces dropped, both recorded)."""
@@ -20,6 +33,7 @@ def tokenize(model: Model, corpus: Corpus, max_length: int, output) -> None:
     from headsieve.tokens import drop_duplicates, encode_examples, encode_sentences, file_sha256, records_table
 
     spec = corpus.spec
+    check_finetuned(model)
     tokenizer = load_tokenizer(model.key, model.spec)
     check_positions(model.key, load_model_config(model.key, model.spec), max_length)
     limit = spec.get("max_sentences")
@@ -104,6 +118,7 @@ def dump(model: Model, corpus: str, tokens, output, settings: DumpSettings = Dum
     from headsieve.models.load import check_positions, load_encoder, load_model_config, model_shape
     from headsieve.tokens import file_sha256
 
+    check_finetuned(model)
     rows = read_token_rows(tokens)
     provenance = check_tokens(rows, tokens, model.key, corpus, settings.max_length)
     longest = max(r["n_pieces"] for r in rows)
