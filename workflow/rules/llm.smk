@@ -18,7 +18,7 @@ rule convert_smollm2:
         mem_mb=4000,
         runtime=20,
     shell:
-        "python -m headsieve.models.convert_gguf {output:q} > {log:q} 2>&1"
+        "headsieve --log {log:q} convert-smollm2 --output {output:q}"
 
 
 # ---- end convert_smollm2 ----

