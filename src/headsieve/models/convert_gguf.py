@@ -93,12 +93,6 @@ def plain_copy(model):
     return plain.eval()
 
 
-def sha256_of(path: Path) -> str:
-    from headsieve.io.fetch import sha256_file
-
-    return sha256_file(path)
-
-
 def convert_gguf(gguf_file: str | os.PathLike, out_dir: str | os.PathLike, *, note: str | None = None,
                  model=None) -> Path:  # fmt: skip
     """Convert a GGUF language model to a safetensors transformers folder ``out_dir`` (replaced if present,
@@ -109,6 +103,7 @@ def convert_gguf(gguf_file: str | os.PathLike, out_dir: str | os.PathLike, *, no
     from transformers import AutoTokenizer
 
     from headsieve.io.atomic import atomic_dir
+    from headsieve.io.fetch import sha256_file
 
     path = _gguf_path(gguf_file)
     out = Path(out_dir).expanduser().absolute()
@@ -119,7 +114,7 @@ def convert_gguf(gguf_file: str | os.PathLike, out_dir: str | os.PathLike, *, no
         raise HeadsieveError(f"{path}: cannot read the tokenizer ({str(err).strip().splitlines()[0]})") from None
     record = {
         "gguf_file": path.name,
-        "sha256": sha256_of(path),
+        "sha256": sha256_file(path),
         "note": note or (STAND_IN if path.name == SMOLLM2_GGUF else "weights dequantised from the GGUF file"),
         "architecture": model.config.model_type,
         "converter": "headsieve.models.convert_gguf",
