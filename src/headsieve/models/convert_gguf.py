@@ -104,6 +104,7 @@ def convert_gguf(gguf_file: str | os.PathLike, out_dir: str | os.PathLike, *, no
 
     from headsieve.io.atomic import atomic_dir
     from headsieve.io.fetch import sha256_file
+    from headsieve.models.load import save_tokenizer
 
     path = _gguf_path(gguf_file)
     out = Path(out_dir).expanduser().absolute()
@@ -121,7 +122,7 @@ def convert_gguf(gguf_file: str | os.PathLike, out_dir: str | os.PathLike, *, no
     }
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
         (tmp / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         for item in tmp.iterdir():
             os.chmod(item, 0o644)

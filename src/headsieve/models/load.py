@@ -246,6 +246,27 @@ def load_tokenizer(key: str, spec: dict):
     return tok
 
 
+#: tokenizer_config.json keys transformers writes from how the tokenizer was loaded (``local_files_only``
+#: follows ``HF_HUB_OFFLINE``), not from the model: left out, so a saved folder has the same bytes online and
+#: offline
+LOADING_FLAGS = ("local_files_only",)
+
+
+def save_tokenizer(tokenizer, folder) -> None:
+    """``tokenizer.save_pretrained(folder)`` without the :data:`LOADING_FLAGS` in its tokenizer_config.json."""
+    import json
+    from pathlib import Path
+
+    tokenizer.save_pretrained(str(folder))
+    path = Path(folder) / "tokenizer_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if any(key in config for key in LOADING_FLAGS):
+        kept = {k: v for k, v in config.items() if k not in LOADING_FLAGS}
+        path.write_text(json.dumps(kept, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def load_encoder(key: str, spec: dict, *, task_labels: int | None = None, device: str = "cpu"):
     """Load the encoder with eager attention (or a sequence classifier with ``task_labels`` classes).
 

@@ -300,7 +300,7 @@ def prune_finetune(
     from headsieve.errors import HeadsieveError
     from headsieve.io.atomic import atomic_dir, write_json
     from headsieve.io.provenance import expect_provenance
-    from headsieve.models.load import load_tokenizer
+    from headsieve.models.load import load_tokenizer, save_tokenizer
     from headsieve.pruning.evaluations import PRUNE_THEN_FINETUNE, metric_rows
     from headsieve.tasks.finetune import FinetuneConfig, evaluate, finetune as train_model
 
@@ -351,7 +351,7 @@ def prune_finetune(
             for strategy, _ in named:
                 if strategy in keep and heads:
                     shutil.copytree(work / key / "keep" / strategy_folder(strategy), tmp / "models" / strategy_folder(strategy))
-                    tokenizer.save_pretrained(str(tmp / "models" / strategy_folder(strategy)))
+                    save_tokenizer(tokenizer, tmp / "models" / strategy_folder(strategy))
     shutil.rmtree(work, ignore_errors=True)
     return pd.DataFrame(rows)
 

@@ -64,7 +64,7 @@ from headsieve.io.atomic import atomic_dir, write_json
 from headsieve.models import heads as H
 from headsieve import batching as B
 from headsieve.tasks import data as D
-from headsieve.models.load import load_tokenizer
+from headsieve.models.load import load_tokenizer, save_tokenizer
 from headsieve.models.runtime import batch_options, eval_mode, model_device, to_device
 from headsieve.tasks.metrics import METRICS, compute_metrics, primary_metric
 
@@ -722,7 +722,7 @@ def finetune(
         with _quiet_saves():
             H.save_pruned(model, str(tmp))
         if tokenizer is not None:
-            tokenizer.save_pretrained(str(tmp))
+            save_tokenizer(tokenizer, tmp)
     write_json(metrics, out / "train_metrics.json")
     _remove_checkpoint(out)
     log.info("fine-tuned %d steps in %.1f s: loss %.4f -> %.4f%s; model in %s", run.step, run.seconds,
