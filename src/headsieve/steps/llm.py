@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from headsieve.errors import HeadsieveError
+from headsieve.io.provenance import canonical, expect_provenance, provenance_metadata, record_sha256
 from headsieve.roles.registry import causal_roles_by_input
 from headsieve.steps.settings import Corpus, Model, RoleTestSettings
 
@@ -235,7 +236,6 @@ def role_scores(model: Model, text: list[Corpus], inputs: dict, options: dict, o
     inputs of ``inputs`` (the ``llm.inputs`` entry): one long table (:data:`SCORE_COLUMNS`; ``input`` numbers
     the inputs of every kind in the order text, repeated, needles), with provenance."""
     from headsieve.io.atomic import write_frame
-    from headsieve.io.provenance import provenance_metadata
     from headsieve.models.load import load_decoder, load_tokenizer
     from headsieve.roles.forward import causal_role_scores
     from headsieve.roles.retrieval import retrieval_scores
@@ -249,7 +249,7 @@ def role_scores(model: Model, text: list[Corpus], inputs: dict, options: dict, o
     parts, offset = [], 0
     for kind, items in by_kind.items():
         if kind == "needles":  # Wu et al.'s score: the copied token is the head's most attended key
-            table = retrieval_scores(lm, items, device=device)
+            table = retrieval_scores(lm, items, device=device, chunk=chunk)
         else:
             opts = dict(_scoring(options), roles=list(ROLE_SOURCES[kind]))
             table = causal_role_scores(lm, items, opts, chunk=chunk, device=device)
@@ -297,13 +297,12 @@ def role_tests(scores, settings: RoleTestSettings, output, kv_output) -> None:
     import pandas as pd
 
     from headsieve.io.atomic import write_frame
-    from headsieve.io.provenance import provenance_metadata, read_file_provenance
     from headsieve.roles.kv_groups import kv_group_tests
     from headsieve.roles.tests import role_tests as tests_of
     from headsieve.tokens import file_sha256
 
     s = settings
-    made_from = read_file_provenance(scores, "role scores", "rerun the llm_role_scores step")
+    made_from = expect_provenance(scores, {}, "llm_role_scores")
     frame = pd.read_parquet(scores)
     per_head = tests_of(frame, s.tau, s.alpha, s.correction, keys=("model",), tau_by_role=s.tau_by_role)
     per_head = with_source(per_head, frame)
@@ -340,7 +339,6 @@ def importance(model: Model, text: list[Corpus], inputs: dict, output, *, device
     import pandas as pd
 
     from headsieve.io.atomic import write_frame
-    from headsieve.io.provenance import provenance_metadata
     from headsieve.models.load import load_decoder, load_tokenizer
     from headsieve.pruning.lm import lm_importance
 
@@ -364,21 +362,32 @@ def select_masks(model: Model, tests, strategies: list, fractions: list, seed: i
     """Rule ``llm_masks``: the query heads every strategy masks at every fraction for ``seed`` (the masks table
     of :mod:`headsieve.pruning.masks`: strategy, fraction, seed, kind, layer, head); role strategies read the
     causal role labels ``tests``, the ``importance`` strategy the table of :func:`importance` (None: not
-    needed)."""
+    needed).  Both are checked to be of ``model``; the masks record the model, seed, strategies, fractions and
+    the sha256 of both inputs."""
     import pandas as pd
 
-    from headsieve.io.atomic import write_frame
     from headsieve.models.heads import config_space
     from headsieve.models.load import load_decoder_config
     from headsieve.pruning.masks import mask_table, read_importance
+    from headsieve.io.atomic import write_frame
+    from headsieve.tokens import file_sha256
 
     space = config_space(load_decoder_config(model.key, model.spec))
-    labels = None if tests is None else pd.read_parquet(tests)
-    if labels is not None:
+    labels = None
+    if tests is not None:
+        expect_provenance(tests, {"model": model.key}, "llm_role_tests")
+        labels = pd.read_parquet(tests)
         labels = labels[labels["model"] == model.key]
-    scores = None if importance is None else read_importance(importance, space)
+    scores = None
+    if importance is not None:
+        expect_provenance(importance, {"model": model.key}, "llm_importance")
+        scores = read_importance(importance, space)
     table = mask_table(space, strategies, fractions, seed, labels=labels, importance=scores)
-    write_frame(table, output)
+    record = {"rule": "llm_masks", "model": model.key, "stand_in": stand_in_note(model), "seed": int(seed),
+              "strategies": list(strategies), "fractions": [float(f) for f in fractions],
+              "tests_sha256": None if tests is None else file_sha256(tests),
+              "importance_sha256": None if importance is None else file_sha256(importance)}  # fmt: skip
+    write_frame(table, output, metadata=provenance_metadata(canonical(record)))
     masks = table.groupby(["strategy", "fraction"]).ngroups
     log.info("%d masks, %d heads masked in all", masks, int((table.layer >= 0).sum()))
 
@@ -436,13 +445,13 @@ def evaluate(model: Model, masks, evaluation: dict, perplexity: Corpus | None, o
     columns of :data:`EVALUATION_COLUMNS`.  Masks pruning the same heads are scored once."""
     import pandas as pd
 
-    from headsieve.io.atomic import write_frame
-    from headsieve.io.provenance import provenance_metadata
     from headsieve.models.heads import head_space, make_gates
     from headsieve.models.load import load_decoder, load_tokenizer
     from headsieve.pruning.masks import heads_of
+    from headsieve.io.atomic import write_frame
 
     start = time.perf_counter()
+    mask_record = expect_provenance(masks, {"model": model.key, "stand_in": stand_in_note(model)}, "llm_masks")
     lm = load_decoder(model.key, model.spec, device=device)
     tokenizer = load_tokenizer(model.key, model.spec)
     sets = evaluation_sets(lm, tokenizer, evaluation, perplexity, max_length)
@@ -465,10 +474,12 @@ def evaluate(model: Model, masks, evaluation: dict, perplexity: Corpus | None, o
     frame = pd.DataFrame(rows, columns=EVALUATION_COLUMNS).astype(
         {"seed": "int32", "heads_pruned": "int32", "kv_groups_removed": "int32", "n": "int64"}
     )
-    record = {"model": model.key, "stand_in": stand_in_note(model), "evaluation": evaluation,
+    record = {"rule": "llm_evaluate", "model": model.key, "stand_in": stand_in_note(model),
+              "seed": mask_record["seed"], "masks": record_sha256(mask_record),
+              "tests_sha256": mask_record["tests_sha256"], "evaluation": evaluation,
               "perplexity_corpus": None if perplexity is None else {perplexity.key: perplexity.spec},
               "max_length": max_length}  # fmt: skip
-    write_frame(frame, output, metadata=provenance_metadata(record))
+    write_frame(frame, output, metadata=provenance_metadata(canonical(record)))
     log.info("%d masks scored (%d distinct) in %.1f s", table.groupby(["strategy", "fraction"]).ngroups, len(done),
              time.perf_counter() - start)  # fmt: skip
 
@@ -487,6 +498,41 @@ def collect_evaluations(paths) -> pd.DataFrame:
     frames = [pd.read_parquet(p) for p in paths]
     frame = pd.concat(frames, ignore_index=True)[EVALUATION_COLUMNS]
     return frame.sort_values(["model", "metric", "strategy", "fraction", "seed"], kind="stable").reset_index(drop=True)
+
+
+def checked_evaluations(paths, model_key: str, stand_in: str, tests_sha256: str) -> tuple[pd.DataFrame, list]:
+    """:func:`collect_evaluations` after checking each table's record (of ``model_key`` and its stand-in note;
+    masks drawn from the role tests of sha256 ``tests_sha256``, or from none) and the coverage: every
+    (metric, strategy, share, seed) from exactly one table, and every seed with the same cells.  Also the
+    record hashes of the tables (what the report records it was made from)."""
+    from headsieve.io.provenance import check_cells, check_same_cells
+
+    records = {}
+    for path in paths:
+        record = expect_provenance(path, {"model": model_key, "stand_in": stand_in}, "llm_evaluate")
+        if record.get("tests_sha256") not in (None, tests_sha256):
+            raise HeadsieveError(
+                f"{path}: its masks were drawn from other role tests than the report's (rerun rule llm_masks)"
+            )
+        records[str(path)] = record
+    frame = collect_evaluations(paths)
+    cells, by_seed = [], {}
+    for path in paths:
+        part = _cells(path)
+        cells.append((str(path), part))
+        for metric, strategy, fraction, seed in part:
+            by_seed.setdefault(f"seed {seed}", set()).add((metric, strategy, fraction))
+    check_cells(cells, "evaluation")
+    check_same_cells(by_seed, "evaluation")
+    return frame, sorted(record_sha256(r) for r in records.values())
+
+
+def _cells(path) -> list[tuple]:
+    """The (metric, strategy, share, seed) cells of one evaluations table."""
+    import pandas as pd
+
+    part = pd.read_parquet(path, columns=["metric", "strategy", "fraction", "seed"])
+    return [(m, s, float(f), int(seed)) for m, s, f, seed in part.itertuples(index=False)]
 
 
 def summary_markdown(title: str, stand_in: str, tests: pd.DataFrame, kv_tests: pd.DataFrame,
@@ -540,7 +586,48 @@ def summary_markdown(title: str, stand_in: str, tests: pd.DataFrame, kv_tests: p
         lines += ["", f"Differences are strategy minus {BASELINE}; p two-sided paired t over seeds, corrected "
                   f"({_first(comparisons, 'correction')}) over every row; detectable: the difference found with "
                   f"power {_first(comparisons, 'power')} at these seeds."]  # fmt: skip
+        found = findings_lines(tests, evaluations, comparisons)
+        if found:
+            lines += ["", "## What the data say: role strategies against random", "",
+                      "Role masks take the labelled heads strongest first and fill up with random unlabelled heads; "
+                      "a verdict needs the corrected p below alpha.", "", *found]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+#: metrics where a higher value is better (a pruned model that harms has a negative difference there)
+HIGHER_IS_BETTER = ("retrieval_accuracy", "retrieval_token_accuracy")
+
+
+def findings_lines(tests: pd.DataFrame, evaluations: pd.DataFrame, comparisons: pd.DataFrame) -> list[str]:
+    """What the data say about each role strategy against random, one line per metric and share pruned: how
+    many of the heads it pruned carry the role's label, the paired difference with its interval and corrected
+    p, and the verdict at the comparisons' alpha (harms more than random, harms less than random, or no
+    difference found, with the smallest difference these seeds detect)."""
+    from headsieve.pruning.strategies import parse_strategy, table_role
+
+    lines = []
+    roles = tests["role"].astype(str)
+    for r in comparisons.itertuples():
+        name, arg = parse_strategy(r.strategy)
+        if name not in ("prune_role", "spare_role"):
+            continue
+        role = table_role(roles, arg)
+        labelled = int(tests.loc[roles == role, "label"].astype(bool).sum())
+        cell = evaluations[(evaluations.strategy == r.strategy) & (evaluations.fraction == r.fraction)]
+        pruned = int(cell["heads_pruned"].iloc[0]) if len(cell) else 0
+        of_role = min(labelled, pruned) if name == "prune_role" else max(0, pruned - (len(tests.loc[roles == role]) - labelled))
+        harm = -r.mean_diff if r.metric in HIGHER_IS_BETTER else r.mean_diff
+        if r.p_adj < r.alpha:
+            verdict = "harms more than random" if harm > 0 else "harms less than random"
+        else:
+            verdict = f"no difference from random found (these seeds detect {r.mdd:.3g} with power {r.power:g})"
+        lines.append(
+            f"- `{r.strategy}`, {r.metric}, share {r.fraction:.2f}: {pruned} heads pruned, {of_role} of them "
+            f"labelled {role} ({labelled} labelled in all); difference from random {r.mean_diff:+.3g} "
+            f"(95% interval {_interval(r.ci_low, r.ci_high)}, {r.correction} p {_p(r.p_adj)}, {int(r.seeds)} seeds): "
+            f"{verdict}."
+        )
+    return lines
 
 
 def _first(frame: pd.DataFrame, column: str):
@@ -570,18 +657,20 @@ def report(model_key: str, tests, kv_tests, evaluations: list, figures, evaluati
     import pandas as pd
 
     from headsieve.io.atomic import write_frame, write_text
-    from headsieve.io.provenance import provenance_metadata, read_file_provenance
+    from headsieve.tokens import file_sha256
     from headsieve.plots.llm import causal_role_map, metric_curve
     from headsieve.pruning.lm import lm_comparisons
 
-    made_from = read_file_provenance(tests, "role tests", "rerun the llm_role_tests step")
+    made_from = expect_provenance(tests, {"model": model_key}, "llm_role_tests")
+    expect_provenance(kv_tests, made_from, "llm_role_tests")  # the same run of the rule as the query-head tests
     stand_in = made_from.get("stand_in", "")
     name = f"{model_key} (stand-in)" if stand_in else model_key
     role_tests_frame = pd.read_parquet(tests)
     kv = pd.read_parquet(kv_tests)
-    frame = collect_evaluations(evaluations)
+    frame, inputs = checked_evaluations(evaluations, model_key, stand_in, file_sha256(tests))
     comparisons = lm_comparisons(frame, BASELINE, keys=("model",), correction=correction, alpha=alpha)
-    record = {"model": model_key, "stand_in": stand_in, "seeds": sorted(int(s) for s in frame["seed"].unique())}
+    record = {"model": model_key, "stand_in": stand_in, "seeds": sorted(int(s) for s in frame["seed"].unique()),
+              "inputs": inputs, "tests_sha256": file_sha256(tests)}  # fmt: skip
     write_frame(frame, evaluations_out, metadata=provenance_metadata(record))
     write_frame(comparisons, comparisons_out, metadata=provenance_metadata(record))
     folder = Path(figures)

@@ -19,6 +19,14 @@ EWT_DEV = "ud/UD_English-EWT/en_ewt-ud-dev.conllu"
 EWT_TEST = "ud/UD_English-EWT/en_ewt-ud-test.conllu"
 
 
+def with_record_of(source, frame: pd.DataFrame, dest) -> None:
+    """``frame`` written to ``dest`` with the provenance record of the artifact ``source`` (a planted edit)."""
+    from headsieve.io.atomic import write_frame
+    from headsieve.io.provenance import provenance_metadata, read_file_provenance
+
+    write_frame(frame, dest, metadata=provenance_metadata(read_file_provenance(source, "table", "")))
+
+
 def llm_settings() -> dict:
     corpora = {"ewt_dev": {"format": "conllu", "path": EWT_DEV}, "ewt_test": {"format": "conllu", "path": EWT_TEST}}
     return validate_config({"corpora": corpora, "llm": tiny_llm_section()}, SCHEMA_PATH)["llm"]
@@ -173,7 +181,7 @@ def test_role_masks_take_the_labelled_heads_strongest_first(run, tmp_path):
     for (layer, head), mean in planted.items():
         at = sink & (tests.layer == layer) & (tests["head"] == head)
         tests.loc[at, ["label", "mean"]] = [True, mean]
-    tests.to_parquet(tmp_path / "tests.parquet")
+    with_record_of(out / "role_tests.parquet", tests, tmp_path / "tests.parquet")
     S.select_masks(model, tmp_path / "tests.parquet", ["prune_role:causal:sink"], [0.25], 1, tmp_path / "masks.parquet")
     masks = pd.read_parquet(tmp_path / "masks.parquet")
     heads = list(zip(masks.layer, masks["head"]))
@@ -293,3 +301,114 @@ def test_a_corpus_max_sentences_reads_only_that_prefix(data):
     capped, _ = S.text_role_inputs([data / EWT_DEV], tokenizer, 30, 1000, read=7)
     full, _ = S.text_role_inputs([data / EWT_DEV], tokenizer, 30, 1000)
     assert len(capped) == 7 and all(np.array_equal(a[0], b[0]) for a, b in zip(capped, full))
+
+
+# ------------------------------------------------------------------------------------------------ provenance
+
+
+def test_masks_refuse_role_tests_without_a_record_or_of_another_model(run, tmp_path):
+    from headsieve.errors import HeadsieveError
+
+    out, model, cfg = run
+    tests = pd.read_parquet(out / "role_tests.parquet")
+    tests.to_parquet(tmp_path / "bare.parquet")  # no record: made by another tool
+    with pytest.raises(HeadsieveError, match=r"bare\.parquet: records no provenance.*rerun rule llm_role_tests"):
+        S.select_masks(model, tmp_path / "bare.parquet", ["prune_role:causal:sink"], [0.25], 1, tmp_path / "m.parquet")
+    other = Model("other", model.spec)  # the same folder under another key: the tests are of "tiny"
+    with pytest.raises(HeadsieveError, match=r"role_tests\.parquet: made for model 'tiny', not 'other'"):
+        S.select_masks(other, out / "role_tests.parquet", ["random"], [0.25], 1, tmp_path / "m.parquet")
+    assert not (tmp_path / "m.parquet").exists()  # no partial output
+
+
+def test_masks_record_what_they_were_drawn_from(run):
+    from headsieve.io.provenance import read_file_provenance
+    from headsieve.tokens import file_sha256
+
+    out, _, cfg = run
+    record = read_file_provenance(out / "seed1/masks.parquet", "masks", "")
+    assert record["rule"] == "llm_masks" and record["model"] == "tiny" and record["seed"] == 1
+    assert record["strategies"] == cfg["pruning"]["strategies"]
+    assert record["tests_sha256"] == file_sha256(out / "role_tests.parquet") and record["importance_sha256"] is None
+
+
+def test_evaluate_refuses_masks_without_a_record_or_of_another_model(run, data, tmp_path):
+    from headsieve.errors import HeadsieveError
+
+    out, model, cfg = run
+    pd.read_parquet(out / "seed1/masks.parquet").to_parquet(tmp_path / "bare.parquet")
+    perplexity = Corpus("ewt_test", {"format": "conllu"}, [data / EWT_TEST])
+    ev = cfg["pruning"]["evaluation"]
+    with pytest.raises(HeadsieveError, match=r"bare\.parquet: records no provenance.*rerun rule llm_masks"):
+        S.evaluate(model, tmp_path / "bare.parquet", ev, perplexity, tmp_path / "e.parquet")
+    with pytest.raises(HeadsieveError, match=r"masks\.parquet: made for model 'tiny', not 'other'.*llm_masks"):
+        S.evaluate(Model("other", model.spec), out / "seed1/masks.parquet", ev, perplexity, tmp_path / "e.parquet")
+    assert not (tmp_path / "e.parquet").exists()
+
+
+def report_into(out, evaluations, tests=None):
+    S.report("tiny", tests or out / "role_tests.parquet", out / "kv_group_tests.parquet", evaluations,
+             out / "again" / "figures", out / "again" / "e.parquet", out / "again" / "c.parquet", out / "again" / "s.md")  # fmt: skip
+
+
+def test_report_refuses_evaluations_that_do_not_add_up(run, tmp_path):
+    from headsieve.errors import HeadsieveError
+
+    out, _, cfg = run
+    seeds = [out / f"seed{s}/evaluations.parquet" for s in cfg["pruning"]["seeds"]]
+    with pytest.raises(HeadsieveError, match=r"seed1/evaluations\.parquet: evaluation .* is also in .*seed1"):
+        report_into(out, seeds + seeds[:1])  # a seed given twice
+    short = pd.read_parquet(seeds[1])
+    short = short[~((short.strategy == "random") & (short.fraction > 0))]
+    with_record_of(seeds[1], short, tmp_path / "short.parquet")
+    with pytest.raises(HeadsieveError, match=r"seed \d: no evaluation .*'random'"):
+        report_into(out, [seeds[0], tmp_path / "short.parquet", *seeds[2:]])  # a seed lacking cells
+    pd.read_parquet(seeds[0]).to_parquet(tmp_path / "bare.parquet")
+    with pytest.raises(HeadsieveError, match=r"bare\.parquet: records no provenance.*rerun rule llm_evaluate"):
+        report_into(out, [tmp_path / "bare.parquet", *seeds[1:]])
+    # masks drawn from other role tests than the ones the report shows
+    tests = pd.read_parquet(out / "role_tests.parquet")
+    with_record_of(out / "role_tests.parquet", tests.iloc[::-1], tmp_path / "other_tests.parquet")
+    with pytest.raises(HeadsieveError, match=r"evaluations\.parquet: its masks were drawn from other role tests"):
+        report_into(out, seeds, tests=tmp_path / "other_tests.parquet")
+
+
+def test_report_records_its_inputs(run):
+    from headsieve.io.provenance import read_file_provenance, record_sha256
+
+    out, _, cfg = run
+    made = read_file_provenance(out / "evaluations.parquet", "evaluations", "")
+    seeds = [out / f"seed{s}/evaluations.parquet" for s in cfg["pruning"]["seeds"]]
+    assert made["inputs"] == sorted(record_sha256(read_file_provenance(p, "e", "")) for p in seeds)
+    assert made["seeds"] == cfg["pruning"]["seeds"]
+
+
+def test_findings_state_what_the_planted_comparisons_say():
+    from headsieve.pruning.lm import lm_comparisons
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for seed in range(1, 7):
+        base = 5 + rng.normal(0, 0.5)
+        for strategy, copy_shift, acc_shift in (("random", 0.0, 0.0), ("prune_role:causal:induction", 2.0, -0.4),
+                                                ("prune_role:causal:sink", 0.0, 0.0)):  # fmt: skip
+            rows.append(("m", strategy, 0.25, seed, 3, 0, "copying_loss", base + copy_shift + rng.normal(0, 0.1), 9))
+            rows.append(("m", strategy, 0.25, seed, 3, 0, "retrieval_accuracy", 0.8 + acc_shift + rng.normal(0, .02), 9))
+    evaluations = pd.DataFrame(rows, columns=S.EVALUATION_COLUMNS)
+    comparisons = lm_comparisons(evaluations, S.BASELINE, keys=("model",), correction="holm")
+    heads = [(layer, head) for layer in range(3) for head in range(4)]
+    tests = pd.DataFrame([("m", role, layer, head, (layer, head) in labelled, 0.5)
+                          for role, labelled in (("causal:induction", {(0, 1), (2, 3)}), ("causal:sink", {(1, 1)}))
+                          for layer, head in heads], columns=["model", "role", "layer", "head", "label", "mean"])  # fmt: skip
+    lines = S.findings_lines(tests, evaluations, comparisons)
+    assert len(lines) == 4  # two role strategies x two metrics; random itself is the baseline
+    by = {(line.split("`")[1], line.split(", ")[1]): line for line in lines}
+    induction = by[("prune_role:causal:induction", "copying_loss")]
+    assert "3 heads pruned, 2 of them labelled causal:induction (2 labelled in all)" in induction
+    assert induction.endswith("harms more than random.")
+    assert by[("prune_role:causal:induction", "retrieval_accuracy")].endswith("harms more than random.")  # lower acc
+    for metric in ("copying_loss", "retrieval_accuracy"):
+        sink = by[("prune_role:causal:sink", metric)]
+        assert "1 of them labelled causal:sink" in sink and "no difference from random found" in sink
+    summary = S.summary_markdown("t", "", tests.assign(source="text", n=4, alpha=0.05, correction="bh"),
+                                 tests.rename(columns={"head": "kv_group"}), evaluations, comparisons)  # fmt: skip
+    assert "## What the data say" in summary and all(line in summary for line in lines)
