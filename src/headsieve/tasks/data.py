@@ -53,6 +53,32 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+#: batches per group of :func:`grouped_epoch_order` (Hugging Face's ``group_by_length`` uses 50 too)
+GROUP_BATCHES = 50
+
+
+def grouped_epoch_order(lengths, batch_size: int, seed: int, epoch: int, group: int = GROUP_BATCHES) -> np.ndarray:
+    """The training order of one epoch with batches of similar length (less padding, the same examples).
+
+    The epoch's permutation (:func:`epoch_order`) is cut into groups of ``group`` batches; each group is sorted
+    by length (longest first, ties in permutation order) and cut into batches; the full batches are shuffled
+    (seeded by seed and epoch); a last, smaller batch stays last, so that slicing the order every
+    ``batch_size`` gives these batches (and a resumed run the same ones)."""
+    lengths = np.asarray(lengths)
+    order = epoch_order(len(lengths), seed, epoch)
+    span = batch_size * group
+    batches = []
+    for first in range(0, len(order), span):
+        part = order[first : first + span]
+        part = part[np.argsort(-lengths[part], kind="stable")]
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    full = [b for b in batches if len(b) == batch_size]
+    short = [b for b in batches if len(b) < batch_size]
+    rng = np.random.default_rng([seed, epoch, 104729])
+    shuffled = [full[i] for i in rng.permutation(len(full))] + short
+    return np.concatenate(shuffled) if shuffled else order
+
+
 def split_held_out(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, held-out indices) of a training split, for choices that must not see the eval split."""
     order = np.random.default_rng([seed, 7919]).permutation(n)

@@ -91,7 +91,8 @@ class FinetuneConfig:
     improvement of the task's primary metric.  ``held_out_fraction`` is the share of the training data held
     out for those evaluations (default 0.1 with early stopping, else 0).  ``freeze_embeddings`` keeps the input
     word embeddings as pre-trained (no gradient, no optimizer state): cheaper steps, above all for models with
-    large vocabularies.
+    large vocabularies.  ``group_by_length`` makes each epoch's batches of examples of similar length
+    (:func:`headsieve.tasks.data.grouped_epoch_order`): the same examples per epoch with less padding.
     """
 
     seed: int = 0
@@ -108,6 +109,7 @@ class FinetuneConfig:
     held_out_fraction: float | None = None
     eval_every: int | None = None
     freeze_embeddings: bool = False
+    group_by_length: bool = False
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> HeadsieveError:
@@ -139,8 +141,9 @@ class FinetuneConfig:
             raise bad("held_out_fraction", "must be > 0 with early stopping (it evaluates on the held-out part)")
         if self.eval_every is not None and (not isinstance(self.eval_every, int) or self.eval_every < 1):
             raise bad("eval_every", "must be a positive integer or null")
-        if not isinstance(self.freeze_embeddings, bool):
-            raise bad("freeze_embeddings", "must be true or false")
+        for field in ("freeze_embeddings", "group_by_length"):
+            if not isinstance(getattr(self, field), bool):
+                raise bad(field, "must be true or false")
 
     @property
     def held_out_share(self) -> float:
@@ -554,6 +557,7 @@ def finetune(
         held_source = "split_held_out" if held is not None else None
     examples = part.examples
     n = len(examples)
+    lengths = [len(e["input_ids"]) for e in examples]
     if n == 0:
         raise HeadsieveError(f"task '{train.task}': no training examples")
     early = config.early_stopping is not None
@@ -663,7 +667,10 @@ def finetune(
         model.train()
         while run.step < total and not run.stopped_early:
             epoch, start = divmod(run.step, steps_per_epoch)
-            order = D.epoch_order(n, config.seed, epoch)
+            if config.group_by_length:
+                order = D.grouped_epoch_order(lengths, config.batch_size, config.seed, epoch)
+            else:
+                order = D.epoch_order(n, config.seed, epoch)
             for batch in B.iter_batches(examples, config.batch_size, pad, types, order, start=start):
                 loss = model(**to_device(batch, device)).loss
                 loss.backward()

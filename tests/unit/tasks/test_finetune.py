@@ -591,3 +591,47 @@ def test_frozen_embeddings_stay_pretrained_and_resume_exactly(tiny_bert, sst2, t
     assert weights(tmp_path / "killed") == weights(tmp_path / "whole")
     with pytest.raises(HeadsieveError, match="freeze_embeddings"):
         config(freeze_embeddings="yes")
+
+
+# ------------------------------------------------------------------------------------------ group_by_length
+
+
+def test_grouped_epoch_order_is_a_seeded_permutation_of_batches_of_similar_length():
+    from headsieve.tasks.data import epoch_order, grouped_epoch_order
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 60, size=1003)
+    order = grouped_epoch_order(lengths, 16, seed=1, epoch=0, group=10)
+    assert sorted(order) == list(range(1003))  # every example once per epoch
+    assert np.array_equal(order, grouped_epoch_order(lengths, 16, seed=1, epoch=0, group=10))  # seeded
+    assert not np.array_equal(order, grouped_epoch_order(lengths, 16, seed=1, epoch=1, group=10))  # per epoch
+    batches = [order[i : i + 16] for i in range(0, len(order), 16)]
+    assert all(len(b) == 16 for b in batches[:-1]) and len(batches[-1]) == 1003 % 16  # the short batch last
+
+    def padded(o):
+        return sum(len(b) * lengths[b].max() for b in (o[i : i + 16] for i in range(0, len(o), 16)))
+
+    plain = epoch_order(1003, 1, 0)
+    assert padded(order) < 0.7 * padded(plain)  # far less padding than random batches
+    # each batch holds examples drawn from one group of 10 batches of the epoch's permutation
+    group_of = {int(i): k // 160 for k, i in enumerate(plain)}
+    assert all(len({group_of[int(i)] for i in b}) == 1 for b in batches)
+
+
+def test_group_by_length_trains_and_resumes_exactly(tiny_bert, sst2, tmp_path, monkeypatch):
+    cfg = config(group_by_length=True)
+    ref = tmp_path / "ref"
+    F.finetune(classifier(tiny_bert), sst2, cfg, ref, progress=False)
+    assert metrics_of(ref)["config"]["group_by_length"] is True
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        interrupt_after_checkpoints(patch, 2)  # mid-epoch: the grouped order must be rebuilt the same
+        with pytest.raises(Interrupt):
+            F.finetune(classifier(tiny_bert), sst2, cfg, out, progress=False)
+    F.finetune(classifier(tiny_bert, seed=99), sst2, cfg, out, progress=False)
+    assert weights(out) == weights(ref) and metrics_of(out) == metrics_of(ref)
+    plain = tmp_path / "plain"
+    F.finetune(classifier(tiny_bert), sst2, config(), plain, progress=False)
+    assert weights(plain) != weights(ref)  # other batches: the option takes effect
+    with pytest.raises(HeadsieveError, match="group_by_length"):
+        config(group_by_length="yes")
