@@ -52,7 +52,11 @@ def test_llm_role_tests_and_report_commands(tmp_path):
 
     scores = pd.DataFrame(rows, columns=SCORE_COLUMNS)
     scores["score"] += rng.normal(0, 0.01, len(scores))
-    scores.to_parquet(tmp_path / "scores.parquet")
+    from headsieve.io.atomic import write_frame
+    from headsieve.io.provenance import provenance_metadata
+
+    # the records the llm_role_scores and llm_evaluate steps write (the report checks them)
+    write_frame(scores, tmp_path / "scores.parquet", metadata=provenance_metadata({"model": "m", "stand_in": ""}))
     tests, kv = tmp_path / "tests.parquet", tmp_path / "kv.parquet"
     proc = run_cli("llm-role-tests", "--scores", str(tmp_path / "scores.parquet"), "--tau", "null", "--alpha", "0.05",
                    "--correction", "bh", "--output", str(tests), "--kv-output", str(kv))  # fmt: skip
@@ -65,7 +69,8 @@ def test_llm_role_tests_and_report_commands(tmp_path):
         frame = pd.DataFrame([("m", s, f, seed, 4, 0, "copying_loss", 1.0 + f * slope[s] + rng.normal(0, 0.05), 10)
                               for s in slope for f in (0.0, 0.5)], columns=EVALUATION_COLUMNS)  # fmt: skip
         evaluations.append(tmp_path / f"ev{seed}.parquet")
-        frame.to_parquet(evaluations[-1])
+        made = {"model": "m", "stand_in": "", "seed": seed, "tests_sha256": None}
+        write_frame(frame, evaluations[-1], metadata=provenance_metadata(made))
     proc = run_cli("llm-report", "--model", "m", "--tests", str(tests), "--kv-tests", str(kv), "--evaluations",
                    *map(str, evaluations), "--figures", str(tmp_path / "figures"), "--evaluations-out",
                    str(tmp_path / "evaluations.parquet"), "--comparisons", str(tmp_path / "comparisons.parquet"),

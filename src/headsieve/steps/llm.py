@@ -589,8 +589,9 @@ def summary_markdown(title: str, stand_in: str, tests: pd.DataFrame, kv_tests: p
         found = findings_lines(tests, evaluations, comparisons)
         if found:
             lines += ["", "## What the data say: role strategies against random", "",
-                      "Role masks take the labelled heads strongest first and fill up with random unlabelled heads; "
-                      "a verdict needs the corrected p below alpha.", "", *found]  # fmt: skip
+                      "Role masks take the labelled heads strongest first and fill up with random unlabelled heads: "
+                      "where a role has fewer labelled heads than a share prunes, the comparison is mostly random "
+                      "heads against random heads. A verdict needs the corrected p below alpha.", "", *found]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -603,6 +604,8 @@ def findings_lines(tests: pd.DataFrame, evaluations: pd.DataFrame, comparisons: 
     many of the heads it pruned carry the role's label, the paired difference with its interval and corrected
     p, and the verdict at the comparisons' alpha (harms more than random, harms less than random, or no
     difference found, with the smallest difference these seeds detect)."""
+    import pandas as pd
+
     from headsieve.pruning.strategies import parse_strategy, table_role
 
     lines = []
@@ -617,13 +620,17 @@ def findings_lines(tests: pd.DataFrame, evaluations: pd.DataFrame, comparisons: 
         pruned = int(cell["heads_pruned"].iloc[0]) if len(cell) else 0
         of_role = min(labelled, pruned) if name == "prune_role" else max(0, pruned - (len(tests.loc[roles == role]) - labelled))
         harm = -r.mean_diff if r.metric in HIGHER_IS_BETTER else r.mean_diff
-        if r.p_adj < r.alpha:
+        if pd.isna(r.p_adj):
+            verdict = "not testable (the paired differences do not vary over seeds)"
+        elif r.p_adj < r.alpha:
             verdict = "harms more than random" if harm > 0 else "harms less than random"
         else:
             verdict = f"no difference from random found (these seeds detect {r.mdd:.3g} with power {r.power:g})"
+        rest = pruned - of_role
+        mixed = f" (the other {rest} unlabelled, drawn as random draws them)" if rest > 0 and name == "prune_role" else ""
         lines.append(
             f"- `{r.strategy}`, {r.metric}, share {r.fraction:.2f}: {pruned} heads pruned, {of_role} of them "
-            f"labelled {role} ({labelled} labelled in all); difference from random {r.mean_diff:+.3g} "
+            f"labelled {role}{mixed}, {labelled} labelled in all; difference from random {r.mean_diff:+.3g} "
             f"(95% interval {_interval(r.ci_low, r.ci_high)}, {r.correction} p {_p(r.p_adj)}, {int(r.seeds)} seeds): "
             f"{verdict}."
         )

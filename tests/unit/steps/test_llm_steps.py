@@ -403,12 +403,16 @@ def test_findings_state_what_the_planted_comparisons_say():
     assert len(lines) == 4  # two role strategies x two metrics; random itself is the baseline
     by = {(line.split("`")[1], line.split(", ")[1]): line for line in lines}
     induction = by[("prune_role:causal:induction", "copying_loss")]
-    assert "3 heads pruned, 2 of them labelled causal:induction (2 labelled in all)" in induction
+    assert "3 heads pruned, 2 of them labelled causal:induction (the other 1 unlabelled" in induction
+    assert ", 2 labelled in all;" in induction
     assert induction.endswith("harms more than random.")
     assert by[("prune_role:causal:induction", "retrieval_accuracy")].endswith("harms more than random.")  # lower acc
     for metric in ("copying_loss", "retrieval_accuracy"):
         sink = by[("prune_role:causal:sink", metric)]
         assert "1 of them labelled causal:sink" in sink and "no difference from random found" in sink
+    flat = evaluations.assign(value=np.where(evaluations.metric == "retrieval_accuracy", 0.0, evaluations.value))
+    untestable = S.findings_lines(tests, flat, lm_comparisons(flat, S.BASELINE, keys=("model",), correction="holm"))
+    assert sum("retrieval_accuracy" in line and "not testable" in line for line in untestable) == 2  # all zero
     summary = S.summary_markdown("t", "", tests.assign(source="text", n=4, alpha=0.05, correction="bh"),
                                  tests.rename(columns={"head": "kv_group"}), evaluations, comparisons)  # fmt: skip
     assert "## What the data say" in summary and all(line in summary for line in lines)
