@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from headsieve.errors import HeadsieveError
-from headsieve.io.provenance import canonical, expect_provenance, provenance_metadata, record_sha256
+from headsieve.io.provenance import (
+    canonical,
+    check_cells,
+    check_same_cells,
+    expect_provenance,
+    provenance_metadata,
+    record_sha256,
+)
 from headsieve.roles.registry import causal_roles_by_input
 from headsieve.steps.settings import Corpus, Model, RoleTestSettings
 
@@ -366,10 +373,10 @@ def select_masks(model: Model, tests, strategies: list, fractions: list, seed: i
     the sha256 of both inputs."""
     import pandas as pd
 
+    from headsieve.io.atomic import write_frame
     from headsieve.models.heads import config_space
     from headsieve.models.load import load_decoder_config
     from headsieve.pruning.masks import mask_table, read_importance
-    from headsieve.io.atomic import write_frame
     from headsieve.tokens import file_sha256
 
     space = config_space(load_decoder_config(model.key, model.spec))
@@ -445,10 +452,10 @@ def evaluate(model: Model, masks, evaluation: dict, perplexity: Corpus | None, o
     columns of :data:`EVALUATION_COLUMNS`.  Masks pruning the same heads are scored once."""
     import pandas as pd
 
+    from headsieve.io.atomic import write_frame
     from headsieve.models.heads import head_space, make_gates
     from headsieve.models.load import load_decoder, load_tokenizer
     from headsieve.pruning.masks import heads_of
-    from headsieve.io.atomic import write_frame
 
     start = time.perf_counter()
     mask_record = expect_provenance(masks, {"model": model.key, "stand_in": stand_in_note(model)}, "llm_masks")
@@ -505,8 +512,6 @@ def checked_evaluations(paths, model_key: str, stand_in: str, tests_sha256: str)
     masks drawn from the role tests of sha256 ``tests_sha256``, or from none) and the coverage: every
     (metric, strategy, share, seed) from exactly one table, and every seed with the same cells.  Also the
     record hashes of the tables (what the report records it was made from)."""
-    from headsieve.io.provenance import check_cells, check_same_cells
-
     records = {}
     for path in paths:
         record = expect_provenance(path, {"model": model_key, "stand_in": stand_in}, "llm_evaluate")
@@ -664,9 +669,9 @@ def report(model_key: str, tests, kv_tests, evaluations: list, figures, evaluati
     import pandas as pd
 
     from headsieve.io.atomic import write_frame, write_text
-    from headsieve.tokens import file_sha256
     from headsieve.plots.llm import causal_role_map, metric_curve
     from headsieve.pruning.lm import lm_comparisons
+    from headsieve.tokens import file_sha256
 
     made_from = expect_provenance(tests, {"model": model_key}, "llm_role_tests")
     expect_provenance(kv_tests, made_from, "llm_role_tests")  # the same run of the rule as the query-head tests
