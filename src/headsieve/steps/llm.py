@@ -498,20 +498,21 @@ def evaluate(model: Model, masks, evaluation: dict, perplexity: Corpus | None, o
 BASELINE = "random"
 
 
-def collect_evaluations(paths) -> pd.DataFrame:
+def collect_evaluations(frames) -> pd.DataFrame:
     """The evaluations of every seed as one table, sorted (model, metric, strategy, fraction, seed)."""
     import pandas as pd
 
-    frames = [pd.read_parquet(p) for p in paths]
-    frame = pd.concat(frames, ignore_index=True)[EVALUATION_COLUMNS]
+    frame = pd.concat(list(frames), ignore_index=True)[EVALUATION_COLUMNS]
     return frame.sort_values(["model", "metric", "strategy", "fraction", "seed"], kind="stable").reset_index(drop=True)
 
 
 def checked_evaluations(paths, model_key: str, stand_in: str, tests_sha256: str) -> tuple[pd.DataFrame, list]:
-    """:func:`collect_evaluations` after checking each table's record (of ``model_key`` and its stand-in note;
-    masks drawn from the role tests of sha256 ``tests_sha256``, or from none) and the coverage: every
-    (metric, strategy, share, seed) from exactly one table, and every seed with the same cells.  Also the
-    record hashes of the tables (what the report records it was made from)."""
+    """:func:`collect_evaluations` of the tables ``paths`` after checking each table's record (of ``model_key``
+    and its stand-in note; masks drawn from the role tests of sha256 ``tests_sha256``, or from none) and the
+    coverage: every (metric, strategy, share, seed) from exactly one table, and every seed with the same cells.
+    Also the record hashes of the tables (what the report records it was made from)."""
+    import pandas as pd
+
     records = {}
     for path in paths:
         record = expect_provenance(path, {"model": model_key, "stand_in": stand_in}, "llm_evaluate")
@@ -520,24 +521,17 @@ def checked_evaluations(paths, model_key: str, stand_in: str, tests_sha256: str)
                 f"{path}: its masks were drawn from other role tests than the report's (rerun rule llm_masks)"
             )
         records[str(path)] = record
-    frame = collect_evaluations(paths)
+    frames = [(str(path), pd.read_parquet(path)) for path in paths]  # a path given twice: caught by check_cells
     cells, by_seed = [], {}
-    for path in paths:
-        part = _cells(path)
-        cells.append((str(path), part))
-        for metric, strategy, fraction, seed in part:
+    for source, part in frames:
+        columns = part[["metric", "strategy", "fraction", "seed"]].itertuples(index=False)
+        held = [(m, s, float(f), int(seed)) for m, s, f, seed in columns]
+        cells.append((source, held))
+        for metric, strategy, fraction, seed in held:
             by_seed.setdefault(f"seed {seed}", set()).add((metric, strategy, fraction))
     check_cells(cells, "evaluation")
     check_same_cells(by_seed, "evaluation")
-    return frame, sorted(record_sha256(r) for r in records.values())
-
-
-def _cells(path) -> list[tuple]:
-    """The (metric, strategy, share, seed) cells of one evaluations table."""
-    import pandas as pd
-
-    part = pd.read_parquet(path, columns=["metric", "strategy", "fraction", "seed"])
-    return [(m, s, float(f), int(seed)) for m, s, f, seed in part.itertuples(index=False)]
+    return collect_evaluations(part for _, part in frames), sorted(record_sha256(r) for r in records.values())
 
 
 def summary_markdown(title: str, stand_in: str, tests: pd.DataFrame, kv_tests: pd.DataFrame,
