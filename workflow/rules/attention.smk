@@ -39,7 +39,7 @@ rule dump_attention:
         "benchmarks/{model}/{corpus}/dump_attention.tsv"
     conda:
         "../../envs/headsieve.yaml"
-    threads: 2
+    threads: 1  # measured: about one core busy with 2 (issue 15); --set-threads to change
     resources:
         mem_mb=8000,
         runtime=120,

@@ -36,7 +36,7 @@ rule llm_role_scores:
         "benchmarks/llm/{model}/role_scores.tsv"
     conda:
         "../../envs/headsieve.yaml"
-    threads: 2
+    threads: 1  # measured: about one core busy with 2 (issue 15); --set-threads to change
     resources:
         mem_mb=8000,
         runtime=120,
@@ -150,6 +150,7 @@ rule llm_evaluate:
         "logs/llm/{model}/seed{seed}/evaluate.log",
     benchmark:
         "benchmarks/llm/{model}/seed{seed}/evaluate.tsv"
+    priority: 5  # long jobs first: short ones fill the cores at the end (issue 15)
     conda:
         "../../envs/headsieve.yaml"
     threads: 1  # one each: on 2 cores, two seeds run side by side

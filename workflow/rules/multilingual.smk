@@ -33,6 +33,7 @@ rule evaluate_languages:
         "logs/{model}/{task}/seed{seed}/evaluate_languages.log",
     benchmark:
         "benchmarks/{model}/{task}/seed{seed}/evaluate_languages.tsv"
+    priority: 5  # long jobs first: short ones fill the cores at the end (issue 15)
     conda:
         "../../envs/headsieve.yaml"
     threads: 2
@@ -153,9 +154,10 @@ rule multilingual_effects:
         "logs/{model}/{task}/seed{seed}/multilingual_effects.log",
     benchmark:
         "benchmarks/{model}/{task}/seed{seed}/multilingual_effects.tsv"
+    priority: 3  # long jobs first: short ones fill the cores at the end (issue 15)
     conda:
         "../../envs/headsieve.yaml"
-    threads: 2
+    threads: 1  # measured: about one core busy with 2 (issue 15); --set-threads to change
     resources:
         mem_mb=8000,
         runtime=60,

@@ -14,7 +14,7 @@ rule score_roles:
         "benchmarks/{model}/{corpus}/score_roles.tsv"
     conda:
         "../../envs/headsieve.yaml"
-    threads: 2
+    threads: 1  # measured: about one core busy with 2 (issue 15); --set-threads to change
     resources:
         mem_mb=8000,
         runtime=60,
