@@ -11,6 +11,7 @@ rule convert_smollm2:
         "logs/convert_smollm2.log",
     benchmark:
         "benchmarks/convert_smollm2.tsv"
+    priority: 5  # on the way to a long job (issue 15)
     conda:
         "../../envs/headsieve.yaml"
     threads: 1
@@ -34,6 +35,7 @@ rule llm_role_scores:
         "logs/llm/{model}/role_scores.log",
     benchmark:
         "benchmarks/llm/{model}/role_scores.tsv"
+    priority: 5  # on the way to a long job (issue 15)
     conda:
         "../../envs/headsieve.yaml"
     threads: 1  # measured: about one core busy with 2 (issue 15); --set-threads to change
@@ -64,6 +66,7 @@ rule llm_role_tests:
         "logs/llm/{model}/role_tests.log",
     benchmark:
         "benchmarks/llm/{model}/role_tests.tsv"
+    priority: 5  # on the way to a long job (issue 15)
     conda:
         "../../envs/headsieve.yaml"
     threads: 1
@@ -118,6 +121,7 @@ rule llm_masks:
         "logs/llm/{model}/seed{seed}/masks.log",
     benchmark:
         "benchmarks/llm/{model}/seed{seed}/masks.tsv"
+    priority: 5  # on the way to a long job (issue 15)
     conda:
         "../../envs/headsieve.yaml"
     threads: 1

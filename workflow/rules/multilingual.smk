@@ -9,6 +9,7 @@ rule convert_e5:
         "logs/convert_e5.log",
     benchmark:
         "benchmarks/convert_e5.tsv"
+    priority: 10  # on the way to a long job (issue 15)
     conda:
         "../../envs/headsieve.yaml"
     threads: 1

@@ -48,6 +48,7 @@ rule importance:
         "logs/{model}/{task}/seed{seed}/importance.log",
     benchmark:
         "benchmarks/{model}/{task}/seed{seed}/importance.tsv"
+    priority: 5  # on the way to a long job (issue 15)
     conda:
         "../../envs/headsieve.yaml"
     threads: 1  # measured: about one core busy with 2 (issue 15); --set-threads to change
@@ -77,6 +78,7 @@ rule select_masks:
         "logs/{model}/{task}/seed{seed}/select_masks_{fraction}.log",
     benchmark:
         "benchmarks/{model}/{task}/seed{seed}/select_masks_{fraction}.tsv"
+    priority: 5  # on the way to a long job (issue 15)
     conda:
         "../../envs/headsieve.yaml"
     threads: 1
