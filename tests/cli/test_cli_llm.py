@@ -48,13 +48,12 @@ def test_llm_role_tests_and_report_commands(tmp_path):
     rows = [("m", "repeated", i, layer, head, head // 2, "causal:induction",
              0.9 if (layer, head) == planted else rng.uniform(0, 0.3), 10, 0, "mass")
             for i in range(12) for layer in range(2) for head in range(4)]  # fmt: skip
+    from headsieve.io.atomic import write_frame
+    from headsieve.io.provenance import provenance_metadata
     from headsieve.steps.llm import EVALUATION_COLUMNS, SCORE_COLUMNS
 
     scores = pd.DataFrame(rows, columns=SCORE_COLUMNS)
     scores["score"] += rng.normal(0, 0.01, len(scores))
-    from headsieve.io.atomic import write_frame
-    from headsieve.io.provenance import provenance_metadata
-
     # the records the llm_role_scores and llm_evaluate steps write (the report checks them)
     write_frame(scores, tmp_path / "scores.parquet", metadata=provenance_metadata({"model": "m", "stand_in": ""}))
     tests, kv = tmp_path / "tests.parquet", tmp_path / "kv.parquet"

@@ -4,15 +4,14 @@ its provenance to ``docs/multilingual/``) and must come out byte for byte the sa
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from headsieve.io.provenance import read_file_provenance
 from headsieve.multilingual.analysis import language_facts
 from headsieve.plots.multilingual import drop_heatmap
 
-REPO = Path(__file__).resolve().parents[3]
+from support.paths import REPO
+
 TABLE = REPO / "docs" / "multilingual" / "relative_drops.parquet"
 FIGURE = REPO / "docs" / "img" / "relative_drops_nli.png"
 

@@ -4,14 +4,13 @@ tables (copied verbatim to docs/llm/: role tests, evaluations and comparisons of
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from headsieve.io.provenance import read_file_provenance
 from headsieve.steps import llm as S
 
-REPO = Path(__file__).resolve().parents[3]
+from support.paths import REPO
+
 DOCS = REPO / "docs" / "llm"
 BEGIN, END = "<!-- llm findings (generated): begin -->", "<!-- llm findings (generated): end -->"
 
